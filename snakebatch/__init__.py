@@ -1,0 +1,17 @@
+"""snakebatch: turn whole source repositories into Parquet tables, on every core.
+
+    import snakebatch
+    result = snakebatch.run("repo", output="out", resume=True, workers=4, memory_budget="2GiB")
+    result.status_counts
+    result.dataset("files")
+    for table, batch in snakebatch.stream("repo"):
+        ...
+"""
+
+__version__ = "0.1.0"
+
+from .api import RunResult, open_dataset, run, stream  # noqa: E402
+from .coordinator import Progress  # noqa: E402
+from .errors import ConfigError, JobError, SnakebatchError  # noqa: E402
+
+__all__ = ["ConfigError", "JobError", "Progress", "RunResult", "SnakebatchError", "open_dataset", "run", "stream"]

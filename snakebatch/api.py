@@ -1,0 +1,127 @@
+"""The Python API: `run`, `stream`, and the `RunResult` they describe a job with.
+
+Owns: the embedding surface of CONTRACT.md. Must not touch: anything a Coordinator or a sink
+owns; this module only builds the config, wires them together and hands back results. The CLI
+is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+from .config import build_config
+from .coordinator import Coordinator, Progress, RunSummary
+from .sinks import OutputSink, StreamSink
+
+
+class RunResult:
+    """The outcome of `snakebatch.run`: counts, timings, and the committed output."""
+
+    def __init__(self, summary: RunSummary):
+        self.summary = summary
+
+    @property
+    def state(self) -> str:
+        return self.summary.state
+
+    @property
+    def exit_code(self) -> int:
+        return self.summary.exit_code
+
+    @property
+    def status_counts(self) -> dict:
+        return self.summary.status_counts
+
+    @property
+    def language_counts(self) -> dict:
+        return self.summary.language_counts
+
+    @property
+    def files(self) -> int:
+        return self.summary.files
+
+    @property
+    def bytes(self) -> int:
+        return self.summary.bytes
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.summary.elapsed_s
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        return self.summary.peak_rss_bytes
+
+    @property
+    def output(self) -> str:
+        return self.summary.output
+
+    @property
+    def resume_command(self) -> str | None:
+        return self.summary.resume_command
+
+    def dataset(self, table: str = "files"):
+        """A `pyarrow.dataset.Dataset` over the committed parts of `table`."""
+        return open_dataset(self.output, table)
+
+    def __repr__(self) -> str:
+        return f"RunResult(state={self.state!r}, files={self.files}, status_counts={self.status_counts})"
+
+
+def open_dataset(output: str | os.PathLike, table: str = "files"):
+    import pyarrow.dataset as ds
+
+    from .schema import TABLES
+
+    if table not in TABLES:
+        from .errors import ConfigError
+
+        raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
+    folder = os.path.join(os.fspath(output), table)
+    parts = sorted(
+        os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".parquet")
+    )
+    return ds.dataset(parts, format="parquet")
+
+
+def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
+    restore = coordinator.install_signal_handlers() if handle_signals else (lambda: None)
+    summary = None
+    try:
+        yield from coordinator.run()
+        summary = coordinator.summary()
+    finally:
+        restore()
+        if summary is None:  # the consumer stopped early, or an error escaped
+            coordinator.complete = False
+            coordinator.stop.request(coordinator.stop.reason or "stopped by the caller", 1)
+            summary = coordinator.summary()
+        sink.close(summary)
+        coordinator.final_summary = summary
+
+
+def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, resume: bool = False,
+        fresh: bool = False, on_progress: Callable[[Progress], None] | None = None, **options) -> RunResult:
+    """Run a job to its end (or its stop) and return what happened. Options as on the CLI."""
+    config = build_config(source, output, resume=resume, fresh=fresh, **options)
+    sink = OutputSink(config)
+    coordinator = Coordinator(config, sink, on_progress=on_progress)
+    for _ in _execute(coordinator, sink, handle_signals=True):
+        pass
+    return RunResult(coordinator.final_summary)
+
+
+def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None] | None = None,
+           **options) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Yield `(table_name, pyarrow.RecordBatch)` as batches finish, writing nothing.
+
+    A slow consumer holds the pool back: the next batches are submitted only as it takes these.
+    """
+    config = build_config(source, None, require_output=False, **options)  # raises here, not later
+    sink = StreamSink(config)
+    coordinator = Coordinator(config, sink, on_progress=on_progress)
+    # Ctrl-C stays the caller's KeyboardInterrupt: the stream is inside their loop.
+    return _execute(coordinator, sink, handle_signals=False)

@@ -1,0 +1,127 @@
+"""Batching: turn the stream of discovered files into size-balanced batches.
+
+Owns: grouping files by source bytes (a target from the governor, a cap on files per batch,
+a file larger than the target alone), batch ids, and skipping files a resumed job already
+committed. Must not touch: execution, memory sampling, or the ledger's files.
+
+Discovery is read ahead only a bounded number of files, so memory does not grow with the tree.
+Once discovery has ended, the remaining files are cut into smaller batches so that every worker
+stays busy to the end instead of one worker finishing a large last batch alone.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterable, Iterator
+
+import msgspec
+
+from .discovery import SourceFile, display_path
+
+MAX_FILES_PER_BATCH = 1000
+LOOKAHEAD_FILES = 20_000
+
+
+class Batch(msgspec.Struct, frozen=True):
+    batch_id: int
+    files: list  # [SourceFile]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+class CommittedIndex:
+    """Files a resumed job committed before: display path -> (size, mtime_ns)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, int]] = {}
+        self.seen = 0
+        self.stale: list[str] = []
+        self.stale_count = 0
+
+    def add(self, paths, sizes, mtimes) -> None:
+        for path, size, mtime in zip(paths, sizes, mtimes):
+            self.files[path] = (size, mtime)
+
+    def claim(self, source_file: SourceFile) -> bool:
+        """True when the file was committed already (it is then skipped, never read again)."""
+        key = display_path(source_file.path)
+        committed = self.files.get(key)
+        if committed is None:
+            return False
+        self.seen += 1
+        if committed != (source_file.size, source_file.mtime_ns):
+            self.stale_count += 1
+            if len(self.stale) < 20:
+                self.stale.append(key)
+        return True
+
+
+class BatchPlanner:
+    """Batches from a stream of files; `next_batch(target_bytes)` is called when there is room."""
+
+    def __init__(self, files: Iterable[SourceFile], workers: int, first_batch_id: int = 1,
+                 committed: CommittedIndex | None = None,
+                 on_discovered: Callable[[SourceFile], None] | None = None):
+        self._files: Iterator[SourceFile] = iter(files)
+        self._buffer: deque[SourceFile] = deque()
+        self._buffer_bytes = 0
+        self._exhausted = False
+        self.workers = workers
+        self.next_id = first_batch_id
+        self.committed = committed
+        self.on_discovered = on_discovered
+        self.discovered = 0  # files discovered and not committed before (to be processed)
+        self.discovered_bytes = 0
+
+    @property
+    def discovery_done(self) -> bool:
+        return self._exhausted
+
+    def _fill(self, want_bytes: int) -> None:
+        while not self._exhausted and (len(self._buffer) < LOOKAHEAD_FILES and self._buffer_bytes < want_bytes):
+            try:
+                source_file = next(self._files)
+            except StopIteration:
+                self._exhausted = True
+                return
+            if self.committed is not None and self.committed.claim(source_file):
+                continue
+            self.discovered += 1
+            self.discovered_bytes += source_file.size
+            self._buffer.append(source_file)
+            self._buffer_bytes += source_file.size
+            if self.on_discovered is not None:
+                self.on_discovered(source_file)
+
+    def has_more(self) -> bool:
+        self._fill(1)
+        return bool(self._buffer)
+
+    def new_id(self) -> int:
+        batch_id = self.next_id
+        self.next_id += 1
+        return batch_id
+
+    def next_batch(self, target_bytes: int, max_files: int = MAX_FILES_PER_BATCH) -> Batch | None:
+        # Read ahead enough to know whether this is the tail of the stream.
+        self._fill(max(target_bytes * (self.workers + 1), 1))
+        if not self._buffer:
+            return None
+        if self._exhausted:
+            # The tail: spread what is left over every worker, twice, so none idles at the end.
+            share = self._buffer_bytes // (2 * self.workers) + 1
+            target_bytes = max(min(target_bytes, share), 64 * 1024)
+            max_files = max(min(max_files, len(self._buffer) // (2 * self.workers) + 1), 1)
+        files, size = [], 0
+        while self._buffer and len(files) < max_files:
+            head = self._buffer[0]
+            if files and size + head.size > target_bytes:
+                break
+            files.append(self._buffer.popleft())
+            size += head.size
+            self._buffer_bytes -= head.size
+            if size >= target_bytes:
+                break
+        return Batch(self.new_id(), files)

@@ -1,0 +1,179 @@
+"""The command line (click): a thin layer over the Python API.
+
+Owns: argument parsing, the progress bar, the printed summary and the exit codes of
+CONTRACT.md. Must not touch: job logic; every option goes into `build_config` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import msgspec
+
+from . import __version__
+from .errors import ConfigError, JobError
+
+EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _fail(message: str, code: int = EXIT_USAGE):
+    click.echo(f"snakebatch: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+class _ProgressBar:
+    """tqdm on stderr, fed by the API's throttled progress callbacks."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=None, unit="file", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                        smoothing=0.1, leave=True)
+
+    def __call__(self, progress) -> None:
+        bar = self.bar
+        if progress.files_total is not None and bar.total != progress.files_total:
+            bar.total = progress.files_total
+        bar.n = progress.files_done
+        rate = progress.bytes_done / 1e6 / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+        bar.set_postfix_str(f"{rate:.1f} MB/s, {progress.errors} errors, rss {_human_bytes(progress.rss_bytes)}",
+                            refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _print_summary(summary) -> None:
+    lines = []
+    state = {"complete": "complete", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}[summary.state]
+    lines.append(
+        f"snakebatch: {state}: {summary.files} files ({summary.files_this_run} this run), "
+        f"{_human_bytes(summary.bytes_this_run)} in {summary.elapsed_s:.1f}s: "
+        f"{summary.files_per_s:.0f} files/s, {summary.mb_per_s:.1f} MB/s, "
+        f"peak RSS {_human_bytes(summary.peak_rss_bytes)}"
+    )
+    lines.append("  status:    " + ", ".join(f"{k} {v}" for k, v in summary.status_counts.items()))
+    languages = list(summary.language_counts.items())
+    shown = ", ".join(f"{k} {v}" for k, v in languages[:8])
+    if len(languages) > 8:
+        shown += f", {len(languages) - 8} more"
+    lines.append("  languages: " + (shown or "-"))
+    if summary.recovery:
+        lines.append(f"  recovered: {summary.recovery}")
+    if summary.stale_files:
+        lines.append(f"  stale:     {summary.stale_files} committed files changed on disk since (kept as committed)")
+    if summary.unreadable_folders:
+        lines.append(f"  skipped:   {len(summary.unreadable_folders)} unreadable folder(s), e.g. {summary.unreadable_folders[0]}")
+    for path, status, message in summary.error_samples[:3]:
+        lines.append(f"  e.g. {status}: {path}: {message}")
+    lines.append(f"  output:    {summary.output}")
+    click.echo("\n".join(lines))
+
+
+def _json(obj) -> str:
+    return msgspec.json.encode(obj).decode()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="snakebatch")
+def main():
+    """Turn source repositories into Parquet tables: one row per file, definition and import."""
+
+
+@main.command()
+@click.argument("source", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@click.option("-o", "--output", default="snakebatch-out", show_default=True, help="Output folder.")
+@click.option("--resume", is_flag=True, help="Continue the job in OUT; committed files are not parsed again.")
+@click.option("--fresh", is_flag=True, help="Delete the job in OUT and start over.")
+@click.option("-j", "--workers", type=int, default=None, help="Worker processes [all usable cores].")
+@click.option("--memory-budget", default=None, help="Ceiling for the process tree's RSS, e.g. 512MB, 2GiB [50% of available RAM].")
+@click.option("--batch-bytes", default=None, help="Target source bytes per batch [adaptive].")
+@click.option("--include", multiple=True, help="Only files matching this gitignore-style pattern (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable).")
+@click.option("--no-gitignore", is_flag=True, help="Also ingest what .gitignore files exclude.")
+@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE.")
+@click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB].")
+@click.option("--parser", "parsers", multiple=True, help="A parser name or module:attribute, tried before the built-ins (repeatable).")
+@click.option("--content", is_flag=True, help="Also store each text file's content.")
+@click.option("--file-timeout", type=float, default=None, help="Seconds before a file's parse is given up as timeout [60].")
+@click.option("--retries", type=int, default=None, help="Retries of a crashed or timed-out file [1].")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first file with an error status.")
+@click.option("--max-errors", type=int, default=None, help="Stop once N files have an error status.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None, help="Where batches run [local].")
+@click.option("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT (with --executor dask).")
+@click.option("--progress/--no-progress", default=None, help="Live progress on stderr [on for a terminal].")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
+def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+        follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
+        executor, scheduler, progress, as_json):
+    """Parse every file under SOURCE into Parquet tables in OUT."""
+    from .api import run as api_run
+
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    bar = _ProgressBar() if show_progress else None
+    options = dict(
+        workers=workers, memory_budget=memory_budget, batch_bytes=batch_bytes,
+        include=include or None, exclude=exclude or None, gitignore=False if no_gitignore else None,
+        follow_symlinks=True if follow_symlinks else None, max_file_size=max_file_size,
+        parsers=parsers or None, content=True if content else None, file_timeout=file_timeout,
+        retries=retries, fail_fast=True if fail_fast else None, max_errors=max_errors,
+        executor=executor, scheduler=scheduler,
+    )
+    try:
+        result = api_run(source, output, resume=resume, fresh=fresh, on_progress=bar, **options)
+    except ConfigError as err:
+        if bar:
+            bar.close()
+        _fail(str(err), EXIT_USAGE)
+    except JobError as err:
+        if bar:
+            bar.close()
+        _fail(str(err), EXIT_USAGE)
+    if bar:
+        bar.close()
+    summary = result.summary
+    if as_json:
+        click.echo(_json(summary))
+    else:
+        _print_summary(summary)
+    if summary.state != "complete":
+        click.echo(f"snakebatch: stopped: {summary.stop_reason}", err=True)
+        click.echo(f"snakebatch: resume with: {summary.resume_command}", err=True)
+    sys.exit(summary.exit_code)
+
+
+@main.command(name="parsers")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def parsers_command(as_json):
+    """List the parsers available, in the order they are tried, and what they match."""
+    from .parsers import available
+
+    rows = [
+        {"name": p.name, "patterns": list(p.patterns), "interpreters": list(p.interpreters),
+         "version": p.version, "origin": p.origin}
+        for p in available()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        patterns = " ".join(r["patterns"])
+        if len(patterns) > 60:
+            patterns = patterns[:57] + "..."
+        click.echo(f"{r['name']:<{width}}  {r['version']:<10}  {r['origin']:<12}  {patterns}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""The coordinator: the one owner of a job's state while it runs.
+
+Owns: the loop that moves batches through the stages, retries and isolation of crashing files,
+stopping (signals, --fail-fast, --max-errors, fatal errors), progress, and the run's summary.
+Must not touch: file contents (workers read them) or the output layout (a sink owns that).
+
+Data flows one way:
+
+    discover()  ->  BatchPlanner  ->  executor.submit(process_batch, BatchTask)  ->  sink.commit
+    (metadata)      (by bytes,        (local pool or Dask; at most the governor's     (ledger +
+                     governor's        number of batches in flight)                     renames, or
+                     target)                                                            a stream)
+
+Worker deaths: a pool that breaks fails every batch in flight, so a death cannot be pinned on
+one batch. Those batches are redone one at a time ("isolated"); a batch that kills its worker
+while alone is split in halves until the single file is found, which gets `crashed` after
+`--retries` more isolated attempts. Every other file of the batch gets its real row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterator
+
+import msgspec
+
+from .batching import Batch, BatchPlanner, CommittedIndex
+from .config import RunConfig
+from .discovery import DiscoveryStats, discover
+from .executor import make_executor
+from .governor import MemoryGovernor
+from .schema import ERROR_STATUSES
+from .worker import BatchOutcome, BatchTask, process_batch
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+class Progress(msgspec.Struct):
+    """What `on_progress` receives, at most twice a second and once at the end."""
+
+    files_done: int
+    files_total: int | None  # None until discovery ends
+    bytes_done: int
+    errors: int
+    elapsed_s: float
+    rss_bytes: int
+
+
+class RunSummary(msgspec.Struct):
+    """The outcome of one run (the CLI prints it; the API wraps it in RunResult)."""
+
+    state: str  # complete | stopped | interrupted
+    exit_code: int
+    output: str
+    files: int  # files of the job with a committed row (all runs)
+    files_this_run: int
+    bytes: int
+    bytes_this_run: int
+    status_counts: dict
+    language_counts: dict
+    elapsed_s: float
+    files_per_s: float
+    mb_per_s: float
+    peak_rss_bytes: int
+    batches_this_run: int
+    retries: int
+    crashed_isolations: int
+    stale_files: int
+    stale_sample: list
+    removed_files: int
+    unreadable_folders: list
+    stop_reason: str | None
+    resume_command: str | None
+    error_samples: list
+    governor: dict
+    recovery: str | None = None
+
+
+class FatalJobError(Exception):
+    """The job cannot go on (e.g. the output cannot be written); it stays resumable."""
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.exit_code = 0
+
+    def request(self, reason: str, exit_code: int) -> None:
+        if self.reason is None:
+            self.reason, self.exit_code = reason, exit_code
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+
+def _is_worker_death(err: BaseException) -> bool:
+    if isinstance(err, BrokenProcessPool):
+        return True
+    return type(err).__name__ == "KilledWorker"  # dask.distributed, without importing it
+
+
+class Coordinator:
+    def __init__(self, config: RunConfig, sink, on_progress: Callable[[Progress], None] | None = None):
+        self.config = config
+        self.sink = sink
+        self.on_progress = on_progress
+        self.stop = _Stop()
+        self.governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes)
+        self.discovery_stats = DiscoveryStats()
+        self.status_counts: dict[str, int] = dict(sink.status_counts)
+        self.language_counts: dict[str, int] = dict(sink.language_counts)
+        self.files_before = sink.files_committed
+        self.bytes_before = sink.bytes_committed
+        self.files_run = 0
+        self.bytes_run = 0
+        self.errors_run = 0
+        self.batches_run = 0
+        self.retries = 0
+        self.crashed_isolations = 0
+        self.error_samples: list = []
+        self._last_progress = 0.0
+        self._started = time.monotonic()
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGINT/SIGTERM: the first stops submitting and commits what finished; a second one
+        stops at once. Returns a function that restores the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.stop:
+                raise KeyboardInterrupt
+            self.stop.request(f"interrupted by {signal.Signals(signum).name}", 130)
+
+        for sig in previous:
+            signal.signal(sig, handler)
+
+        def restore():
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _task(self, batch_id: int, files: list, attempt: int = 0, forced: tuple | None = None) -> BatchTask:
+        job = self.config.job
+        return BatchTask(
+            batch_id=batch_id,
+            attempt=attempt,
+            source=job.source,
+            staging=self.sink.staging_for(batch_id, attempt),
+            files=[tuple(f) for f in files],
+            parsers=job.parsers,
+            max_file_size=job.max_file_size,
+            content=job.content,
+            file_timeout=self.config.file_timeout,
+            retries=self.config.retries,
+            forced_status=forced[0] if forced else None,
+            forced_message=forced[1] if forced else None,
+        )
+
+    def run(self) -> Iterator:
+        """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
+        record batches for a stream). `summary()` tells the outcome afterwards."""
+        config = self.config
+        committed = self.sink.committed
+        planner = BatchPlanner(
+            discover(config.job, skip=config.output or None, stats=self.discovery_stats),
+            workers=config.workers,
+            first_batch_id=self.sink.first_batch_id,
+            committed=committed,
+        )
+        self.planner = planner
+        executor = make_executor(config)
+        self.governor.start()
+        inflight: dict = {}  # future -> (task, isolated)
+        suspects: deque[BatchTask] = deque()
+        killed = False
+        try:
+            while True:
+                if not self.stop:
+                    if suspects:
+                        if not inflight:
+                            task = suspects.popleft()
+                            inflight[executor.submit(process_batch, task)] = (task, True)
+                    else:
+                        while self.governor.may_submit(len(inflight)):
+                            batch = planner.next_batch(self.governor.target_batch_bytes())
+                            if batch is None:
+                                break
+                            task = self._task(batch.batch_id, batch.files)
+                            inflight[executor.submit(process_batch, task)] = (task, False)
+                if not inflight:
+                    if suspects and not self.stop:
+                        continue
+                    break
+                done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    task, isolated = inflight.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BaseException as err:  # noqa: BLE001 - sorted out below
+                        if isinstance(err, KeyboardInterrupt):
+                            raise
+                        shutil.rmtree(task.staging, ignore_errors=True)
+                        if self.stop:
+                            continue  # stopping: unfinished work stays undone, to resume
+                        if _is_worker_death(err):
+                            broken = True
+                            yield from self._after_failure(task, isolated, suspects, "crashed",
+                                                           "the worker process died while parsing this file")
+                        elif isinstance(err, OSError):
+                            self.stop.request(f"cannot write batch {task.batch_id}: {err}", 1)
+                        else:
+                            yield from self._after_failure(
+                                task, True, suspects, "parser_error", f"{type(err).__name__}: {err}"[:2000]
+                            )
+                        continue
+                    yield from self._commit(task, outcome)
+                if broken:
+                    # Every batch in flight fails with the pool: wait for them, then rebuild.
+                    for future in list(inflight):
+                        task, isolated = inflight.pop(future)
+                        try:
+                            outcome = future.result()
+                        except BaseException:  # noqa: BLE001
+                            shutil.rmtree(task.staging, ignore_errors=True)
+                            if not self.stop:
+                                suspects.append(task)
+                            continue
+                        yield from self._commit(task, outcome)
+                    time.sleep(0.05)  # a SIGTERM to the group kills workers first; let its handler run
+                    if not self.stop:
+                        executor.rebuild()
+                self._maybe_progress()
+        except KeyboardInterrupt:
+            self.stop.request("interrupted (stopped at once by a second signal)", 130)
+            killed = True
+        except FatalJobError as err:
+            self.stop.request(str(err), 1)
+        finally:
+            self.governor.stop()
+            executor.shutdown(kill=killed or bool(inflight))
+            for task, _ in inflight.values():
+                shutil.rmtree(task.staging, ignore_errors=True)
+        self.complete = not self.stop and not suspects and planner.discovery_done
+        self._maybe_progress(final=True)
+
+    def _after_failure(self, task: BatchTask, isolated: bool, suspects: deque, status: str, message: str):
+        """A batch failed: redo it alone, split it, or give its one file the failure's status."""
+        self.retries += 1
+        if not isolated:
+            suspects.append(task)
+            return
+        self.crashed_isolations += 1
+        files = task.files
+        if len(files) > 1:
+            half = len(files) // 2
+            for part in (files[:half], files[half:]):
+                suspects.append(self._task(self.planner.new_id(), part, attempt=0))
+            return
+        if task.attempt < self.config.retries:
+            suspects.append(self._task(task.batch_id, files, attempt=task.attempt + 1))
+            return
+        attempts = task.attempt + 1
+        forced = self._task(task.batch_id, files, attempt=task.attempt + 1,
+                            forced=(status, f"{message} ({attempts} attempt{'s' if attempts > 1 else ''})"))
+        yield from self._commit(forced, process_batch(forced))
+
+    def _commit(self, task: BatchTask, outcome: BatchOutcome):
+        try:
+            yield from self.sink.commit(task, outcome)
+        except OSError as err:
+            raise FatalJobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
+        self.batches_run += 1
+        self.files_run += len(outcome.statuses)
+        self.bytes_run += outcome.bytes
+        errors = 0
+        for status in outcome.statuses:
+            self.status_counts[status] = self.status_counts.get(status, 0) + 1
+            if status in ERROR_STATUSES:
+                errors += 1
+        for language, count in outcome.language_counts.items():
+            self.language_counts[language] = self.language_counts.get(language, 0) + count
+        self.errors_run += errors
+        if len(self.error_samples) < 10:
+            self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
+        self.governor.observe(outcome)
+        if errors and self.config.fail_fast:
+            self.stop.request(f"--fail-fast: {outcome.errors[0][0] if outcome.errors else 'a file'} "
+                              f"has status {outcome.errors[0][1] if outcome.errors else 'error'}", 1)
+        elif self.config.max_errors is not None and self.errors_run >= self.config.max_errors:
+            self.stop.request(f"--max-errors {self.config.max_errors}: {self.errors_run} files have an error status", 1)
+        self._maybe_progress()
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def progress(self) -> Progress:
+        planner = getattr(self, "planner", None)
+        total = None
+        if planner is not None and planner.discovery_done:
+            seen_before = self.sink.committed.seen if self.sink.committed is not None else 0
+            total = seen_before + planner.discovered
+        errors = sum(self.status_counts.get(s, 0) for s in ERROR_STATUSES)
+        return Progress(
+            files_done=self.files_before + self.files_run,
+            files_total=total,
+            bytes_done=self.bytes_before + self.bytes_run,
+            errors=errors,
+            elapsed_s=time.monotonic() - self._started,
+            rss_bytes=self.governor.rss,
+        )
+
+    def _maybe_progress(self, final: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if final or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            self.on_progress(self.progress())
+
+    def summary(self) -> RunSummary:
+        elapsed = time.monotonic() - self._started
+        committed = self.sink.committed
+        if self.complete:
+            state, exit_code = "complete", 0
+        else:
+            state = "interrupted" if self.stop.exit_code == 130 else "stopped"
+            exit_code = self.stop.exit_code or 1
+        removed = 0
+        if committed is not None and self.complete:
+            removed = len(committed.files) - committed.seen
+        return RunSummary(
+            state=state,
+            exit_code=exit_code,
+            output=self.config.output,
+            files=self.files_before + self.files_run,
+            files_this_run=self.files_run,
+            bytes=self.bytes_before + self.bytes_run,
+            bytes_this_run=self.bytes_run,
+            status_counts=dict(sorted(self.status_counts.items(), key=lambda kv: -kv[1])),
+            language_counts=dict(sorted(self.language_counts.items(), key=lambda kv: -kv[1])),
+            elapsed_s=round(elapsed, 3),
+            files_per_s=round(self.files_run / elapsed, 1) if elapsed > 0 else 0.0,
+            mb_per_s=round(self.bytes_run / 1e6 / elapsed, 2) if elapsed > 0 else 0.0,
+            peak_rss_bytes=self.governor.peak_rss,
+            batches_this_run=self.batches_run,
+            retries=self.retries,
+            crashed_isolations=self.crashed_isolations,
+            stale_files=committed.stale_count if committed is not None else 0,
+            stale_sample=committed.stale[:10] if committed is not None else [],
+            removed_files=removed,
+            unreadable_folders=self.discovery_stats.unreadable_folders[:20],
+            stop_reason=self.stop.reason,
+            resume_command=None if self.complete else self.sink.resume_command(),
+            error_samples=self.error_samples,
+            governor=self.governor.stats(),
+            recovery=self.sink.recovery,
+        )

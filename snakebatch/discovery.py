@@ -1,0 +1,166 @@
+"""Discovery: stream the regular files under SOURCE, honouring the job's filters.
+
+Owns: walking the tree (iteratively, with `os.scandir`, never listing it all first), `.gitignore`
+files at every depth, `--include`/`--exclude`, VCS folders, symbolic links, and skipping OUT.
+Must not touch: file contents (only metadata is read here) or anything downstream.
+
+Ignored folders are pruned before they are entered: matching every path below an ignored
+folder would double the cost of a large walk.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Iterator, NamedTuple
+
+import pathspec
+
+from .config import JobConfig
+
+VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj", ".pijul"})
+
+
+class SourceFile(NamedTuple):
+    """A discovered file: its path relative to SOURCE (`/`-separated; names that are not valid
+    UTF-8 keep their bytes as surrogate escapes), size and mtime when discovered."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class DiscoveryStats:
+    """What discovery skipped and why; read by the summary, written only here."""
+
+    def __init__(self) -> None:
+        self.unreadable_folders: list[str] = []
+        self.skipped_links = 0
+        self.vanished = 0
+        self.ignored = 0
+
+
+def display_path(path: str) -> str:
+    """The path as it appears in the tables: valid UTF-8, undecodable bytes shown as `\\xNN`."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class _Ignores(NamedTuple):
+    """The .gitignore rules in force in one folder: (folder relative path prefix, spec) pairs,
+    shallowest first."""
+
+    rules: tuple[tuple[str, pathspec.GitIgnoreSpec], ...]
+
+    def ignored(self, rel: str) -> bool:
+        # The deepest .gitignore with a matching pattern decides, as git does.
+        for prefix, spec in reversed(self.rules):
+            if rel.startswith(prefix):
+                verdict = spec.check_file(rel[len(prefix):]).include
+                if verdict is not None:
+                    return verdict
+        return False
+
+
+def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec | None:
+    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+
+
+def _read_gitignore(path: str) -> pathspec.GitIgnoreSpec | None:
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+
+def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | None = None) -> Iterator[SourceFile]:
+    """Yield every regular file under `job.source` that the filters take, in a stable order.
+
+    `skip` is a folder never entered (OUT, when it lies inside SOURCE).
+    """
+    stats = stats if stats is not None else DiscoveryStats()
+    root = job.source
+    real_root = os.path.realpath(root)
+    include, exclude = _spec(job.include), _spec(job.exclude)
+    skip_key = None
+    if skip:
+        try:
+            st = os.stat(skip)
+            skip_key = (st.st_dev, st.st_ino)
+        except OSError:
+            pass
+    follow = job.follow_symlinks
+    visited: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(root)
+        visited.add((st.st_dev, st.st_ino))
+    except OSError:
+        return
+
+    # Folders are walked depth-first in name order; each stack entry is a folder still to list.
+    stack: list[tuple[str, str, _Ignores]] = [(root, "", _Ignores(()))]
+    while stack:
+        folder, rel_folder, ignores = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            stats.unreadable_folders.append(rel_folder or ".")
+            continue
+        if job.gitignore and any(e.name == ".gitignore" for e in entries):
+            spec = _read_gitignore(os.path.join(folder, ".gitignore"))
+            if spec is not None:
+                ignores = _Ignores((*ignores.rules, (rel_folder, spec)))
+        subfolders = []
+        for entry in entries:
+            name = entry.name
+            rel = rel_folder + name
+            try:
+                is_link = entry.is_symlink()
+                if is_link:
+                    if not follow:
+                        stats.skipped_links += 1
+                        continue
+                    target = os.path.realpath(entry.path)
+                    if os.path.commonpath([target, real_root]) != real_root:
+                        stats.skipped_links += 1  # never outside SOURCE
+                        continue
+                    st = os.stat(entry.path)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+            except OSError:
+                stats.vanished += 1  # vanished, or a broken link
+                continue
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                if name in VCS_FOLDERS:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in visited:
+                    continue  # a loop through links, or a folder reached twice
+                if key == skip_key:
+                    continue
+                dir_rel = rel + "/"
+                if ignores.rules and ignores.ignored(dir_rel) or exclude and exclude.match_file(dir_rel):
+                    stats.ignored += 1
+                    continue
+                if follow:
+                    visited.add(key)
+                subfolders.append((entry.path, dir_rel, ignores))
+            elif stat.S_ISREG(mode):
+                if name in VCS_FOLDERS:
+                    continue  # a `.git` file of a worktree or submodule
+                if ignores.rules and ignores.ignored(rel) or exclude and exclude.match_file(rel):
+                    stats.ignored += 1
+                    continue
+                if include is not None and not include.match_file(rel):
+                    stats.ignored += 1
+                    continue
+                yield SourceFile(rel, st.st_size, st.st_mtime_ns)
+            # FIFOs, sockets and devices are never taken (opening a FIFO would block).
+        stack.extend(reversed(subfolders))

@@ -1,0 +1,72 @@
+"""Executors: where batches run. A local process pool, or a Dask cluster (optional extra).
+
+Owns: starting, rebuilding and stopping worker processes, and reporting their PIDs for memory
+sampling. Must not touch: what a batch does (worker.py) or what happens to its result.
+
+Both are `concurrent.futures.Executor`s to the coordinator: `submit(fn, task)` returns a Future.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from .config import RunConfig
+
+
+def _init_worker() -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the coordinator alone decides how to
+    # stop, and lets the workers finish the batches they hold.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalExecutor:
+    """A `ProcessPoolExecutor` that can be rebuilt after a worker died."""
+
+    kind = "local"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        # forkserver: workers start from a clean, single-threaded process with the worker module
+        # preloaded, unaffected by the coordinator's threads.
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["snakebatch.worker"])
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_init_worker)
+
+    def submit(self, fn, task) -> Future:
+        return self._pool.submit(fn, task)
+
+    def worker_pids(self) -> list[int]:
+        processes = getattr(self._pool, "_processes", None) or {}
+        return list(processes)
+
+    def kill_workers(self) -> None:
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def rebuild(self) -> None:
+        """Replace a broken pool (a worker died) with a fresh one."""
+        self.kill_workers()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._new_pool()
+
+    def shutdown(self, kill: bool = False) -> None:
+        if kill:
+            self.kill_workers()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(config: RunConfig):
+    if config.executor == "dask":
+        from .dask_executor import DaskExecutor  # imported lazily: an optional extra
+
+        return DaskExecutor(config)
+    return LocalExecutor(config.workers)

@@ -1,0 +1,205 @@
+"""The job's own folder `OUT/_snakebatch/`: identity, lock, stats and completion marker.
+
+Owns: deciding whether OUT holds a job, `--fresh` / `--resume` / refusal, the OS lock that keeps
+two runs off one OUT, `job.json` (the options that change rows), `stats.json` and `complete.json`.
+Must not touch: the ledger's entries or the table parts (ledger.py owns those).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+import shutil
+import time
+
+import msgspec
+
+from . import __version__
+from .config import JOB_OPTION_NAMES, JobConfig, RunConfig
+from .errors import ConfigError, JobError
+from .schema import TABLES
+
+STATE = "_snakebatch"
+
+
+class JobRecord(msgspec.Struct):
+    """`job.json`: what the job is, written once when it starts."""
+
+    job: JobConfig
+    snakebatch_version: str
+    created_at: float
+    command: list = msgspec.field(default_factory=list)
+
+
+def state_dir(out: str) -> str:
+    return os.path.join(out, STATE)
+
+
+def holds_job(out: str) -> bool:
+    return os.path.isfile(os.path.join(state_dir(out), "job.json"))
+
+
+def read_record(out: str) -> JobRecord:
+    path = os.path.join(state_dir(out), "job.json")
+    try:
+        with open(path, "rb") as fh:
+            return msgspec.json.decode(fh.read(), type=JobRecord)
+    except FileNotFoundError:
+        raise ConfigError(f"{out} holds no snakebatch job (no {STATE}/job.json)") from None
+    except (OSError, msgspec.DecodeError) as err:
+        raise JobError(f"{path} is unreadable ({err}); start over with --fresh") from None
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def resume_command(config: RunConfig) -> str:
+    """The exact command that resumes this job (options that change rows come from job.json)."""
+    words = ["snakebatch", "run", config.job.source, "-o", config.output, "--resume"]
+    return shlex.join(words)
+
+
+class JobLock:
+    """An exclusive `flock` on OUT/_snakebatch/lock, released by the OS when the process dies."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(state_dir(out), "lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise JobError(
+                f"another snakebatch run (PID {holder or '?'}) is writing {os.path.dirname(os.path.dirname(self.path))}; "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def lock_holder(out: str) -> str | None:
+    """The PID holding OUT's lock, or None when no run holds it."""
+    path = os.path.join(state_dir(out), "lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd) or "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _differences(old: JobConfig, new: JobConfig) -> list[str]:
+    return [
+        f"{JOB_OPTION_NAMES[name]} (job: {getattr(old, name)!r}, now: {getattr(new, name)!r})"
+        for name in JobConfig.__struct_fields__
+        if getattr(old, name) != getattr(new, name)
+    ]
+
+
+def open_job(config: RunConfig, lock: JobLock | None = None) -> JobLock:
+    """Prepare OUT for this run as its mode says, and take its lock. Returns the held lock.
+
+    new: OUT must not hold a job; fresh: delete a job in OUT first; resume: OUT must hold the
+    same job (same options that change rows).
+    """
+    out = config.output
+    source_real = os.path.realpath(config.job.source)
+    out_real = os.path.realpath(out)
+    if out_real == source_real:
+        raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"-o/--output: {out} exists and is not a folder")
+    exists = holds_job(out)
+    if config.mode == "resume":
+        if not exists:
+            raise ConfigError(f"--resume: {out} holds no snakebatch job to resume; run without --resume to start one")
+    elif exists and config.mode == "new":
+        raise ConfigError(
+            f"{out} already holds a snakebatch job: add --resume to continue it, or --fresh to delete it and start over"
+        )
+    elif not exists and os.path.isdir(out) and os.listdir(out):
+        raise ConfigError(
+            f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty or new folder"
+        )
+    os.makedirs(state_dir(out), exist_ok=True)
+    lock = JobLock(out)
+    lock.acquire()
+    try:
+        if config.mode == "fresh" and exists:
+            for name in os.listdir(out):
+                if name == STATE:
+                    continue
+                path = os.path.join(out, name)
+                if name in TABLES and os.path.isdir(path):
+                    shutil.rmtree(path)
+            for name in os.listdir(state_dir(out)):
+                if name != "lock":
+                    path = os.path.join(state_dir(out), name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+            exists = False
+        if exists:
+            record = read_record(out)
+            diffs = _differences(record.job, config.job)
+            if diffs:
+                raise ConfigError(
+                    "--resume: these options differ from the job's, and would change its rows: "
+                    + "; ".join(diffs)
+                    + ". Resume with the job's values, or start over with --fresh"
+                )
+        else:
+            record = JobRecord(job=config.job, snakebatch_version=__version__, created_at=time.time())
+            _atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(record))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def write_json(out: str, name: str, obj: object) -> None:
+    _atomic_write(os.path.join(state_dir(out), name), msgspec.json.format(msgspec.json.encode(obj)))
+
+
+def read_json(out: str, name: str):
+    try:
+        with open(os.path.join(state_dir(out), name), "rb") as fh:
+            return msgspec.json.decode(fh.read())
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def clear_complete(out: str) -> None:
+    try:
+        os.unlink(os.path.join(state_dir(out), "complete.json"))
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,241 @@
+"""The checkpoint ledger: which batches are committed, and moving their parts into the tables.
+
+Owns: `OUT/_snakebatch/ledger.jsonl`, the part files in `OUT/{files,definitions,imports}/`, and
+the commit protocol between them. Must not touch: parsing, scheduling, or the job's options.
+
+Commit protocol (one batch):
+
+    worker:       staging/<batch>/{files,definitions,imports}.parquet   written, fsynced
+    coordinator:  ledger.jsonl += one checksummed line naming the batch  appended, fsynced
+                  staging/<batch>/T.parquet -> T/part-<batch>.parquet    atomic renames
+                  rmdir staging/<batch>
+
+A batch is committed exactly when its ledger line is whole. A crash before the line leaves only
+staging files, which recovery deletes (roll back); a crash after it leaves parts still in
+staging, which recovery renames (roll forward). A table folder only ever receives whole parts by
+rename, so a reader never sees a torn file; a part is renamed once and named by its batch, so a
+reader never sees a row twice. Recovery also deletes any part no valid ledger line names (for
+example one whose line was later found corrupt), so the tables always equal the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import zlib
+from typing import Iterator
+
+import msgspec
+
+from .schema import TABLES
+
+_PART = re.compile(r"^part-(\d+)\.parquet$")
+
+
+class LedgerEntry(msgspec.Struct, array_like=False):
+    """One committed batch: its files (as in the `files` table) and its row counts."""
+
+    batch_id: int
+    staging: str  # relative to OUT/_snakebatch, for roll-forward
+    paths: list  # display paths, as in the files table
+    sizes: list
+    mtimes: list
+    statuses: list
+    rows: dict
+    bytes: int
+    parse_s: float
+    language_counts: dict
+    committed_at: float
+
+
+class RecoveryReport(msgspec.Struct):
+    entries: int = 0
+    rolled_forward: int = 0
+    rolled_back: int = 0
+    corrupt_lines: list = msgspec.field(default_factory=list)  # line numbers
+    removed_staging: int = 0
+    removed_orphan_parts: int = 0
+
+    def describe(self) -> str:
+        parts = []
+        if self.corrupt_lines:
+            parts.append(
+                f"{len(self.corrupt_lines)} corrupt ledger entr{'y' if len(self.corrupt_lines) == 1 else 'ies'} "
+                f"(line {', '.join(map(str, self.corrupt_lines[:5]))}) ignored; their files will be redone"
+            )
+        if self.rolled_forward:
+            parts.append(f"{self.rolled_forward} interrupted commit(s) finished")
+        if self.rolled_back:
+            parts.append(f"{self.rolled_back} incomplete commit(s) undone")
+        if self.removed_staging:
+            parts.append(f"{self.removed_staging} uncommitted batch(es) discarded")
+        if self.removed_orphan_parts:
+            parts.append(f"{self.removed_orphan_parts} part file(s) without a valid ledger entry removed")
+        return "; ".join(parts)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(LedgerEntry)
+
+
+def _encode_line(entry: LedgerEntry) -> bytes:
+    payload = _encoder.encode(entry)
+    return payload + b"\t%08x\n" % zlib.crc32(payload)
+
+
+def _decode_line(line: bytes) -> LedgerEntry | None:
+    """The entry of one ledger line, or None when it is torn or corrupt."""
+    if not line.endswith(b"\n"):
+        return None
+    payload, tab, crc = line[:-1].rpartition(b"\t")
+    if not tab or len(crc) != 8:
+        return None
+    try:
+        if int(crc, 16) != zlib.crc32(payload):
+            return None
+        return _decoder.decode(payload)
+    except (ValueError, msgspec.DecodeError):
+        return None
+
+
+def part_name(batch_id: int) -> str:
+    return f"part-{batch_id:08d}.parquet"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Ledger:
+    """The committed batches of the job in `out`."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.state = os.path.join(out, "_snakebatch")
+        self.path = os.path.join(self.state, "ledger.jsonl")
+        self.staging_root = os.path.join(self.state, "staging")
+        self._fh = None
+
+    def table_dir(self, table: str) -> str:
+        return os.path.join(self.out, table)
+
+    def create(self) -> None:
+        for table in TABLES:
+            os.makedirs(self.table_dir(table), exist_ok=True)
+        os.makedirs(self.staging_root, exist_ok=True)
+        if not os.path.exists(self.path):
+            with open(self.path, "wb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(self.state)
+
+    def entries(self) -> Iterator[LedgerEntry]:
+        """The valid entries, in commit order (read-only: for `status` and readers)."""
+        for entry in self._read()[0]:
+            yield entry
+
+    def _read(self) -> tuple[list[LedgerEntry], list[int]]:
+        entries, corrupt = [], []
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return entries, corrupt
+        seen = set()
+        with fh:
+            for number, line in enumerate(fh, 1):
+                entry = _decode_line(line)
+                if entry is None or entry.batch_id in seen:
+                    corrupt.append(number)
+                    continue
+                seen.add(entry.batch_id)
+                entries.append(entry)
+        return entries, corrupt
+
+    def recover(self) -> tuple[list[LedgerEntry], RecoveryReport]:
+        """Bring the folder to exactly the valid ledger: finish or undo cut-off commits, drop
+        corrupt entries, uncommitted staging folders and orphan parts. Returns the entries."""
+        entries, corrupt = self._read()
+        report = RecoveryReport(corrupt_lines=corrupt)
+        kept = []
+        for entry in entries:
+            staged = os.path.join(self.state, entry.staging)
+            moves = []
+            complete = True
+            for table in TABLES:
+                final = os.path.join(self.table_dir(table), part_name(entry.batch_id))
+                if os.path.exists(final):
+                    continue
+                source = os.path.join(staged, table + ".parquet")
+                if os.path.exists(source):
+                    moves.append((source, final))
+                else:
+                    complete = False
+            if not complete:  # a part is gone from both places: undo the whole batch
+                for table in TABLES:
+                    final = os.path.join(self.table_dir(table), part_name(entry.batch_id))
+                    if os.path.exists(final):
+                        os.unlink(final)
+                report.rolled_back += 1
+                continue
+            for source, final in moves:
+                os.rename(source, final)
+            if moves:
+                report.rolled_forward += 1
+            kept.append(entry)
+        valid = {entry.batch_id for entry in kept}
+        for table in TABLES:
+            folder = self.table_dir(table)
+            os.makedirs(folder, exist_ok=True)
+            for name in os.listdir(folder):
+                match = _PART.match(name)
+                if name.startswith(".") or (match and int(match.group(1)) in valid):
+                    continue
+                os.unlink(os.path.join(folder, name))
+                report.removed_orphan_parts += 1
+        if os.path.isdir(self.staging_root):
+            for name in os.listdir(self.staging_root):
+                shutil.rmtree(os.path.join(self.staging_root, name), ignore_errors=True)
+                report.removed_staging += 1
+        os.makedirs(self.staging_root, exist_ok=True)
+        if corrupt or report.rolled_back:
+            self._rewrite(kept)
+        report.entries = len(kept)
+        return kept, report
+
+    def _rewrite(self, entries: list[LedgerEntry]) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as fh:
+            for entry in entries:
+                fh.write(_encode_line(entry))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.state)
+
+    def staging_for(self, batch_id: int, attempt: int) -> str:
+        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
+
+    def commit(self, entry: LedgerEntry, staging: str) -> None:
+        """Commit one batch whose parts are whole in `staging` (see the protocol above)."""
+        if self._fh is None:
+            self._fh = open(self.path, "ab", buffering=0)
+        self._fh.write(_encode_line(entry))
+        os.fsync(self._fh.fileno())
+        for table in TABLES:
+            os.rename(
+                os.path.join(staging, table + ".parquet"),
+                os.path.join(self.table_dir(table), part_name(entry.batch_id)),
+            )
+        os.rmdir(staging)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        for table in TABLES:
+            if os.path.isdir(self.table_dir(table)):
+                _fsync_dir(self.table_dir(table))

@@ -1,0 +1,127 @@
+"""Parsers: the interface (`Parser`, `ParseResult`), the registry, and routing files to parsers.
+
+Owns: which parsers exist (built-in, entry points of the group `snakebatch.parsers`,
+`module:attribute` specs) and the order in which they are tried. Must not touch: files on disk.
+
+Order, first match wins: parsers named with `--parser` (in the order given), then parsers
+installed through entry points (sorted by name), then the built-in language parsers (`python`,
+then the tree-sitter ones), and last `text`, which takes every remaining text file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from importlib.metadata import entry_points
+
+from ..errors import ConfigError
+from ..languages import shebang_interpreter
+from .base import Definition, Import, ParseResult, Parser, count_lines
+
+__all__ = ["Definition", "Import", "ParseResult", "Parser", "ParserRouter", "available", "count_lines", "get", "resolve"]
+
+ENTRY_POINT_GROUP = "snakebatch.parsers"
+
+
+@lru_cache(maxsize=None)
+def _language_parsers() -> tuple[Parser, ...]:
+    from .python import parser as python
+
+    try:
+        from .treesitter import treesitter_parsers
+    except ImportError:  # the optional extra snakebatch[polyglot] is not installed
+        return (python,)
+    return (python, *treesitter_parsers())
+
+
+def _text() -> Parser:
+    from .text import parser
+
+    return parser
+
+
+def _as_parser(obj: object, spec: str) -> Parser:
+    if isinstance(obj, type) and issubclass(obj, Parser):
+        obj = obj()
+    if not isinstance(obj, Parser):
+        raise ConfigError(f"--parser {spec}: {type(obj).__name__} is not a snakebatch.parsers.Parser")
+    if not obj.name or not isinstance(obj.patterns, tuple):
+        raise ConfigError(f"--parser {spec}: a parser needs a `name` and a tuple of `patterns`")
+    return obj
+
+
+@lru_cache(maxsize=None)
+def _entry_point_parsers() -> tuple[Parser, ...]:
+    found = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        try:
+            parser = _as_parser(ep.load(), ep.value)
+        except Exception as err:  # a broken plugin must not break every run
+            import warnings
+
+            warnings.warn(f"snakebatch: parser entry point {ep.name} ({ep.value}) failed to load: {err}")
+            continue
+        parser.origin = f"entry point {ep.value} ({ep.dist.name if ep.dist else '?'})"
+        found.append(parser)
+    return tuple(found)
+
+
+def builtin_parsers() -> tuple[Parser, ...]:
+    return (*_language_parsers(), _text())
+
+
+@lru_cache(maxsize=None)
+def resolve(spec: str) -> Parser:
+    """A parser from a registered name or a `module:attribute` spec; ConfigError otherwise."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ConfigError(f"--parser {spec}: cannot import module {module_name!r} ({err})") from None
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            raise ConfigError(f"--parser {spec}: module {module_name!r} has no attribute {attr!r}") from None
+        parser = _as_parser(obj, spec)
+        parser.origin = spec
+        return parser
+    for parser in (*_entry_point_parsers(), *builtin_parsers()):
+        if parser.name == spec:
+            return parser
+    names = ", ".join(sorted(p.name for p in (*_entry_point_parsers(), *builtin_parsers())))
+    raise ConfigError(f"--parser {spec}: no parser of that name (available: {names}; or give module:attribute)")
+
+
+def get(name: str) -> Parser:
+    """A registered parser by name (`get("python")`)."""
+    return resolve(name)
+
+
+def available(specs: tuple[str, ...] = ()) -> list[Parser]:
+    """Every parser in the order files are routed to them."""
+    named = [resolve(spec) for spec in specs]
+    seen = {id(p) for p in named}
+    rest = [p for p in (*_entry_point_parsers(), *builtin_parsers()) if id(p) not in seen]
+    return named + rest
+
+
+class ParserRouter:
+    """Chooses the parser of each file: the first whose patterns match its path; for a path that
+    only the catch-all `text` parser matched, a shebang naming a parser's interpreter wins."""
+
+    def __init__(self, specs: tuple[str, ...] = ()):
+        self.parsers = available(specs)
+        self.fallback = _text()
+
+    def route(self, path: str, head: bytes = b"") -> Parser:
+        for parser in self.parsers:
+            if parser is not self.fallback and parser.matches(path):
+                return parser
+        if head.startswith(b"#!"):
+            interpreter = shebang_interpreter(head)
+            if interpreter:
+                for parser in self.parsers:
+                    if interpreter in parser.interpreters:
+                        return parser
+        return self.fallback

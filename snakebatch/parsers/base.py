@@ -1,0 +1,137 @@
+"""What a parser is: the `Parser` base class, the `ParseResult` it returns, and its row types.
+
+Owns: the parser interface of CONTRACT.md, pattern matching of parsers against paths, and the
+shared line counter. Must not touch: files on disk, Arrow, or which parser is chosen (registry).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, NamedTuple
+
+import msgspec
+import pathspec
+
+
+class Definition(NamedTuple):
+    """One function, method or class. Plain tuples in this field order are accepted too."""
+
+    kind: str  # function | async_function | method | class (or a language's own, e.g. struct)
+    name: str
+    qualname: str
+    parent: str | None
+    start_line: int
+    end_line: int
+    start_col: int
+    decorators: list[str]
+    n_params: int | None
+    docstring: str | None
+
+
+class Import(NamedTuple):
+    """One imported name. Plain tuples in this field order are accepted too."""
+
+    module: str | None
+    name: str | None
+    alias: str | None
+    level: int
+    line: int
+
+
+class ParseResult(msgspec.Struct, kw_only=True):
+    """The `files` fields a parser fills for one file, plus its definition and import rows.
+
+    The worker fills the rest of the row (path, size, hashes, timings) itself.
+    """
+
+    status: str = "ok"
+    language: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_line: int | None = None
+    error_col: int | None = None
+    lines: int | None = None
+    code_lines: int | None = None
+    comment_lines: int | None = None
+    blank_lines: int | None = None
+    docstring: str | None = None
+    definitions: list = msgspec.field(default_factory=list)
+    imports: list = msgspec.field(default_factory=list)
+
+
+_WILDCARDS = frozenset("*?[]!\\")
+
+
+class Parser:
+    """Base class of every parser; a subclass sets `name`, `patterns` and fills in `parse`.
+
+    `patterns` are gitignore-style patterns matched against the path relative to SOURCE.
+    `interpreters` are shebang interpreters (e.g. "python3") that route files without a
+    matching pattern to this parser.
+    """
+
+    name: ClassVar[str] = ""
+    patterns: ClassVar[tuple[str, ...]] = ()
+    interpreters: ClassVar[tuple[str, ...]] = ()
+    version: str = "0"
+    # Where the parser came from, for `snakebatch parsers`: builtin, entry point or module:attr.
+    origin: str = "builtin"
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        raise NotImplementedError
+
+    def matches(self, path: str) -> bool:
+        matcher = self.__dict__.get("_matcher")
+        if matcher is None:
+            matcher = self._matcher = _PatternMatcher(self.patterns)
+        return matcher.matches(path)
+
+
+class _PatternMatcher:
+    """Gitignore-style matching with a fast path for the common `*.ext` and `Name` patterns."""
+
+    def __init__(self, patterns: tuple[str, ...]):
+        suffixes, names, rest = [], set(), []
+        self.match_all = False
+        for pattern in patterns:
+            if pattern in ("*", "**", "**/*"):
+                self.match_all = True
+            elif pattern.startswith("*.") and not (_WILDCARDS & set(pattern[1:])) and "/" not in pattern:
+                suffixes.append(pattern[1:])
+            elif not (_WILDCARDS & set(pattern)) and "/" not in pattern:
+                names.add(pattern)
+            else:
+                rest.append(pattern)
+        self.suffixes = tuple(suffixes)
+        self.names = frozenset(names)
+        self.spec = pathspec.GitIgnoreSpec.from_lines(rest) if rest else None
+
+    def matches(self, path: str) -> bool:
+        if self.match_all:
+            return True
+        base = path.rpartition("/")[2]
+        if (self.suffixes and base.endswith(self.suffixes)) or base in self.names:
+            return True
+        return self.spec is not None and self.spec.match_file(path)
+
+
+_BLANK_LINE = re.compile(rb"^[ \t\f\r]*$", re.M)
+_HASH_COMMENT = re.compile(rb"^[ \t\f]*#", re.M)
+
+
+def count_lines(data: bytes, comment: re.Pattern[bytes] | None = _HASH_COMMENT) -> tuple[int, int, int | None, int]:
+    """(lines, code_lines, comment_lines, blank_lines) of `data`, by regex in C, not per line.
+
+    `comment` matches at the start of a comment line; None means the language has no known
+    line comments and `comment_lines` is None.
+    """
+    if not data:
+        return 0, 0, (0 if comment is not None else None), 0
+    lines = data.count(b"\n")
+    blank = len(_BLANK_LINE.findall(data))
+    if data.endswith(b"\n"):
+        blank -= 1  # the empty match after the final newline is not a line
+    else:
+        lines += 1
+    comments = len(comment.findall(data)) if comment is not None else None
+    return lines, lines - blank - (comments or 0), comments, blank

@@ -1,0 +1,159 @@
+"""The built-in `python` parser: the standard `ast` module on the raw bytes.
+
+Owns: turning one Python source into its definitions, imports, docstring and line counts.
+Must not touch: anything outside the bytes it is given.
+
+Parsing the raw bytes (not decoded text) lets `ast` honour PEP 263 coding cookies and BOMs.
+Only statement bodies are visited: definitions and imports are statements, so walking every
+expression node (`ast.walk`) would cost ~70% on top of the parse for nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import platform
+
+from .base import Definition, Import, ParseResult, Parser, count_lines
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# Statements whose nested bodies can hold definitions and imports, and their body fields.
+_COMPOUND_BODIES = {
+    ast.If: ("body", "orelse"),
+    ast.For: ("body", "orelse"),
+    ast.AsyncFor: ("body", "orelse"),
+    ast.While: ("body", "orelse"),
+    ast.With: ("body",),
+    ast.AsyncWith: ("body",),
+    ast.Try: ("body", "orelse", "finalbody"),
+}
+if hasattr(ast, "TryStar"):
+    _COMPOUND_BODIES[ast.TryStar] = ("body", "orelse", "finalbody")
+
+
+def _dotted(node: ast.expr) -> str:
+    """A decorator as written: fast for names and attributes, `ast.unparse` for the rest."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ast.unparse(node) if not parts else ast.unparse(node) + "." + ".".join(reversed(parts))
+
+
+def _decorator(node: ast.expr) -> str:
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        return _dotted(node)
+    return ast.unparse(node)
+
+
+def _n_params(args: ast.arguments) -> int:
+    return (
+        len(args.posonlyargs)
+        + len(args.args)
+        + len(args.kwonlyargs)
+        + (args.vararg is not None)
+        + (args.kwarg is not None)
+    )
+
+
+def extract(tree: ast.Module) -> tuple[list[Definition], list[Import]]:
+    """Definitions and imports of a module, found by visiting statement bodies only."""
+    definitions: list = []
+    imports: list = []
+    # (statements, qualname prefix, parent qualname, directly inside a class body)
+    stack = [(tree.body, "", None, False)]
+    while stack:
+        body, prefix, parent, in_class = stack.pop()
+        for node in body:
+            kind = type(node)
+            if kind in _FUNCTIONS or kind is ast.ClassDef:
+                qualname = prefix + node.name
+                if kind is ast.ClassDef:
+                    def_kind, n_params = "class", None
+                    stack.append((node.body, qualname + ".", qualname, True))
+                else:
+                    if in_class:
+                        def_kind = "method"
+                    else:
+                        def_kind = "function" if kind is ast.FunctionDef else "async_function"
+                    n_params = _n_params(node.args)
+                    stack.append((node.body, qualname + ".<locals>.", qualname, False))
+                definitions.append(
+                    (
+                        def_kind,
+                        node.name,
+                        qualname,
+                        parent,
+                        node.lineno,
+                        node.end_lineno,
+                        node.col_offset,
+                        [_decorator(d) for d in node.decorator_list],
+                        n_params,
+                        ast.get_docstring(node),
+                    )
+                )
+            elif kind is ast.Import:
+                for alias in node.names:
+                    imports.append((alias.name, None, alias.asname, 0, node.lineno))
+            elif kind is ast.ImportFrom:
+                for alias in node.names:
+                    imports.append((node.module, alias.name, alias.asname, node.level, node.lineno))
+            elif kind in _COMPOUND_BODIES:
+                for field in _COMPOUND_BODIES[kind]:
+                    stack.append((getattr(node, field), prefix, parent, False))
+                for handler in getattr(node, "handlers", ()):
+                    stack.append((handler.body, prefix, parent, False))
+            elif kind is getattr(ast, "Match", None):
+                for case in node.cases:
+                    stack.append((case.body, prefix, parent, False))
+    definitions.sort(key=lambda d: (d[4], d[6]))
+    imports.sort(key=lambda i: i[4])
+    return definitions, imports
+
+
+def _is_decode_error(err: SyntaxError) -> bool:
+    msg = err.msg or ""
+    return msg.startswith("(unicode error)") or "encoding" in msg and not msg.startswith("invalid")
+
+
+class PythonParser(Parser):
+    name = "python"
+    patterns = ("*.py", "*.pyi", "*.pyw")
+    interpreters = ("python",)
+    version = platform.python_version()  # `ast` accepts the grammar of the running interpreter
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        lines, code, comments, blank = count_lines(data)
+        result = ParseResult(
+            language="Python", lines=lines, code_lines=code, comment_lines=comments, blank_lines=blank
+        )
+        # AST nodes hold no reference cycles; the collector's passes over millions of fresh nodes
+        # cost ~15% of the parse.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tree = ast.parse(data, filename=path)
+        except SyntaxError as err:
+            result.status = "decode_error" if _is_decode_error(err) else "syntax_error"
+            result.error_type = type(err).__name__
+            result.error_message = err.msg
+            result.error_line = err.lineno
+            result.error_col = err.offset
+            return result
+        except ValueError as err:  # NUL bytes on some Python versions
+            result.status = "syntax_error"
+            result.error_type = type(err).__name__
+            result.error_message = str(err)
+            return result
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        result.docstring = ast.get_docstring(tree)
+        result.definitions, result.imports = extract(tree)
+        return result
+
+
+parser = PythonParser()

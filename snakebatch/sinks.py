@@ -1,0 +1,134 @@
+"""Sinks: where a finished batch goes. The output folder with its ledger, or a stream of Arrow.
+
+Owns: turning a worker's staged part files into committed output (`OutputSink`) or into
+record batches handed to the caller (`StreamSink`), and what a run needs to know of earlier
+runs (committed files, counts, the next batch id). Must not touch: scheduling or parsing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import pyarrow.parquet as pq
+
+from .batching import CommittedIndex
+from .config import RunConfig
+from .jobfolder import clear_complete, open_job, resume_command, write_json
+from .ledger import Ledger, LedgerEntry
+from .schema import TABLES
+from .worker import BatchOutcome, BatchTask
+
+
+class OutputSink:
+    """Commits batches to OUT through the ledger; holds OUT's lock from open to close."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.lock = open_job(config)
+        try:
+            self.ledger = Ledger(config.output)
+            self.ledger.create()
+            clear_complete(config.output)
+            entries, report = self.ledger.recover()
+        except BaseException:
+            self.lock.release()
+            raise
+        self.recovery = report.describe() or None
+        self.committed = CommittedIndex()
+        self.status_counts: dict[str, int] = {}
+        self.language_counts: dict[str, int] = {}
+        self.files_committed = 0
+        self.bytes_committed = 0
+        self.first_batch_id = 1
+        for entry in entries:
+            self._count(entry)
+            self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
+        self.batch_stats: list[dict] = []
+
+    def _count(self, entry: LedgerEntry) -> None:
+        self.committed.add(entry.paths, entry.sizes, entry.mtimes)
+        self.files_committed += len(entry.paths)
+        self.bytes_committed += entry.bytes
+        for status in entry.statuses:
+            self.status_counts[status] = self.status_counts.get(status, 0) + 1
+        for language, count in entry.language_counts.items():
+            self.language_counts[language] = self.language_counts.get(language, 0) + count
+
+    def staging_for(self, batch_id: int, attempt: int) -> str:
+        return self.ledger.staging_for(batch_id, attempt)
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome):
+        from .discovery import display_path
+
+        entry = LedgerEntry(
+            batch_id=task.batch_id,
+            staging=os.path.relpath(outcome.staging, self.ledger.state),
+            paths=[display_path(f[0]) for f in task.files],
+            sizes=[m[0] for m in outcome.files_meta],
+            mtimes=[m[1] for m in outcome.files_meta],
+            statuses=outcome.statuses,
+            rows=outcome.rows,
+            bytes=outcome.bytes,
+            parse_s=round(outcome.parse_s, 4),
+            language_counts=outcome.language_counts,
+            committed_at=time.time(),
+        )
+        self.ledger.commit(entry, outcome.staging)
+        self.batch_stats.append(
+            {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
+             "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
+             "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
+        )
+        return iter(())
+
+    def resume_command(self) -> str:
+        return resume_command(self.config)
+
+    def close(self, summary) -> None:
+        """Save the run's stats (and the completion marker) and release the lock."""
+        try:
+            self.ledger.close()
+            write_json(self.config.output, "stats.json", {"summary": summary, "batches": self.batch_stats[-10000:]})
+            if summary.state == "complete":
+                write_json(self.config.output, "complete.json",
+                           {"completed_at": time.time(), "files": summary.files, "status_counts": summary.status_counts})
+        finally:
+            self.lock.release()
+
+
+class StreamSink:
+    """Reads each batch's parts back as Arrow record batches and deletes them; writes nothing
+    that outlives the run."""
+
+    recovery = None
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.tmp = tempfile.mkdtemp(prefix="snakebatch-stream-")
+        self.committed = None
+        self.status_counts: dict[str, int] = {}
+        self.language_counts: dict[str, int] = {}
+        self.files_committed = 0
+        self.bytes_committed = 0
+        self.first_batch_id = 1
+
+    def staging_for(self, batch_id: int, attempt: int) -> str:
+        return os.path.join(self.tmp, f"b{batch_id:08d}.{attempt}")
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome):
+        try:
+            for table in TABLES:
+                parquet = pq.read_table(os.path.join(outcome.staging, table + ".parquet"))
+                for batch in parquet.to_batches():
+                    yield table, batch
+        finally:
+            shutil.rmtree(outcome.staging, ignore_errors=True)
+
+    def resume_command(self) -> None:
+        return None
+
+    def close(self, summary) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
