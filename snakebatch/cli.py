@@ -46,8 +46,10 @@ class _ProgressBar:
             bar.total = progress.files_total
         bar.n = progress.files_done
         rate = progress.bytes_done / 1e6 / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
-        bar.set_postfix_str(f"{rate:.1f} MB/s, {progress.errors} errors, rss {_human_bytes(progress.rss_bytes)}",
-                            refresh=False)
+        postfix = f"{rate:.1f} MB/s, {progress.errors} errors, rss {_human_bytes(progress.rss_bytes)}"
+        if progress.memory:
+            postfix += f", {progress.memory}"
+        bar.set_postfix_str(postfix, refresh=False)
         bar.refresh()
 
     def close(self) -> None:

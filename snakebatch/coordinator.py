@@ -15,6 +15,16 @@ Worker deaths: a pool that breaks fails every batch in flight, so a death cannot
 one batch. Those batches are redone one at a time ("isolated"); a batch that kills its worker
 while alone is split in halves until the single file is found, which gets `crashed` after
 `--retries` more isolated attempts. Every other file of the batch gets its real row.
+
+Hard timeouts (local pool): a watchdog reads the workers' heartbeats several times a second and
+kills a worker stuck on one file past `--file-timeout`. The file is known, so nothing needs
+isolating: it is retried alone (`--retries`) and then gets `timeout`; the rest of its batch and
+every batch the broken pool took down are simply redone.
+
+Memory: the governor prices each batch before it is submitted. A file too large for the whole
+budget gets a `too_large` row without being read; a batch too large for a worker's share waits
+until nothing else runs; when a worker keeps a high RSS after a big file, submissions pause
+until the pool is idle and the pool is replaced.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from .discovery import DiscoveryStats, discover
 from .executor import make_executor
 from .governor import MemoryGovernor
 from .schema import ERROR_STATUSES
+from .watchdog import Stuck, Watchdog
 from .worker import BatchOutcome, BatchTask, process_batch
 
 PROGRESS_INTERVAL_S = 0.5
@@ -52,6 +63,7 @@ class Progress(msgspec.Struct):
     errors: int
     elapsed_s: float
     rss_bytes: int
+    memory: str = ""  # the governor's current adaptation, in a few words
 
 
 class RunSummary(msgspec.Struct):
@@ -82,6 +94,7 @@ class RunSummary(msgspec.Struct):
     error_samples: list
     governor: dict
     recovery: str | None = None
+    watchdog_kills: int = 0  # workers killed while stuck on one file past --file-timeout
 
 
 class FatalJobError(Exception):
@@ -113,7 +126,12 @@ class Coordinator:
         self.sink = sink
         self.on_progress = on_progress
         self.stop = _Stop()
-        self.governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes)
+        self.governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes,
+                                       parsers=config.job.parsers)
+        self.watchdog: Watchdog | None = None
+        self.watchdog_kills = 0
+        self._redo: deque[BatchTask] = deque()  # batches a broken pool took down, to run again
+        self._next: tuple[BatchTask, int] | None = None  # the next batch and its estimate, waiting for room
         self.discovery_stats = DiscoveryStats()
         self.status_counts: dict[str, int] = dict(sink.status_counts)
         self.language_counts: dict[str, int] = dict(sink.language_counts)
@@ -169,6 +187,7 @@ class Coordinator:
             retries=self.config.retries,
             forced_status=forced[0] if forced else None,
             forced_message=forced[1] if forced else None,
+            heartbeat_dir=self.watchdog.folder if self.watchdog is not None and not forced else None,
         )
 
     def run(self) -> Iterator:
@@ -184,8 +203,11 @@ class Coordinator:
         )
         self.planner = planner
         executor = make_executor(config)
+        self.governor.attach(executor)
+        if getattr(executor, "kind", None) == "local":
+            self.watchdog = Watchdog(config.file_timeout)
         self.governor.start()
-        inflight: dict = {}  # future -> (task, isolated)
+        inflight: dict = {}  # future -> (task, isolated, estimated peak bytes)
         suspects: deque[BatchTask] = deque()
         killed = False
         try:
@@ -194,22 +216,21 @@ class Coordinator:
                     if suspects:
                         if not inflight:
                             task = suspects.popleft()
-                            inflight[executor.submit(process_batch, task)] = (task, True)
+                            estimate = self.governor.batch_estimate(task.files)
+                            inflight[executor.submit(process_batch, task)] = (task, True, estimate)
                     else:
-                        while self.governor.may_submit(len(inflight)):
-                            batch = planner.next_batch(self.governor.target_batch_bytes())
-                            if batch is None:
-                                break
-                            task = self._task(batch.batch_id, batch.files)
-                            inflight[executor.submit(process_batch, task)] = (task, False)
+                        yield from self._fill(executor, inflight)
                 if not inflight:
                     if suspects and not self.stop:
                         continue
                     break
                 done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+                self._check_watchdog(executor)
+                # A pool the watchdog broke took innocent batches down with the stuck one.
+                watchdog_broke = self.watchdog is not None and bool(self.watchdog.killed)
                 broken = False
                 for future in done:
-                    task, isolated = inflight.pop(future)
+                    task, isolated, _ = inflight.pop(future)
                     try:
                         outcome = future.result()
                     except BaseException as err:  # noqa: BLE001 - sorted out below
@@ -220,8 +241,7 @@ class Coordinator:
                             continue  # stopping: unfinished work stays undone, to resume
                         if _is_worker_death(err):
                             broken = True
-                            yield from self._after_failure(task, isolated, suspects, "crashed",
-                                                           "the worker process died while parsing this file")
+                            yield from self._after_death(task, isolated, suspects, watchdog_broke)
                         elif isinstance(err, OSError):
                             self.stop.request(f"cannot write batch {task.batch_id}: {err}", 1)
                         else:
@@ -233,18 +253,26 @@ class Coordinator:
                 if broken:
                     # Every batch in flight fails with the pool: wait for them, then rebuild.
                     for future in list(inflight):
-                        task, isolated = inflight.pop(future)
+                        task, isolated, _ = inflight.pop(future)
                         try:
                             outcome = future.result()
                         except BaseException:  # noqa: BLE001
                             shutil.rmtree(task.staging, ignore_errors=True)
                             if not self.stop:
-                                suspects.append(task)
+                                stuck = self.watchdog.take(task.batch_id, task.attempt) if self.watchdog else None
+                                if stuck is not None:
+                                    yield from self._after_timeout(task, stuck)
+                                elif watchdog_broke:
+                                    self._redo.append(task)
+                                else:
+                                    suspects.append(task)
                             continue
                         yield from self._commit(task, outcome)
                     time.sleep(0.05)  # a SIGTERM to the group kills workers first; let its handler run
                     if not self.stop:
                         executor.rebuild()
+                        if self.watchdog is not None:
+                            self.watchdog.reset()
                 self._maybe_progress()
         except KeyboardInterrupt:
             self.stop.request("interrupted (stopped at once by a second signal)", 130)
@@ -254,10 +282,98 @@ class Coordinator:
         finally:
             self.governor.stop()
             executor.shutdown(kill=killed or bool(inflight))
-            for task, _ in inflight.values():
+            if self.watchdog is not None:
+                self.watchdog.close()
+            for task, *_ in inflight.values():
                 shutil.rmtree(task.staging, ignore_errors=True)
-        self.complete = not self.stop and not suspects and planner.discovery_done
+        self.complete = (not self.stop and not suspects and not self._redo and self._next is None
+                         and planner.discovery_done)
         self._maybe_progress(final=True)
+
+    def _fill(self, executor, inflight: dict):
+        """Submit batches while the governor allows; yields what forced rows commit."""
+        governor = self.governor
+        if governor.recycle_wanted:
+            if inflight:
+                return  # let the pool go idle first
+            if hasattr(executor, "recycle"):
+                executor.recycle()
+                if self.watchdog is not None:
+                    self.watchdog.reset()
+            governor.recycled()
+        while governor.may_submit(len(inflight)):
+            if self._next is None:
+                self._next = yield from self._next_task()
+                if self._next is None:
+                    return
+            task, estimate = self._next
+            reserved = sum(entry[2] for entry in inflight.values())
+            if not governor.admit(estimate, reserved, len(inflight)):
+                return
+            self._next = None
+            inflight[executor.submit(process_batch, task)] = (task, False, estimate)
+
+    def _next_task(self):
+        """The next batch to run and its estimated peak: one to redo, else a new one. Files the
+        budget cannot hold get their `too_large` rows at once, unread."""
+        if self._redo:
+            task = self._redo.popleft()
+            return task, self.governor.batch_estimate(task.files)
+        while True:
+            batch = self.planner.next_batch(self.governor.target_batch_bytes())
+            if batch is None:
+                return None
+            files = []
+            for source_file in batch.files:
+                why = self.governor.too_large(source_file[0], source_file[1])
+                if why is None:
+                    files.append(source_file)
+                    continue
+                forced = self._task(self.planner.new_id(), [source_file], forced=("too_large", why))
+                yield from self._commit(forced, process_batch(forced))
+            if files:
+                task = self._task(batch.batch_id, files)
+                return task, self.governor.batch_estimate(task.files)
+
+    def _check_watchdog(self, executor) -> None:
+        if self.watchdog is None or self.stop:
+            return
+        for stuck in self.watchdog.overdue(executor.worker_pids()):
+            executor.kill_worker(stuck.pid)
+            self.watchdog_kills += 1
+            self.governor.record("killed_stuck_worker", pid=stuck.pid, batch_id=stuck.batch_id,
+                                 file_index=stuck.index, seconds=stuck.seconds)
+
+    def _after_death(self, task: BatchTask, isolated: bool, suspects: deque, watchdog_broke: bool):
+        """A batch failed with its worker: killed by the watchdog, taken down with the pool by
+        that kill, or a crash to isolate."""
+        stuck = self.watchdog.take(task.batch_id, task.attempt) if self.watchdog else None
+        if stuck is not None:
+            yield from self._after_timeout(task, stuck)
+        elif watchdog_broke:
+            self._redo.append(task)
+        else:
+            yield from self._after_failure(task, isolated, suspects, "crashed",
+                                           "the worker process died while parsing this file")
+
+    def _after_timeout(self, task: BatchTask, stuck: Stuck):
+        """The watchdog killed a worker stuck on one file: retry that file alone or give it
+        `timeout`; the rest of its batch is redone."""
+        self.retries += 1
+        files = task.files
+        culprit = files[stuck.index]
+        rest = files[:stuck.index] + files[stuck.index + 1:]
+        if rest:
+            self._redo.append(self._task(self.planner.new_id(), rest))
+        # A batch of one is the culprit's own retry: its attempt counts the kills before.
+        kills = (task.attempt if len(files) == 1 else 0) + 1
+        if kills <= self.config.retries:
+            self._redo.append(self._task(self.planner.new_id(), [culprit], attempt=kills))
+            return
+        message = (f"parsing took longer than --file-timeout {self.config.file_timeout:g}s without returning; "
+                   f"the worker was killed after {stuck.seconds:.1f}s ({kills} attempt{'s' if kills > 1 else ''})")
+        forced = self._task(self.planner.new_id(), [culprit], attempt=kills, forced=("timeout", message))
+        yield from self._commit(forced, process_batch(forced))
 
     def _after_failure(self, task: BatchTask, isolated: bool, suspects: deque, status: str, message: str):
         """A batch failed: redo it alone, split it, or give its one file the failure's status."""
@@ -322,6 +438,7 @@ class Coordinator:
             errors=errors,
             elapsed_s=time.monotonic() - self._started,
             rss_bytes=self.governor.rss,
+            memory=self.governor.brief(),
         )
 
     def _maybe_progress(self, final: bool = False) -> None:
@@ -369,4 +486,5 @@ class Coordinator:
             error_samples=self.error_samples,
             governor=self.governor.stats(),
             recovery=self.sink.recovery,
+            watchdog_kills=self.watchdog_kills,
         )

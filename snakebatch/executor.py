@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from .config import RunConfig
 
@@ -39,18 +40,34 @@ class LocalExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_init_worker)
 
     def submit(self, fn, task) -> Future:
-        return self._pool.submit(fn, task)
+        try:
+            return self._pool.submit(fn, task)
+        except BrokenProcessPool as err:
+            # The pool broke since the coordinator last looked: fail like the batches in flight,
+            # so the coordinator's one path for worker deaths handles this one too.
+            future: Future = Future()
+            future.set_exception(err)
+            return future
 
     def worker_pids(self) -> list[int]:
         processes = getattr(self._pool, "_processes", None) or {}
         return list(processes)
 
+    def kill_worker(self, pid: int) -> None:
+        """Kill one worker (stuck in a parse); the pool breaks and must be rebuilt."""
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def kill_workers(self) -> None:
         for pid in self.worker_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.kill_worker(pid)
+
+    def recycle(self) -> None:
+        """Replace idle workers with fresh processes (to give memory a worker holds back)."""
+        self._pool.shutdown(wait=True)
+        self._pool = self._new_pool()
 
     def rebuild(self) -> None:
         """Replace a broken pool (a worker died) with a fresh one."""

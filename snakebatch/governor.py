@@ -1,15 +1,27 @@
 """The memory governor: keeps the RSS of the whole process tree under `--memory-budget`.
 
-Owns: sampling memory (psutil, several times a second, in a thread), the batch size target and
-the number of batches in flight, and the record of its decisions. Must not touch: executing or
-committing batches; the coordinator asks it before each submission and tells it each outcome.
+Owns: sampling memory (psutil, several times a second, in a thread), the model of what a batch
+will cost (bytes of memory per byte of source, learned per parser from the workers'
+measurements), the admission of each batch (in budget? alone?), the batch size target, the
+number of batches in flight, when the pool should be recycled, which files are too large for
+the budget, and the record of its decisions. Must not touch: executing or committing batches;
+the coordinator asks it before each submission and tells it each outcome.
+
+The model: the tree costs a baseline (the coordinator and its helpers, plus each worker at
+rest) and each batch in flight adds its predicted peak: its largest file's parse (files of a
+batch are parsed one after another, each tree freed before the next) plus the rows it builds.
+A batch is admitted when the larger of (baseline + what is in flight) and the sampled RSS, plus
+its own peak, fits the budget. A batch predicted to need more than one worker's share of the
+free budget runs only once nothing else is in flight; batches that fit beside it may follow.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
+from collections import deque
 
 import psutil
 
@@ -18,25 +30,73 @@ DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 SAMPLE_INTERVAL_S = 0.1
 
+# Memory per source byte before anything is measured. Python: `ast` of dense generated code
+# (many small functions) measured 266x; 250x is the issue's calibration, and it stays a floor
+# because a repository's next file can always be denser than the ones seen so far.
+PRIOR_RATIO = {"python": 250.0, "text": 3.0}
+FLOOR_RATIO = {"python": 250.0}
+DEFAULT_PRIOR_RATIO = 100.0  # a plugin or tree-sitter parser, until its first measurement
+# Files below this size are not routed to a parser for their estimate: each costs at most
+# SMALL_FILE_BYTES times the largest ratio known, which is small next to any budget.
+SMALL_FILE_BYTES = 64 * 1024
+# The rows, Arrow tables and Parquet buffers a batch accumulates, per source byte.
+ROWS_RATIO = 4.0
+PRIOR_WORKER_RSS = 100 * 1024 * 1024
+RATIO_WINDOW = 256  # a ratio is the largest of this many recent measurements
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
 
 class MemoryGovernor:
-    """Batch size and submissions from sampled memory: grows when there is headroom, shrinks and
-    holds submissions back when the tree nears the budget."""
+    """Batch size, admission and recycling from a learned model checked against sampled memory."""
 
-    def __init__(self, budget: int, workers: int, batch_bytes: int | None = None):
+    def __init__(self, budget: int, workers: int, batch_bytes: int | None = None,
+                 parsers: tuple = (), sampling: bool = True):
         self.budget = budget
         self.workers = workers
         self.fixed_batch_bytes = batch_bytes
         self.batch_bytes = batch_bytes or DEFAULT_BATCH_BYTES
+        self.parser_specs = tuple(parsers)
+        self.sampling = sampling
         self.rss = 0
         self.peak_rss = 0
+        self.workers_rss = 0  # of the processes the executor names as its workers
         self.decisions: list[dict] = []
+        self.n_decisions = 0
+        self.in_flight_limit = 2 * workers
+        self.recycle_wanted = False
+        self.recycles = 0
+        self.held_alone = 0
+        self.held_budget = 0
+        self.too_large_files = 0
+        self.note = ""
+        self._samples: dict[str, deque] = {}
+        self._worker_rest: deque[int] = deque(maxlen=32)
+        self._router = None
+        self._worker_pids = lambda: ()
+        self._external_rss = None
         self._root = psutil.Process(os.getpid())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._holding: str | None = None
         self.sample()
 
+    # -- sampling ------------------------------------------------------------------------------
+
+    def attach(self, executor) -> None:
+        """Learn which processes are the executor's workers (and any it runs outside this tree)."""
+        self._worker_pids = getattr(executor, "worker_pids", None) or (lambda: ())
+        self._external_rss = getattr(executor, "memory_rss", None)
+
     def start(self) -> None:
+        if not self.sampling:
+            return
         self._thread = threading.Thread(target=self._run, name="snakebatch-governor", daemon=True)
         self._thread.start()
 
@@ -51,58 +111,226 @@ class MemoryGovernor:
 
     def sample(self) -> int:
         """The RSS of this process and all its descendants (workers, forkserver), now."""
-        total = 0
+        total = workers = 0
         try:
             processes = [self._root, *self._root.children(recursive=True)]
         except psutil.Error:
             processes = [self._root]
+        worker_pids = set(self._worker_pids())
         for process in processes:
             try:
-                total += process.memory_info().rss
+                rss = process.memory_info().rss
             except psutil.Error:
-                pass  # it ended between the listing and the reading
-        self.rss = total
+                continue  # it ended between the listing and the reading
+            total += rss
+            if process.pid in worker_pids:
+                workers += rss
+        if self._external_rss is not None:
+            try:
+                external = int(self._external_rss() or 0)
+            except Exception:  # noqa: BLE001 - a cluster that does not answer adds nothing
+                external = 0
+            total += external
+            workers += external
+        self.rss, self.workers_rss = total, workers
         if total > self.peak_rss:
             self.peak_rss = total
         return total
 
-    def _decide(self, what: str, **details) -> None:
+    # -- the model -----------------------------------------------------------------------------
+
+    def record(self, what: str, **details) -> None:
+        """Note a decision (the governor's own, or one the coordinator made on its advice)."""
+        self.n_decisions += 1
         self.decisions.append({"t": round(time.monotonic(), 3), "decision": what, **details})
+        if len(self.decisions) > 200:
+            del self.decisions[:100]
+
+    def ratio(self, parser: str) -> float:
+        """Bytes of memory one byte of source costs this parser at its peak (conservative)."""
+        seen = self._samples.get(parser)
+        if not seen:
+            return PRIOR_RATIO.get(parser, DEFAULT_PRIOR_RATIO)
+        return max(max(seen), FLOOR_RATIO.get(parser, 1.0))
+
+    def _largest_ratio(self) -> float:
+        known = [self.ratio(name) for name in (*PRIOR_RATIO, *self._samples)]
+        return max(known)
+
+    def _parser_of(self, path: str) -> str:
+        if self._router is None:
+            from .parsers import ParserRouter
+
+            self._router = ParserRouter(self.parser_specs)
+        return self._router.route(path).name
+
+    def file_estimate(self, path: str, size: int) -> tuple[int, str | None]:
+        """(peak bytes parsing this file may add to a worker, the parser it was costed for)."""
+        if size < SMALL_FILE_BYTES:
+            return int(size * self._largest_ratio()), None
+        parser = self._parser_of(path)
+        return int(size * self.ratio(parser)), parser
+
+    def batch_estimate(self, files) -> int:
+        """Peak bytes a batch adds to its worker: its costliest file plus the rows it builds."""
+        largest = 0
+        total = 0
+        bound = self._largest_ratio()
+        for path, size, _mtime in files:
+            total += size
+            if size * bound > largest:  # a cheap bound first: route only the candidates
+                largest = max(largest, self.file_estimate(path, size)[0])
+        return largest + int(ROWS_RATIO * total)
+
+    def worker_rest_rss(self) -> int:
+        """A worker's RSS between batches (the median of recent ones)."""
+        if not self._worker_rest:
+            return PRIOR_WORKER_RSS
+        return int(statistics.median(self._worker_rest))
+
+    def baseline(self) -> int:
+        """The tree's RSS with no parse running: everything but the workers, plus each at rest."""
+        return max(0, self.rss - self.workers_rss) + self.workers * self.worker_rest_rss()
+
+    def free_budget(self) -> int:
+        return self.budget - self.baseline()
+
+    def worker_share(self) -> int:
+        return self.free_budget() // self.workers
+
+    def too_large(self, path: str, size: int) -> str | None:
+        """Why this file cannot be parsed within the budget, or None when it can."""
+        free = self.free_budget()
+        if size * (self._largest_ratio() + ROWS_RATIO) <= free:
+            return None  # the cheap bound: no need to route it
+        estimate, parser = self.file_estimate(path, size)
+        if estimate + int(ROWS_RATIO * size) <= free:
+            return None
+        self.too_large_files += 1
+        self.record("too_large", path=path, estimate=estimate, budget=self.budget)
+        return (f"parsing needs an estimated {human(estimate)} ({size} bytes x {self.ratio(parser or '?'):.0f} "
+                f"for {parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
+                f"{human(max(free, 0))} beside the {human(self.baseline())} the workers need at rest")
+
+    # -- admission -----------------------------------------------------------------------------
+
+    def max_in_flight(self) -> int:
+        """Two batches per worker keep each busy while one is committed; one when memory is tight."""
+        limit = self.workers if self.rss > 0.85 * self.budget else 2 * self.workers
+        if limit != self.in_flight_limit:
+            self.in_flight_limit = limit
+            self.record("in_flight", limit=limit, rss=self.rss)
+        return limit
+
+    def may_submit(self, in_flight: int) -> bool:
+        return not self.recycle_wanted and in_flight < self.max_in_flight()
+
+    def admit(self, estimate: int, reserved: int, in_flight: int) -> bool:
+        """Whether a batch predicted to add `estimate` may start beside `in_flight` batches
+        predicted to add `reserved` in all."""
+        if in_flight == 0:
+            if self._holding:
+                self.record("resume", after=self._holding, estimate=estimate)
+                self._holding = None
+            self.note = "1 big batch alone" if estimate > self.worker_share() else ""
+            return True
+        if estimate > self.worker_share():
+            self._hold("alone", estimate)
+            return False
+        projected = max(self.baseline() + reserved, self.rss) + estimate
+        if projected > self.budget:
+            self._hold("budget", estimate, projected=projected)
+            return False
+        if self._holding:
+            self.record("resume", after=self._holding, estimate=estimate)
+            self._holding = None
+        self.note = ""
+        return True
+
+    def _hold(self, why: str, estimate: int, **details) -> None:
+        if self._holding != why:
+            self._holding = why
+            if why == "alone":
+                self.held_alone += 1
+                self.note = f"waiting to run a {human(estimate)} batch alone"
+            else:
+                self.held_budget += 1
+                self.note = "holding: budget"
+            self.record(f"hold_{why}", estimate=estimate, rss=self.rss, **details)
+
+    # -- learning ------------------------------------------------------------------------------
 
     def target_batch_bytes(self) -> int:
         return self.batch_bytes
 
-    def max_in_flight(self) -> int:
-        """Batches in flight allowed now: two per worker keeps each busy while one is committed."""
-        if self.rss > 0.9 * self.budget:
-            return self.workers  # no queue beyond what runs now
-        return 2 * self.workers
-
-    def may_submit(self, in_flight: int) -> bool:
-        return in_flight < self.max_in_flight()
-
     def observe(self, outcome) -> None:
-        """Learn from a finished batch; adapt the batch size unless --batch-bytes fixed it.
+        """Learn from a finished batch: per-parser costs, the workers' rest RSS, the batch size.
 
         Batches that parse in under a quarter second spend too much on per-batch overhead
-        (three part files and a commit), so they grow while memory allows.
+        (three part files and a commit), so they grow while two of them fit a worker's share.
         """
+        for parser, size, extra in getattr(outcome, "memory_samples", ()) or ():
+            if size > 0 and extra > 0:
+                window = self._samples.setdefault(parser, deque(maxlen=RATIO_WINDOW))
+                before = self.ratio(parser)
+                window.append(extra / size)
+                if self.ratio(parser) > before * 1.1:
+                    self.record("learned_ratio", parser=parser, ratio=round(self.ratio(parser), 1))
+        rest = outcome.rss_bytes
+        if rest > 0:
+            excess = max(64 * 1024 * 1024, self.budget // 20)
+            if self._worker_rest and rest > self.worker_rest_rss() + excess:
+                if not self.recycle_wanted:
+                    self.recycle_wanted = True
+                    self.record("recycle_wanted", pid=outcome.pid, worker_rss=rest,
+                                 typical=self.worker_rest_rss())
+            else:
+                self._worker_rest.append(rest)
         if self.fixed_batch_bytes:
             return
-        if self.rss > 0.8 * self.budget and self.batch_bytes > MIN_BATCH_BYTES:
+        share = self.worker_share()
+        small_file_cost = int(SMALL_FILE_BYTES * self._largest_ratio())
+        def fits(batch_bytes: int) -> bool:
+            return small_file_cost + ROWS_RATIO * batch_bytes <= share / 2
+        if (self.rss > 0.8 * self.budget or not fits(self.batch_bytes)) and self.batch_bytes > MIN_BATCH_BYTES:
             self.batch_bytes = max(MIN_BATCH_BYTES, self.batch_bytes // 2)
-            self._decide("shrink_batch", batch_bytes=self.batch_bytes, rss=self.rss)
+            self.record("shrink_batch", batch_bytes=self.batch_bytes, rss=self.rss)
         elif self.rss < 0.5 * self.budget and self.batch_bytes < MAX_BATCH_BYTES and outcome.parse_s < 0.25:
             grown = min(MAX_BATCH_BYTES, self.batch_bytes * 2)
-            if grown != self.batch_bytes:
+            if fits(grown):
                 self.batch_bytes = grown
-                self._decide("grow_batch", batch_bytes=self.batch_bytes, rss=self.rss)
+                self.record("grow_batch", batch_bytes=self.batch_bytes, rss=self.rss)
+
+    def recycled(self) -> None:
+        self.recycle_wanted = False
+        self.recycles += 1
+        self._worker_rest.clear()
+        self.record("recycled_pool")
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def brief(self) -> str:
+        """A few words for the progress line."""
+        if self.recycle_wanted:
+            return "recycling workers"
+        return self.note or f"batch {human(self.batch_bytes)}"
 
     def stats(self) -> dict:
         return {
             "budget_bytes": self.budget,
             "peak_rss_bytes": self.peak_rss,
+            "baseline_bytes": self.baseline(),
+            "worker_rest_rss_bytes": self.worker_rest_rss(),
             "batch_bytes": self.batch_bytes,
+            "in_flight_limit": self.in_flight_limit,
+            "ratios": {name: {"bytes_per_source_byte": round(self.ratio(name), 1),
+                              "measured_files": len(self._samples.get(name, ())),
+                              "largest_measured": round(max(self._samples[name]), 1) if self._samples.get(name) else None}
+                       for name in sorted({*PRIOR_RATIO, *self._samples})},
+            "held_for_big_batch": self.held_alone,
+            "held_for_budget": self.held_budget,
+            "too_large_files": self.too_large_files,
+            "recycles": self.recycles,
             "decisions": self.decisions[-50:],
-            "n_decisions": len(self.decisions),
+            "n_decisions": self.n_decisions,
         }

@@ -25,14 +25,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from . import memprobe
 from .discovery import display_path
 from .languages import language_of
 from .parsers import ParseResult, ParserRouter
 from .schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
+from .watchdog import Heartbeat
 
 BINARY_SNIFF_BYTES = 8000  # git's heuristic: a NUL byte in the first 8000 bytes means binary
 MAX_ERROR_MESSAGE = 2000
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
+# Files at least this large have their parse's peak memory measured for the governor; below it
+# the fixed costs of a parse drown the per-byte cost, and measuring would cost more than parsing.
+MEASURE_MIN_BYTES = 64 * 1024
+# After a parse that grew the process by this much, freed heap pages go back to the OS.
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
 
 
 class BatchTask(msgspec.Struct, frozen=True):
@@ -50,6 +57,7 @@ class BatchTask(msgspec.Struct, frozen=True):
     retries: int = 1
     forced_status: str | None = None  # write this status for every file without reading it
     forced_message: str | None = None
+    heartbeat_dir: str | None = None  # where the watchdog of a local pool reads heartbeats
 
 
 class BatchOutcome(msgspec.Struct):
@@ -68,6 +76,8 @@ class BatchOutcome(msgspec.Struct):
     rss_bytes: int
     max_rss_bytes: int
     pid: int
+    # (parser name, source bytes, peak extra RSS bytes) of each file >= MEASURE_MIN_BYTES parsed
+    memory_samples: list = []
 
 
 class FileTimeout(Exception):
@@ -112,8 +122,11 @@ def _is_binary(data: bytes) -> bool:
     return b"\0" in data[:BINARY_SNIFF_BYTES]
 
 
-def _parse_with_limit(parser, path: str, data: bytes, timeout: float, retries: int, use_alarm: bool) -> ParseResult:
+def _parse_with_limit(parser, path: str, data: bytes, timeout: float, retries: int, use_alarm: bool,
+                      on_attempt=None) -> ParseResult:
     for attempt in range(retries + 1):
+        if on_attempt is not None:
+            on_attempt()
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
@@ -183,11 +196,17 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     imp_rows: list = []
     files_meta, statuses, errors = [], [], []
     language_counts: dict = {}
+    memory_samples: list = []
     total_bytes = 0
     parse_s = 0.0
     source = task.source
+    heartbeat = None
+    if task.heartbeat_dir is not None and task.forced_status is None:
+        heartbeat = Heartbeat.for_folder(task.heartbeat_dir)
+        if heartbeat is not None:
+            heartbeat.between_files(task.batch_id, task.attempt)
     try:
-        for path, disc_size, disc_mtime in task.files:
+        for index, (path, disc_size, disc_mtime) in enumerate(task.files):
             out_path = display_path(path)
             data = None
             size, mtime_ns = disc_size, disc_mtime
@@ -215,9 +234,18 @@ def process_batch(task: BatchTask) -> BatchOutcome:
                 else:
                     parser = router.route(path, data[:256])
                     parser_name, parser_version = parser.name, parser.version
+                    on_attempt = None
+                    if heartbeat is not None:
+                        def on_attempt(index=index):
+                            heartbeat.parsing(task.batch_id, task.attempt, index)
+                    measured = len(data) >= MEASURE_MIN_BYTES
+                    if measured:
+                        rss_before = memprobe.rss()
+                        peak_reset = memprobe.reset_peak()
                     started = time.perf_counter()
                     try:
-                        result = _parse_with_limit(parser, out_path, data, task.file_timeout, task.retries, use_alarm)
+                        result = _parse_with_limit(parser, out_path, data, task.file_timeout, task.retries, use_alarm,
+                                                   on_attempt)
                         if not isinstance(result, ParseResult):
                             raise TypeError(f"parse() returned {type(result).__name__}, not ParseResult")
                         if parser.origin != "builtin":
@@ -233,6 +261,17 @@ def process_batch(task: BatchTask) -> BatchOutcome:
                     elapsed = time.perf_counter() - started
                     parse_s += elapsed
                     elapsed_ms = elapsed * 1000.0
+                    if heartbeat is not None:
+                        heartbeat.between_files(task.batch_id, task.attempt)
+                    if measured:
+                        # Without a peak reset, the RSS after the parse (freed memory is still
+                        # mapped until trimmed) is a lower bound of the peak.
+                        peak = memprobe.peak_rss() if peak_reset else memprobe.rss()
+                        extra = max(0, peak - rss_before)
+                        if result.status == "ok":
+                            memory_samples.append((parser_name, len(data), extra))
+                        if extra >= TRIM_AFTER_BYTES:
+                            memprobe.trim()
             status = result.status
             language = result.language or language_of(path)
             n_defs = len(result.definitions)
@@ -309,6 +348,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         rss_bytes=_current_rss(),
         max_rss_bytes=usage.ru_maxrss * 1024,
         pid=os.getpid(),
+        memory_samples=memory_samples,
     )
 
 

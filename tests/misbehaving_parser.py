@@ -1,0 +1,51 @@
+"""A parser plugin that misbehaves on purpose, for the poison-isolation tests.
+
+Used as `--parser tests.misbehaving_parser:parser` on files named `*.bad`: the content says
+what to do. `crash` kills the process, `hang` sleeps (SIGALRM can interrupt it), `spin` loops in
+C and never returns to the interpreter (only the watchdog can stop it), `raise` raises; anything
+else parses fine. `hoarding_parser` keeps 160 MB alive in its worker after a `hoard` file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+from snakebatch.parsers import ParseResult, Parser
+
+_hoard: list = []
+
+
+class MisbehavingParser(Parser):
+    name = "misbehaving"
+    patterns = ("*.bad",)
+    version = "1"
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        action = data.strip()
+        if action == b"crash":
+            os._exit(3)
+        if action == b"hang":
+            time.sleep(10**6)
+        if action == b"spin":
+            # sum() of small ints runs in one C loop that never checks for signals.
+            sum(itertools.repeat(1, 10**13))
+        if action == b"raise":
+            raise ValueError(f"this parser refuses {path}")
+        return ParseResult(language="Bad", lines=data.count(b"\n"))
+
+
+class HoardingParser(MisbehavingParser):
+    name = "hoarding"
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        if data.strip() == b"hoard":
+            block = bytearray(160 * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+            _hoard.append(block)
+        return super().parse(path, data)
+
+
+parser = MisbehavingParser()
+hoarding_parser = HoardingParser()
