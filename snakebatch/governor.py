@@ -57,13 +57,12 @@ class MemoryGovernor:
     """Batch size, admission and recycling from a learned model checked against sampled memory."""
 
     def __init__(self, budget: int, workers: int, batch_bytes: int | None = None,
-                 parsers: tuple = (), sampling: bool = True):
+                 parsers: tuple = ()):
         self.budget = budget
         self.workers = workers
         self.fixed_batch_bytes = batch_bytes
         self.batch_bytes = batch_bytes or DEFAULT_BATCH_BYTES
         self.parser_specs = tuple(parsers)
-        self.sampling = sampling
         self.rss = 0
         self.peak_rss = 0
         self.workers_rss = 0  # of the processes the executor names as its workers
@@ -95,8 +94,6 @@ class MemoryGovernor:
         self._external_rss = getattr(executor, "memory_rss", None)
 
     def start(self) -> None:
-        if not self.sampling:
-            return
         self._thread = threading.Thread(target=self._run, name="snakebatch-governor", daemon=True)
         self._thread.start()
 
@@ -207,7 +204,8 @@ class MemoryGovernor:
         if estimate + int(ROWS_RATIO * size) <= free:
             return None
         self.too_large_files += 1
-        self.record("too_large", path=path, estimate=estimate, budget=self.budget)
+        self.record("too_large", path=path, estimate=estimate, baseline=self.baseline(), rss=self.rss,
+                    workers_rss=self.workers_rss)
         return (f"parsing needs an estimated {human(estimate)} ({size} bytes x {self.ratio(parser or '?'):.0f} "
                 f"for {parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
                 f"{human(max(free, 0))} beside the {human(self.baseline())} the workers need at rest")
@@ -279,7 +277,7 @@ class MemoryGovernor:
         rest = outcome.rss_bytes
         if rest > 0:
             excess = max(64 * 1024 * 1024, self.budget // 20)
-            if self._worker_rest and rest > self.worker_rest_rss() + excess:
+            if rest > self.worker_rest_rss() + excess:
                 if not self.recycle_wanted:
                     self.recycle_wanted = True
                     self.record("recycle_wanted", pid=outcome.pid, worker_rss=rest,
