@@ -296,11 +296,12 @@ class Coordinator:
         if governor.recycle_wanted:
             if inflight:
                 return  # let the pool go idle first
-            if hasattr(executor, "recycle"):
+            can_recycle = hasattr(executor, "recycle")
+            if can_recycle:
                 executor.recycle()
                 if self.watchdog is not None:
                     self.watchdog.reset()
-            governor.recycled()
+            governor.recycled(can_recycle)
         while governor.may_submit(len(inflight)):
             if self._next is None:
                 self._next = yield from self._next_task()

@@ -1,0 +1,174 @@
+"""The memory governor, end to end: the budget holds for the whole process tree, sampled from
+outside; files the budget cannot hold get `too_large`; a worker that keeps memory is recycled.
+
+Generated modules of many small functions need about 265 bytes of `ast` per source byte, so a
+1 MB module takes ~265 MB to parse (measured in the worker; the run's --json shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import cli_env, read_table, run_cli
+
+MB = 1_000_000
+AST_BYTES_PER_SOURCE_BYTE = 265  # measured for generated_module() below
+
+
+def generated_module(size: int, seed: int) -> str:
+    parts, total, i = [], 0, 0
+    while total < size:
+        chunk = (f"def f_{seed}_{i}(a, b=1):\n    x = a + b * {i} - (a // 3) + [a, b, {i}][0]\n"
+                 f"    return {{'k': x, 'v': (a, b)}}\n\n")
+        parts.append(chunk)
+        total += len(chunk)
+        i += 1
+    return "".join(parts)
+
+
+def run_sampled(*args) -> tuple[subprocess.CompletedProcess, int]:
+    """`snakebatch ARGS` with the RSS of its whole process tree summed every 50 ms; (proc, peak)."""
+    proc = subprocess.Popen([sys.executable, "-m", "snakebatch", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env())
+    peak = 0
+    finished = threading.Event()
+
+    def sample():
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not finished.is_set():
+            total = 0
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for process in tree:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak = max(peak, total)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        finished.set()
+        sampler.join()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), peak
+
+
+def small_files(root, n: int) -> None:
+    pkg = root / "pkg"
+    pkg.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (pkg / f"mod_{i:03d}.py").write_text(
+            f'"""Module {i}."""\nimport os\nfrom . import sibling\n\n\nclass C{i}:\n    def m(self, x):\n'
+            f"        return x * {i}\n\n\ndef f(a, b=2):\n    return a + b\n")
+        (pkg / f"notes_{i:03d}.txt").write_text(f"line {i}\n" * 20)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> int:
+    """The tree's RSS at rest (coordinator, forkserver, two idle workers) as the governor sees it."""
+    root = tmp_path_factory.mktemp("baseline")
+    small_files(root / "src", 50)
+    proc = run_cli("run", root / "src", "-o", root / "out", "-j", "2", "--json", check_codes=(0,))
+    return json.loads(proc.stdout)["governor"]["baseline_bytes"]
+
+
+def big_tree(root, n_big: int, big_size: int, n_small: int = 150):
+    small_files(root, n_small)
+    for i in range(n_big):
+        (root / "pkg" / f"generated_{i}.py").write_text(generated_module(big_size, seed=i))
+    return root
+
+
+def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
+    # One parse fits beside the baseline, two at once would not.
+    one_parse = AST_BYTES_PER_SOURCE_BYTE * MB
+    budget = baseline + int(1.3 * one_parse)
+    src = big_tree(tmp_path / "src", n_big=3, big_size=MB)
+    out = tmp_path / "out"
+    # Small batches, so each big module is a batch of its own and two could run at once.
+    proc, peak = run_sampled("run", src, "-o", out, "-j", "2", "--memory-budget", budget,
+                             "--batch-bytes", "256KB", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    table = read_table(out, "files").to_pydict()
+    assert len(table["path"]) == 303
+    assert set(table["status"]) == {"ok"}
+    assert peak < 1.1 * budget, f"peak {peak / MB:.0f} MB, budget {budget / MB:.0f} MB"
+
+    governor = summary["governor"]
+    assert governor["held_for_big_batch"] >= 1
+    python = governor["ratios"]["python"]
+    # The workers measured the big parses: what they cost per source byte is learned and shown.
+    assert python["measured_files"] >= 3
+    assert 150 < python["largest_measured"] < 500
+    assert governor["peak_rss_bytes"] <= peak * 1.05
+
+
+@pytest.mark.slow
+def test_without_a_budget_the_same_job_parses_big_files_together(tmp_path, baseline):
+    """The premise of the test above: with no budget, two big parses overlap and exceed it."""
+    budget = baseline + int(1.3 * AST_BYTES_PER_SOURCE_BYTE * MB)
+    src = big_tree(tmp_path / "src", n_big=3, big_size=MB)
+    proc, peak = run_sampled("run", src, "-o", tmp_path / "out", "-j", "2", "--memory-budget", "100GB",
+                             "--batch-bytes", "256KB", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert peak > 1.1 * budget
+
+
+def test_file_too_large_for_the_budget_is_not_parsed(tmp_path, baseline):
+    budget = baseline + 150 * MB  # a 1 MB module needs ~265 MB
+    src = big_tree(tmp_path / "src", n_big=1, big_size=MB, n_small=60)
+    out = tmp_path / "out"
+    proc, peak = run_sampled("run", src, "-o", out, "-j", "2", "--memory-budget", budget, "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["status_counts"] == {"ok": 120, "too_large": 1}
+    table = read_table(out, "files").to_pylist()
+    (row,) = [r for r in table if r["status"] != "ok"]
+    assert row["path"] == "pkg/generated_0.py" and row["status"] == "too_large"
+    assert row["content_hash"] is None  # never read
+    message = row["error_message"]
+    assert "estimated" in message and "--memory-budget" in message
+    # The message names the estimate (prior: 250 bytes per byte) and the budget, in MB.
+    assert f"{MB * 250 / MB:.1f} MB" in message
+    assert f"{budget / MB:.1f} MB" in message
+    assert summary["governor"]["too_large_files"] == 1
+    assert peak < budget + 50 * MB
+
+
+def test_worker_that_keeps_memory_is_recycled(tmp_path):
+    src = tmp_path / "src"
+    small_files(src, 30)
+    (src / "pkg" / "a_hoard.bad").write_text("hoard\n")  # sorts first: plenty of batches follow
+    for i in range(30):
+        (src / "pkg" / f"z_{i:02d}.bad").write_text("fine\n")
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "-j", "2", "--parser", "tests.misbehaving_parser:hoarding_parser",
+                   "--memory-budget", "2GB", "--batch-bytes", "2KB", "--json", check_codes=(0,))
+    summary = json.loads(proc.stdout)
+    assert summary["status_counts"] == {"ok": 91}
+    assert summary["governor"]["recycles"] == 1
+    decisions = [d["decision"] for d in summary["governor"]["decisions"]]
+    assert decisions.index("recycle_wanted") < decisions.index("recycled_pool")
+
+    batches = json.loads((out / "_snakebatch" / "stats.json").read_text())["batches"]
+    hoarder = next(i for i, b in enumerate(batches) if b["worker_rss_bytes"] > 160 * 2**20)
+    hoarder_pid = batches[hoarder]["worker_pid"]
+    after = batches[hoarder + 4:]  # batches in flight beside it may still finish on the old pool
+    assert after, "no batches after the recycle"
+    assert all(b["worker_pid"] != hoarder_pid for b in after)
+    assert all(b["worker_rss_bytes"] < 160 * 2**20 for b in after)

@@ -1,0 +1,109 @@
+"""Poison files: a parser that kills its worker, hangs, spins in C or raises costs that one file.
+
+The plugin is tests/misbehaving_parser.py, loaded in every worker as
+`--parser tests.misbehaving_parser:parser` (run_cli puts the checkout on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from conftest import read_table, run_cli
+
+PARSER = "tests.misbehaving_parser:parser"
+
+
+def make_tree(root, actions: dict, n_good: int = 40):
+    """`n_good` ordinary Python files and .bad files between them, one per action."""
+    (root / "pkg").mkdir(parents=True)
+    for i in range(n_good):
+        (root / "pkg" / f"mod_{i:03d}.py").write_text(f'"""Module {i}."""\nimport os\n\ndef f_{i}(a, b):\n    return a + b\n')
+        (root / "pkg" / f"note_{i:03d}.bad").write_text("fine\n")
+    for name, action in actions.items():
+        (root / "pkg" / name).write_text(action + "\n")
+    return root
+
+
+def statuses(out) -> dict:
+    table = read_table(out, "files").to_pydict()
+    return dict(zip(table["path"], table["status"]))
+
+
+def test_each_misbehaving_file_costs_only_itself(tmp_path):
+    actions = {"crash.bad": "crash", "hang.bad": "hang", "spin.bad": "spin", "raise.bad": "raise"}
+    src = make_tree(tmp_path / "src", actions)
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "-j", "2", "--parser", PARSER, "--file-timeout", "2",
+                   "--retries", "1", "--batch-bytes", "2KB", "--json", check_codes=(0,))
+    summary = json.loads(proc.stdout)
+
+    found = statuses(out)
+    assert len(found) == 80 + len(actions)  # one row per file, none lost, none twice
+    assert {p: s for p, s in found.items() if s != "ok"} == {
+        "pkg/crash.bad": "crashed", "pkg/hang.bad": "timeout", "pkg/spin.bad": "timeout",
+        "pkg/raise.bad": "parser_error",
+    }
+    assert summary["state"] == "complete"
+    assert summary["status_counts"] == {"ok": 80, "timeout": 2, "crashed": 1, "parser_error": 1}
+    # Only the watchdog can stop a parser spinning in C: the worker was killed, twice (--retries 1).
+    assert summary["watchdog_kills"] == 2
+
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT path, error_type, error_message FROM read_parquet('{out}/files/*.parquet') "
+        "WHERE status <> 'ok' ORDER BY path").fetchall()
+    messages = {path: (etype, message) for path, etype, message in rows}
+    assert messages["pkg/raise.bad"] == ("ValueError", "this parser refuses pkg/raise.bad")
+    assert "died" in messages["pkg/crash.bad"][1] and "2 attempts" in messages["pkg/crash.bad"][1]
+    assert "--file-timeout 2s" in messages["pkg/hang.bad"][1]
+    assert "killed" in messages["pkg/spin.bad"][1] and "2 attempts" in messages["pkg/spin.bad"][1]
+    # The files that shared a batch with a poison file still have their real rows.
+    (n_defs,) = con.execute(f"SELECT count(*) FROM read_parquet('{out}/definitions/*.parquet')").fetchone()
+    assert n_defs == 40
+
+
+def test_retries_zero_gives_up_after_one_kill(tmp_path):
+    src = make_tree(tmp_path / "src", {"spin.bad": "spin"}, n_good=10)
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "-j", "2", "--parser", PARSER, "--file-timeout", "1",
+                   "--retries", "0", "--json", check_codes=(0,))
+    summary = json.loads(proc.stdout)
+    assert summary["watchdog_kills"] == 1
+    assert statuses(out)["pkg/spin.bad"] == "timeout"
+    assert summary["status_counts"] == {"ok": 20, "timeout": 1}
+
+
+def test_fail_fast_counts_a_crash_and_resume_finishes(tmp_path):
+    src = make_tree(tmp_path / "src", {"crash.bad": "crash"}, n_good=20)
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "-j", "2", "--parser", PARSER, "--fail-fast", "--retries", "0",
+                   "--json", check_codes=(1,))
+    summary = json.loads(proc.stdout)
+    assert summary["state"] == "stopped"
+    assert "--fail-fast" in summary["stop_reason"] and "crashed" in summary["stop_reason"]
+    assert "--resume" in proc.stderr
+
+    proc = run_cli("run", src, "-o", out, "--resume", "--parser", PARSER, "--retries", "0", "--json",
+                   check_codes=(0,))
+    found = statuses(out)
+    assert len(found) == 41
+    assert found["pkg/crash.bad"] == "crashed"
+    assert sum(s == "ok" for s in found.values()) == 40
+
+
+def test_max_errors_counts_timeouts_and_parser_errors(tmp_path):
+    # Named to sort first: discovery is in name order, so files remain when the third error lands.
+    src = make_tree(tmp_path / "src", {"a_hang.bad": "hang", "b_raise.bad": "raise", "c_raise.bad": "raise"},
+                    n_good=20)
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "-j", "1", "--parser", PARSER, "--file-timeout", "1", "--retries", "0",
+                   "--max-errors", "3", "--batch-bytes", "1KB", "--json", check_codes=(1,))
+    summary = json.loads(proc.stdout)
+    assert summary["state"] == "stopped"
+    assert "--max-errors 3" in summary["stop_reason"]
+    found = statuses(out)
+    errors = {p: s for p, s in found.items() if s != "ok"}
+    assert errors == {"pkg/a_hang.bad": "timeout", "pkg/b_raise.bad": "parser_error", "pkg/c_raise.bad": "parser_error"}
+    assert len(found) < 43
