@@ -29,6 +29,7 @@ MIN_BATCH_BYTES = 256 * 1024
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 SAMPLE_INTERVAL_S = 0.1
+TREE_REFRESH_S = 1.0
 
 # Memory per source byte before anything is measured. Python: `ast` of dense generated code
 # (many small functions) measured 266x; 250x is the issue's calibration, and it stays a floor
@@ -83,6 +84,8 @@ class MemoryGovernor:
         self._worker_pids = lambda: ()
         self._external_rss = None
         self._root = psutil.Process(os.getpid())
+        self._processes: dict[int, psutil.Process] = {}
+        self._tree_listed = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._holding: str | None = None
@@ -108,19 +111,34 @@ class MemoryGovernor:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
             self.sample()
 
+    def _tree(self, worker_pids: set) -> list:
+        """This process and its descendants. Listing descendants scans every process of the
+        machine (~5 ms), so the list is refreshed once a second; workers started since are
+        added from the executor's own list."""
+        now = time.monotonic()
+        if now - self._tree_listed >= TREE_REFRESH_S:
+            try:
+                self._processes = {p.pid: p for p in self._root.children(recursive=True)}
+            except psutil.Error:
+                self._processes = {}
+            self._tree_listed = now
+        for pid in worker_pids - self._processes.keys():
+            try:
+                self._processes[pid] = psutil.Process(pid)
+            except psutil.Error:
+                pass
+        return [self._root, *self._processes.values()]
+
     def sample(self) -> int:
         """The RSS of this process and all its descendants (workers, forkserver), now."""
         total = workers = 0
-        try:
-            processes = [self._root, *self._root.children(recursive=True)]
-        except psutil.Error:
-            processes = [self._root]
         worker_pids = set(self._worker_pids())
-        for process in processes:
+        for process in self._tree(worker_pids):
             try:
                 rss = process.memory_info().rss
             except psutil.Error:
-                continue  # it ended between the listing and the reading
+                self._processes.pop(process.pid, None)  # it ended since the listing
+                continue
             total += rss
             if process.pid in worker_pids:
                 workers += rss
