@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import gc
 import platform
+import warnings
 
 from .base import Definition, Import, ParseResult, Parser, count_lines
 
@@ -135,7 +136,11 @@ class PythonParser(Parser):
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            tree = ast.parse(data, filename=path)
+            # SyntaxWarnings (`is` with a literal, bad escapes) are the file's business, not
+            # lines on the user's terminal.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(data, filename=path)
         except SyntaxError as err:
             result.status = "decode_error" if _is_decode_error(err) else "syntax_error"
             result.error_type = type(err).__name__
