@@ -72,6 +72,7 @@ class MemoryGovernor:
         self.decisions: list[dict] = []
         self.n_decisions = 0
         self.in_flight_limit = 2 * workers
+        self.last_baseline = 0
         self.recycle_wanted = False
         self.recycles = 0
         self.held_alone = 0
@@ -246,6 +247,7 @@ class MemoryGovernor:
     def admit(self, estimate: int, reserved: int, in_flight: int) -> bool:
         """Whether a batch predicted to add `estimate` may start beside `in_flight` batches
         predicted to add `reserved` in all."""
+        self.last_baseline = self.baseline()
         if in_flight == 0:
             if self._holding:
                 self.record("resume", after=self._holding, estimate=estimate)
@@ -338,7 +340,7 @@ class MemoryGovernor:
         return {
             "budget_bytes": self.budget,
             "peak_rss_bytes": self.peak_rss,
-            "baseline_bytes": self.baseline(),
+            "baseline_bytes": self.last_baseline,  # as of the last admission (the pool is gone now)
             "worker_rest_rss_bytes": self.worker_rest_rss(),
             "batch_bytes": self.batch_bytes,
             "in_flight_limit": self.in_flight_limit,

@@ -79,11 +79,12 @@ def small_files(root, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> int:
-    """The tree's RSS at rest (coordinator, forkserver, two idle workers) as the governor sees it."""
+    """The tree's RSS with nothing big to parse (coordinator, forkserver, two workers), sampled."""
     root = tmp_path_factory.mktemp("baseline")
-    small_files(root / "src", 50)
-    proc = run_cli("run", root / "src", "-o", root / "out", "-j", "2", "--json", check_codes=(0,))
-    return json.loads(proc.stdout)["governor"]["baseline_bytes"]
+    small_files(root / "src", 150)
+    proc, peak = run_sampled("run", root / "src", "-o", root / "out", "-j", "2", "--batch-bytes", "16KB")
+    assert proc.returncode == 0, proc.stderr
+    return peak
 
 
 def big_tree(root, n_big: int, big_size: int, n_small: int = 150):
@@ -96,7 +97,7 @@ def big_tree(root, n_big: int, big_size: int, n_small: int = 150):
 def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     # One parse fits beside the baseline, two at once would not.
     one_parse = AST_BYTES_PER_SOURCE_BYTE * MB
-    budget = baseline + int(1.3 * one_parse)
+    budget = baseline + int(1.45 * one_parse)
     src = big_tree(tmp_path / "src", n_big=3, big_size=MB)
     out = tmp_path / "out"
     # Small batches, so each big module is a batch of its own and two could run at once.
@@ -106,7 +107,7 @@ def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     summary = json.loads(proc.stdout)
     table = read_table(out, "files").to_pydict()
     assert len(table["path"]) == 303
-    assert set(table["status"]) == {"ok"}
+    assert set(table["status"]) == {"ok"}, (baseline, budget, summary["governor"])
     assert peak < 1.1 * budget, f"peak {peak / MB:.0f} MB, budget {budget / MB:.0f} MB"
 
     governor = summary["governor"]
@@ -121,7 +122,7 @@ def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
 @pytest.mark.slow
 def test_without_a_budget_the_same_job_parses_big_files_together(tmp_path, baseline):
     """The premise of the test above: with no budget, two big parses overlap and exceed it."""
-    budget = baseline + int(1.3 * AST_BYTES_PER_SOURCE_BYTE * MB)
+    budget = baseline + int(1.45 * AST_BYTES_PER_SOURCE_BYTE * MB)
     src = big_tree(tmp_path / "src", n_big=3, big_size=MB)
     proc, peak = run_sampled("run", src, "-o", tmp_path / "out", "-j", "2", "--memory-budget", "100GB",
                              "--batch-bytes", "256KB", "--json")
