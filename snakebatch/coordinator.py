@@ -223,7 +223,7 @@ class Coordinator:
                             yield from self._after_failure(task, isolated, suspects, "crashed",
                                                            "the worker process died while parsing this file")
                         elif isinstance(err, OSError):
-                            self.stop.request(f"cannot write batch {task.batch_id}: {err}", 1)
+                            self.stop.request(f"cannot write batch {task.batch_id} to {task.staging}: {err}", 1)
                         else:
                             yield from self._after_failure(
                                 task, True, suspects, "parser_error", f"{type(err).__name__}: {err}"[:2000]
