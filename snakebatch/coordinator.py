@@ -247,7 +247,8 @@ class Coordinator:
                         executor.rebuild()
                 self._maybe_progress()
         except KeyboardInterrupt:
-            self.stop.request("interrupted (stopped at once by a second signal)", 130)
+            self.stop.request("interrupted", 130)
+            self.stop.reason += "; a second signal stopped it at once, without the batches in flight"
             killed = True
         except FatalJobError as err:
             self.stop.request(str(err), 1)
