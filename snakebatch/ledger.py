@@ -112,6 +112,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _remove_if_empty(folder: str) -> bool:
+    """Remove `folder` if it is empty (or already gone); False when it holds something."""
+    try:
+        os.rmdir(folder)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
 class Ledger:
     """The committed batches of the job in `out`."""
 
@@ -188,6 +199,7 @@ class Ledger:
                 for table, source in zip(missing, sources):
                     os.rename(source, os.path.join(self.table_dir(table), name))
                     present[table].add(name)
+                _remove_if_empty(staged)
                 report.rolled_forward += 1
             kept.append(entry)
         valid = {entry.batch_id for entry in kept}
@@ -203,8 +215,9 @@ class Ledger:
                 report.removed_orphan_parts += 1
         if os.path.isdir(self.staging_root):
             for name in os.listdir(self.staging_root):
-                shutil.rmtree(os.path.join(self.staging_root, name), ignore_errors=True)
-                report.removed_staging += 1
+                if not _remove_if_empty(os.path.join(self.staging_root, name)):
+                    shutil.rmtree(os.path.join(self.staging_root, name), ignore_errors=True)
+                    report.removed_staging += 1
         os.makedirs(self.staging_root, exist_ok=True)
         if corrupt or report.rolled_back:
             self._rewrite(kept)

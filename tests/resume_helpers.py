@@ -177,3 +177,11 @@ def parse_log(log: Path) -> list[str]:
 
 def holds_job(out: Path) -> bool:
     return (Path(out) / "_snakebatch" / "job.json").is_file()
+
+
+def run_sb(*args, environ: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`snakebatch ARGS` to its end, with tests/ importable (see `env`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakebatch", *map(str, args)],
+        capture_output=True, text=True, env=environ or env(), cwd=ROOT, timeout=timeout, **kwargs,
+    )
