@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import pyarrow.parquet as pq
 
@@ -54,8 +55,8 @@ class OutputSink:
         self.committed.add(entry.paths, entry.sizes, entry.mtimes)
         self.files_committed += len(entry.paths)
         self.bytes_committed += entry.bytes
-        for status in entry.statuses:
-            self.status_counts[status] = self.status_counts.get(status, 0) + 1
+        for status, count in Counter(entry.statuses).items():
+            self.status_counts[status] = self.status_counts.get(status, 0) + count
         for language, count in entry.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
 
