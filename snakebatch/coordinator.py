@@ -243,7 +243,7 @@ class Coordinator:
                             broken = True
                             yield from self._after_death(task, isolated, suspects, watchdog_broke)
                         elif isinstance(err, OSError):
-                            self.stop.request(f"cannot write batch {task.batch_id}: {err}", 1)
+                            self.stop.request(f"cannot write batch {task.batch_id} to {task.staging}: {err}", 1)
                         else:
                             yield from self._after_failure(
                                 task, True, suspects, "parser_error", f"{type(err).__name__}: {err}"[:2000]
@@ -275,7 +275,8 @@ class Coordinator:
                             self.watchdog.reset()
                 self._maybe_progress()
         except KeyboardInterrupt:
-            self.stop.request("interrupted (stopped at once by a second signal)", 130)
+            self.stop.request("interrupted", 130)
+            self.stop.reason += "; a second signal stopped it at once, without the batches in flight"
             killed = True
         except FatalJobError as err:
             self.stop.request(str(err), 1)
