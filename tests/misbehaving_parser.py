@@ -29,8 +29,9 @@ class MisbehavingParser(Parser):
         if action == b"hang":
             time.sleep(10**6)
         if action == b"spin":
-            # sum() of small ints runs in one C loop that never checks for signals.
-            sum(itertools.repeat(1, 10**13))
+            # sum() of small ints runs in one C loop that never checks for signals. Bounded
+            # (about a minute) so that a broken watchdog cannot leave a worker spinning for hours.
+            sum(itertools.repeat(1, 10**10))
         if action == b"raise":
             raise ValueError(f"this parser refuses {path}")
         return ParseResult(language="Bad", lines=data.count(b"\n"))
