@@ -325,14 +325,13 @@ class Coordinator:
             batch = self.planner.next_batch(self.governor.target_batch_bytes())
             if batch is None:
                 return None
-            files = []
-            for source_file in batch.files:
-                why = self.governor.too_large(source_file[0], source_file[1])
-                if why is None:
-                    files.append(source_file)
-                    continue
-                forced = self._task(self.planner.new_id(), [source_file], forced=("too_large", why))
-                yield from self._commit(forced, process_batch(forced))
+            files = batch.files
+            too_large = self.governor.too_large(files)
+            if too_large:
+                for index, why in too_large.items():
+                    forced = self._task(self.planner.new_id(), [files[index]], forced=("too_large", why))
+                    yield from self._commit(forced, process_batch(forced))
+                files = [f for i, f in enumerate(files) if i not in too_large]
             if files:
                 task = self._task(batch.batch_id, files)
                 return task, self.governor.batch_estimate(task.files)

@@ -80,6 +80,8 @@ class MemoryGovernor:
         self.too_large_files = 0
         self.note = ""
         self._samples: dict[str, deque] = {}
+        self._ratios: dict[str, float] = {}
+        self._largest: float | None = None
         self._worker_rest: deque[int] = deque(maxlen=32)
         self._router = None
         self._worker_pids = lambda: ()
@@ -166,14 +168,21 @@ class MemoryGovernor:
 
     def ratio(self, parser: str) -> float:
         """Bytes of memory one byte of source costs this parser at its peak (conservative)."""
-        seen = self._samples.get(parser)
-        if not seen:
-            return PRIOR_RATIO.get(parser, DEFAULT_PRIOR_RATIO)
-        return max(max(seen), FLOOR_RATIO.get(parser, 1.0))
+        ratio = self._ratios.get(parser)
+        if ratio is None:
+            seen = self._samples.get(parser)
+            if not seen:
+                ratio = PRIOR_RATIO.get(parser, DEFAULT_PRIOR_RATIO)
+            else:
+                ratio = max(max(seen), FLOOR_RATIO.get(parser, 1.0))
+            self._ratios[parser] = ratio
+        return ratio
 
     def _largest_ratio(self) -> float:
-        known = [self.ratio(name) for name in (*PRIOR_RATIO, *self._samples)]
-        return max(known)
+        """The largest ratio known: the bound for files not worth routing (cached: per file)."""
+        if self._largest is None:
+            self._largest = max(self.ratio(name) for name in (*PRIOR_RATIO, *self._samples))
+        return self._largest
 
     def _parser_of(self, path: str) -> str:
         if self._router is None:
@@ -216,20 +225,25 @@ class MemoryGovernor:
     def worker_share(self) -> int:
         return self.free_budget() // self.workers
 
-    def too_large(self, path: str, size: int) -> str | None:
-        """Why this file cannot be parsed within the budget, or None when it can."""
-        free = self.free_budget()
-        if size * (self._largest_ratio() + ROWS_RATIO) <= free:
-            return None  # the cheap bound: no need to route it
-        estimate, parser = self.file_estimate(path, size)
-        if estimate + int(ROWS_RATIO * size) <= free:
-            return None
-        self.too_large_files += 1
-        self.record("too_large", path=path, estimate=estimate, baseline=self.baseline(), rss=self.rss,
-                    workers_rss=self.workers_rss)
-        return (f"parsing needs an estimated {human(estimate)} ({size} bytes x {self.ratio(parser or '?'):.0f} "
-                f"for {parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
-                f"{human(max(free, 0))} beside the {human(self.baseline())} the workers need at rest")
+    def too_large(self, files) -> dict[int, str]:
+        """The files of a batch that cannot be parsed within the budget: index -> why."""
+        baseline = self.baseline()
+        free = self.budget - baseline
+        bound = free / (self._largest_ratio() + ROWS_RATIO)
+        found = {}
+        for index, (path, size, _mtime) in enumerate(files):
+            if size <= bound:
+                continue  # the cheap bound: no need to route it
+            estimate, parser = self.file_estimate(path, size)
+            if estimate + int(ROWS_RATIO * size) <= free:
+                continue
+            self.too_large_files += 1
+            self.record("too_large", path=path, estimate=estimate, baseline=baseline)
+            found[index] = (
+                f"parsing needs an estimated {human(estimate)} ({size} bytes x {estimate / size:.0f} for "
+                f"{parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
+                f"{human(max(free, 0))} beside the {human(baseline)} the workers need at rest")
+        return found
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -294,6 +308,8 @@ class MemoryGovernor:
                 window = self._samples.setdefault(parser, deque(maxlen=RATIO_WINDOW))
                 before = self.ratio(parser)
                 window.append(extra / size)
+                self._ratios.pop(parser, None)
+                self._largest = None
                 if self.ratio(parser) > before * 1.1:
                     self.record("learned_ratio", parser=parser, ratio=round(self.ratio(parser), 1))
         rest = outcome.rss_bytes
