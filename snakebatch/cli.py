@@ -19,7 +19,8 @@ EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _fail(message: str, code: int = EXIT_USAGE):
-    click.echo(f"snakebatch: error: {message}", err=True)
+    one_line = " ".join(message.split())  # an imported parser's error may span lines
+    click.echo(f"snakebatch: error: {one_line}", err=True)
     sys.exit(code)
 
 
