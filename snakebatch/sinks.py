@@ -43,6 +43,8 @@ class OutputSink:
         self.files_committed = 0
         self.bytes_committed = 0
         self.first_batch_id = 1
+        # The whole job's totals, from the ledger: right even when an earlier run was killed.
+        self.job_totals = {"batches": 0, "files": 0, "bytes": 0, "parse_s": 0.0, "rows": dict.fromkeys(TABLES, 0)}
         for entry in entries:
             self._count(entry)
             self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
@@ -56,6 +58,16 @@ class OutputSink:
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
         for language, count in entry.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
+        self._count_totals(entry)
+
+    def _count_totals(self, entry: LedgerEntry) -> None:
+        totals = self.job_totals
+        totals["batches"] += 1
+        totals["files"] += len(entry.paths)
+        totals["bytes"] += entry.bytes
+        totals["parse_s"] += entry.parse_s
+        for table, count in entry.rows.items():
+            totals["rows"][table] = totals["rows"].get(table, 0) + count
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return self.ledger.staging_for(batch_id, attempt)
@@ -77,6 +89,7 @@ class OutputSink:
             committed_at=time.time(),
         )
         self.ledger.commit(entry, outcome.staging)
+        self._count_totals(entry)
         self.batch_stats.append(
             {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
              "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
@@ -91,7 +104,9 @@ class OutputSink:
         """Save the run's stats (and the completion marker) and release the lock."""
         try:
             self.ledger.close()
-            write_json(self.config.output, "stats.json", {"summary": summary, "batches": self.batch_stats[-10000:]})
+            totals = dict(self.job_totals, parse_s=round(self.job_totals["parse_s"], 3))
+            write_json(self.config.output, "stats.json",
+                       {"summary": summary, "job": totals, "batches": self.batch_stats[-10000:]})
             if summary.state == "complete":
                 write_json(self.config.output, "complete.json",
                            {"completed_at": time.time(), "files": summary.files, "status_counts": summary.status_counts})
