@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from .config import build_config
 from .coordinator import Coordinator, Progress, RunSummary
+from .errors import ConfigError
 from .sinks import OutputSink, StreamSink
 
 
@@ -77,8 +78,6 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     from .schema import TABLES
 
     if table not in TABLES:
-        from .errors import ConfigError
-
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
     folder = os.path.join(os.fspath(output), table)
     parts = sorted(
@@ -120,6 +119,10 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
 
     A slow consumer holds the pool back: the next batches are submitted only as it takes these.
     """
+    for name in ("output", "resume", "fresh"):
+        if name in options:
+            raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
+                              "use snakebatch.run to write (and resume) a job")
     config = build_config(source, None, require_output=False, **options)  # raises here, not later
     sink = StreamSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
