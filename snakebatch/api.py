@@ -7,6 +7,7 @@ is a thin layer over these functions.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Callable, Iterator
 
@@ -102,9 +103,20 @@ def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
         coordinator.final_summary = summary
 
 
+def _refuse_inside_a_starting_worker(function: str) -> None:
+    # Worker processes import the caller's main module again (multiprocessing's spawn/forkserver);
+    # a script that calls snakebatch at its top level would start a job inside every worker.
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"snakebatch.{function}() was called while a worker process was importing your main module: "
+            "put the call under `if __name__ == \"__main__\":`"
+        )
+
+
 def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, resume: bool = False,
         fresh: bool = False, on_progress: Callable[[Progress], None] | None = None, **options) -> RunResult:
     """Run a job to its end (or its stop) and return what happened. Options as on the CLI."""
+    _refuse_inside_a_starting_worker("run")
     config = build_config(source, output, resume=resume, fresh=fresh, **options)
     sink = OutputSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
@@ -119,6 +131,7 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
 
     A slow consumer holds the pool back: the next batches are submitted only as it takes these.
     """
+    _refuse_inside_a_starting_worker("stream")
     for name in ("output", "resume", "fresh"):
         if name in options:
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
