@@ -196,7 +196,7 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
     lines = [
         f"snakebatch plan: {result.files} files, {_human_bytes(result.bytes)} in {result.source}",
         f"  languages: {shown or '-'}",
-        f"  batches:   {result.batches} (about {_human_bytes(result.batch_bytes)} each), {result.workers} workers",
+        f"  batches:   {result.batches} (up to {_human_bytes(result.batch_bytes)} of source each), {result.workers} workers",
         f"  estimate:  {result.estimated_wall_s:.1f}s wall ({result.estimated_cpu_s:.1f}s of CPU), "
         f"peak RSS {_human_bytes(result.estimated_peak_rss_bytes)} "
         f"(budget {_human_bytes(result.memory_budget_bytes)})",
