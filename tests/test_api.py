@@ -147,3 +147,25 @@ def test_stats_hold_the_job_totals_and_are_rewritten_after_a_resume(corpus, tmp_
     assert job["parse_s"] >= sum(b["parse_s"] for b in batches) - 0.01
     assert {"retries", "crashed_isolations"} <= set(summary)
     assert "decisions" in summary["governor"] and summary["governor"]["budget_bytes"] > 0
+
+
+def test_a_slow_stream_consumer_holds_the_pool_back(corpus, tmp_path, monkeypatch):
+    """Finished batches wait for the consumer in the staging folder: their number stays bounded
+    by the batches in flight (two per worker), however slowly the loop runs."""
+    staging_parent = tmp_path / "tmp"
+    staging_parent.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging_parent))
+    workers = 2
+    most_staged = 0
+    batches = 0
+    for table, _ in snakebatch.stream(corpus, workers=workers, batch_bytes="16k"):
+        if table != "files":
+            continue
+        batches += 1
+        if batches > 40:
+            break
+        time.sleep(0.05)  # a slow load step
+        (staging,) = staging_parent.glob("snakebatch-stream-*")
+        most_staged = max(most_staged, sum(1 for _ in staging.iterdir()))
+    assert batches > 40
+    assert 1 <= most_staged <= 2 * workers + 1, most_staged
