@@ -74,17 +74,27 @@ class RunResult:
 
 
 def open_dataset(output: str | os.PathLike, table: str = "files"):
+    """A `pyarrow.dataset.Dataset` over the committed parts of `table` in the job folder `output`.
+
+    A job that committed nothing yet still gives the table's columns (and no rows).
+    """
     import pyarrow.dataset as ds
 
-    from .schema import TABLES
+    from .jobfolder import holds_job, read_record
+    from .schema import TABLES, table_schema
 
     if table not in TABLES:
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
-    folder = os.path.join(os.fspath(output), table)
+    out = os.fspath(output)
+    if not holds_job(out):
+        raise ConfigError(f"{out} holds no snakebatch job")
+    folder = os.path.join(out, table)
     parts = sorted(
         os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".parquet")
-    )
-    return ds.dataset(parts, format="parquet")
+    ) if os.path.isdir(folder) else []
+    if parts:
+        return ds.dataset(parts, format="parquet")
+    return ds.dataset([], format="parquet", schema=table_schema(table, read_record(out).job.content))
 
 
 def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:

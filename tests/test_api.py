@@ -169,3 +169,17 @@ def test_a_slow_stream_consumer_holds_the_pool_back(corpus, tmp_path, monkeypatc
         most_staged = max(most_staged, sum(1 for _ in staging.iterdir()))
     assert batches > 40
     assert 1 <= most_staged <= 2 * workers + 1, most_staged
+
+
+def test_dataset_of_a_job_with_no_files_has_the_columns(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = snakebatch.run(empty, output=tmp_path / "out", workers=1, content=True)
+    assert result.state == "complete" and result.files == 0
+    files = result.dataset("files").to_table()
+    assert files.num_rows == 0 and {"path", "status", "content"} <= set(files.column_names)
+    assert "qualname" in result.dataset("definitions").schema.names
+    with pytest.raises(snakebatch.ConfigError, match="not one of"):
+        result.dataset("functions")
+    with pytest.raises(snakebatch.ConfigError, match="holds no snakebatch job"):
+        snakebatch.open_dataset(empty)
