@@ -147,7 +147,12 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
                               "use snakebatch.run to write (and resume) a job")
     config = build_config(source, None, require_output=False, **options)  # raises here, not later
+    return _stream(config, on_progress)
+
+
+def _stream(config, on_progress) -> Iterator[tuple[str, pa.RecordBatch]]:
+    # Started at the first iteration: a stream never iterated leaves no staging folder behind.
     sink = StreamSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
     # Ctrl-C stays the caller's KeyboardInterrupt: the stream is inside their loop.
-    return _execute(coordinator, sink, handle_signals=False)
+    yield from _execute(coordinator, sink, handle_signals=False)

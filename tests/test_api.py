@@ -106,6 +106,11 @@ def test_stream_left_early_stops_the_pool_and_removes_its_staging(corpus, tmp_pa
     assert all(parent == me for parent in left.values()), left
     assert list(staging_parent.glob("snakebatch-stream-*")) == []
 
+    never_iterated = snakebatch.stream(corpus, workers=2)
+    del never_iterated
+    gc.collect()
+    assert list(staging_parent.glob("snakebatch-stream-*")) == []
+
 
 def test_stream_writes_nothing(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
