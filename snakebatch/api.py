@@ -7,6 +7,7 @@ is a thin layer over these functions.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Callable, Iterator
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from .config import build_config
 from .coordinator import Coordinator, Progress, RunSummary
+from .errors import ConfigError
 from .sinks import OutputSink, StreamSink
 
 
@@ -72,19 +74,27 @@ class RunResult:
 
 
 def open_dataset(output: str | os.PathLike, table: str = "files"):
+    """A `pyarrow.dataset.Dataset` over the committed parts of `table` in the job folder `output`.
+
+    A job that committed nothing yet still gives the table's columns (and no rows).
+    """
     import pyarrow.dataset as ds
 
-    from .schema import TABLES
+    from .jobfolder import holds_job, read_record
+    from .schema import TABLES, table_schema
 
     if table not in TABLES:
-        from .errors import ConfigError
-
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
-    folder = os.path.join(os.fspath(output), table)
+    out = os.fspath(output)
+    if not holds_job(out):
+        raise ConfigError(f"{out} holds no snakebatch job")
+    folder = os.path.join(out, table)
     parts = sorted(
         os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".parquet")
-    )
-    return ds.dataset(parts, format="parquet")
+    ) if os.path.isdir(folder) else []
+    if parts:
+        return ds.dataset(parts, format="parquet")
+    return ds.dataset([], format="parquet", schema=table_schema(table, read_record(out).job.content))
 
 
 def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
@@ -103,9 +113,20 @@ def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
         coordinator.final_summary = summary
 
 
+def _refuse_inside_a_starting_worker(function: str) -> None:
+    # Worker processes import the caller's main module again (multiprocessing's spawn/forkserver);
+    # a script that calls snakebatch at its top level would start a job inside every worker.
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"snakebatch.{function}() was called while a worker process was importing your main module: "
+            "put the call under `if __name__ == \"__main__\":`"
+        )
+
+
 def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, resume: bool = False,
         fresh: bool = False, on_progress: Callable[[Progress], None] | None = None, **options) -> RunResult:
     """Run a job to its end (or its stop) and return what happened. Options as on the CLI."""
+    _refuse_inside_a_starting_worker("run")
     config = build_config(source, output, resume=resume, fresh=fresh, **options)
     sink = OutputSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
@@ -120,8 +141,18 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
 
     A slow consumer holds the pool back: the next batches are submitted only as it takes these.
     """
+    _refuse_inside_a_starting_worker("stream")
+    for name in ("output", "resume", "fresh"):
+        if name in options:
+            raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
+                              "use snakebatch.run to write (and resume) a job")
     config = build_config(source, None, require_output=False, **options)  # raises here, not later
+    return _stream(config, on_progress)
+
+
+def _stream(config, on_progress) -> Iterator[tuple[str, pa.RecordBatch]]:
+    # Started at the first iteration: a stream never iterated leaves no staging folder behind.
     sink = StreamSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
     # Ctrl-C stays the caller's KeyboardInterrupt: the stream is inside their loop.
-    return _execute(coordinator, sink, handle_signals=False)
+    yield from _execute(coordinator, sink, handle_signals=False)

@@ -19,7 +19,8 @@ EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _fail(message: str, code: int = EXIT_USAGE):
-    click.echo(f"snakebatch: error: {message}", err=True)
+    one_line = " ".join(message.split())  # an imported parser's error may span lines
+    click.echo(f"snakebatch: error: {one_line}", err=True)
     sys.exit(code)
 
 
@@ -171,6 +172,64 @@ def status(out, as_json):
     except (ConfigError, JobError) as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(_json(job) if as_json else format_status(job))
+
+
+@main.command(name="plan")
+@click.argument("source", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@click.option("-o", "--output", default="snakebatch-out", show_default=True,
+              help="The run's output folder (skipped by the walk when inside SOURCE); nothing is written.")
+@click.option("-j", "--workers", type=int, default=None, help="Worker processes to estimate for [all usable cores].")
+@click.option("--memory-budget", default=None, help="Budget to estimate for, e.g. 512MB, 2GiB [50% of available RAM].")
+@click.option("--batch-bytes", default=None, help="Target source bytes per batch [adaptive].")
+@click.option("--include", multiple=True, help="Only files matching this gitignore-style pattern (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable).")
+@click.option("--no-gitignore", is_flag=True, help="Also count what .gitignore files exclude.")
+@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE.")
+@click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB].")
+@click.option("--parser", "parsers", multiple=True, help="A parser name or module:attribute (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
+def plan_command(source, output, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+                 follow_symlinks, max_file_size, parsers, as_json):
+    """Preview a run of SOURCE: files, bytes, languages, batches, estimated time and memory.
+
+    Reads only metadata and a small sample (parsed here to calibrate the estimate); writes nothing.
+    """
+    from .plan import plan
+
+    options = dict(
+        workers=workers, memory_budget=memory_budget, batch_bytes=batch_bytes,
+        include=include or None, exclude=exclude or None, gitignore=False if no_gitignore else None,
+        follow_symlinks=True if follow_symlinks else None, max_file_size=max_file_size,
+        parsers=parsers or None,
+    )
+    try:
+        result = plan(source, output, **options)
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    if as_json:
+        click.echo(_json(result))
+        return
+    languages = list(result.languages.items())
+    shown = ", ".join(f"{k} {v}" for k, v in languages[:8])
+    if len(languages) > 8:
+        shown += f", {len(languages) - 8} more"
+    lines = [
+        f"snakebatch plan: {result.files} files, {_human_bytes(result.bytes)} in {result.source}",
+        f"  languages: {shown or '-'}",
+        f"  batches:   {result.batches} (up to {_human_bytes(result.batch_bytes)} of source each), {result.workers} workers",
+        f"  estimate:  {result.estimated_wall_s:.1f}s wall ({result.estimated_cpu_s:.1f}s of CPU), "
+        f"peak RSS {_human_bytes(result.estimated_peak_rss_bytes)} "
+        f"(budget {_human_bytes(result.memory_budget_bytes)})",
+        "  parsers:   " + ", ".join(
+            f"{name} {cost.files} files at {cost.cpu_s_per_mb:.3f} CPU s/MB" for name, cost in result.parsers.items()),
+    ]
+    if result.too_large:
+        lines.append(f"  too large: {result.too_large} files over --max-file-size (a row each, not read)")
+    if result.unreadable_folders:
+        lines.append(f"  skipped:   {len(result.unreadable_folders)} unreadable folder(s), e.g. {result.unreadable_folders[0]}")
+    lines += [f"  note:      {note}" for note in result.notes]
+    lines.append(f"  (calibrated on a sample parsed in {result.sample_s:.1f}s; nothing was written)")
+    click.echo("\n".join(lines))
 
 
 @main.command(name="parsers")

@@ -8,6 +8,7 @@ both call `build_config`; nothing past it re-validates or reads options from any
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -18,7 +19,7 @@ import psutil
 
 from .errors import ConfigError
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -40,7 +41,10 @@ def parse_size(value: object, option: str) -> int:
         raise ConfigError(f"{option}: {value!r} must be larger than zero (e.g. 512MB, 2GiB)")
     # KB, MB are decimal as disk vendors write them; KiB, MiB and a bare k, M are binary.
     base = 1024 if binary or not bytes_suffix else 1000
-    return int(number * base ** _POWERS[unit])
+    size = int(number * base ** _POWERS[unit])
+    if size < 1:
+        raise ConfigError(f"{option}: {value!r} is less than one byte (e.g. 512MB, 2GiB)")
+    return size
 
 
 class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -98,8 +102,9 @@ def default_memory_budget() -> int:
     return psutil.virtual_memory().available // 2
 
 
-def file_defaults(source: str) -> dict:
-    """Options from `SOURCE/snakebatch.toml`, or else `[tool.snakebatch]` in `SOURCE/pyproject.toml`."""
+def file_defaults(source: str) -> tuple[dict, str | None]:
+    """Options from `SOURCE/snakebatch.toml`, or else `[tool.snakebatch]` in `SOURCE/pyproject.toml`,
+    and the name they are reported under in messages (None when there are none)."""
     for name, section in (("snakebatch.toml", None), ("pyproject.toml", ("tool", "snakebatch"))):
         path = os.path.join(source, name)
         if not os.path.isfile(path):
@@ -109,17 +114,50 @@ def file_defaults(source: str) -> dict:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise ConfigError(f"{path}: cannot read it as TOML ({err})") from None
+        where = path
         for key in section or ():
             data = data.get(key, {})
+            where = f"{path} [tool.snakebatch]"
         if data:
             if not isinstance(data, dict):
-                raise ConfigError(f"{path}: [tool.snakebatch] must be a table")
-            return {k.replace("-", "_"): v for k, v in data.items()}
-    return {}
+                raise ConfigError(f"{where}: must be a table of options")
+            return {k.replace("-", "_"): v for k, v in data.items()}, where
+    return {}, None
 
 
 _JOB_KEYS = set(JobConfig.__struct_fields__) - {"source"}
 _RUN_KEYS = set(RunConfig.__struct_fields__) - {"job", "output", "mode"}
+OPTION_NAMES = sorted(_JOB_KEYS | _RUN_KEYS)
+
+
+def _unknown(names: set, where: str | None) -> ConfigError:
+    hints = []
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    prefix = f"{where}: " if where else ""
+    return ConfigError(f"{prefix}unknown option(s) {', '.join(hints)}; known: {', '.join(OPTION_NAMES)}")
+
+
+class _Options:
+    """The merged options, each with where it came from, so a message names what the user wrote:
+    `--workers` for the command line and the API, `workers in SOURCE/snakebatch.toml` for the file."""
+
+    def __init__(self, given: dict, from_file: dict, where: str | None):
+        self.values = {**from_file, **given}
+        self.from_file = {k for k in from_file if k not in given}
+        self.where = where
+
+    def label(self, name: str) -> str:
+        flag = "--" + name.replace("_", "-")
+        flag = {"--parsers": "--parser", "--gitignore": "gitignore (--no-gitignore)"}.get(flag, flag)
+        return f"{name} in {self.where}" if name in self.from_file else flag
+
+    def get(self, name: str, default=None):
+        return self.values.get(name, default)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
 
 
 def _as_tuple(value: object, option: str) -> tuple[str, ...]:
@@ -129,7 +167,13 @@ def _as_tuple(value: object, option: str) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ConfigError(f"{option}: expected a pattern or a list of patterns, got {value!r}")
+    raise ConfigError(f"{option}: expected a string or a list of strings, got {value!r}")
+
+
+def _flag(value: object, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{option}: expected true or false, got {value!r}")
+    return value
 
 
 def _positive_int(value: object, option: str, minimum: int = 1) -> int:
@@ -147,32 +191,38 @@ def _positive_int(value: object, option: str, minimum: int = 1) -> int:
 def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  resume: bool = False, fresh: bool = False, use_config_file: bool = True,
                  require_output: bool = True, **options) -> RunConfig:
-    """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`)."""
+    """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`).
+
+    `None` means "not given": the file's value or the default applies.
+    """
     if resume and fresh:
         raise ConfigError("--resume and --fresh exclude each other: choose one")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"SOURCE: expected a path to a folder, got {source!r}")
     source_path = os.path.abspath(os.fspath(source))
     if not os.path.exists(source_path):
         raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
     if not os.path.isdir(source_path):
         raise ConfigError(f"SOURCE: {os.fspath(source)!r} is not a folder")
-    unknown = set(options) - _JOB_KEYS - _RUN_KEYS - {"on_progress"}
+    unknown = set(options) - _JOB_KEYS - _RUN_KEYS
     if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    merged = file_defaults(source_path) if use_config_file else {}
-    unknown_in_file = set(merged) - _JOB_KEYS - _RUN_KEYS
+        raise _unknown(unknown, None)
+    from_file, where = file_defaults(source_path) if use_config_file else ({}, None)
+    unknown_in_file = set(from_file) - _JOB_KEYS - _RUN_KEYS
     if unknown_in_file:
-        raise ConfigError(f"snakebatch.toml / [tool.snakebatch]: unknown option(s): {', '.join(sorted(unknown_in_file))}")
-    merged.update({k: v for k, v in options.items() if v is not None and k != "on_progress"})
+        raise _unknown(unknown_in_file, where)
+    merged = _Options({k: v for k, v in options.items() if v is not None}, from_file, where)
+    label = merged.label
 
     job = JobConfig(
         source=source_path,
-        include=_as_tuple(merged.get("include"), "--include"),
-        exclude=_as_tuple(merged.get("exclude"), "--exclude"),
-        gitignore=bool(merged.get("gitignore", True)),
-        follow_symlinks=bool(merged.get("follow_symlinks", False)),
-        max_file_size=parse_size(merged.get("max_file_size", "16MiB"), "--max-file-size"),
-        parsers=_as_tuple(merged.get("parsers"), "--parser"),
-        content=bool(merged.get("content", False)),
+        include=_as_tuple(merged.get("include"), label("include")),
+        exclude=_as_tuple(merged.get("exclude"), label("exclude")),
+        gitignore=_flag(merged.get("gitignore", True), label("gitignore")),
+        follow_symlinks=_flag(merged.get("follow_symlinks", False), label("follow_symlinks")),
+        max_file_size=parse_size(merged.get("max_file_size", "16MiB"), label("max_file_size")),
+        parsers=_as_tuple(merged.get("parsers"), label("parsers")),
+        content=_flag(merged.get("content", False), label("content")),
     )
     from .parsers import resolve
 
@@ -181,37 +231,42 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
 
     executor = merged.get("executor", "local")
     if executor not in ("local", "dask"):
-        raise ConfigError(f"--executor: {executor!r} is not one of local, dask")
+        raise ConfigError(f"{label('executor')}: {executor!r} is not one of local, dask")
     scheduler = merged.get("scheduler")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise ConfigError(f"{label('scheduler')}: expected an address like tcp://HOST:PORT, got {scheduler!r}")
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     max_errors = merged.get("max_errors")
     file_timeout = merged.get("file_timeout", 60.0)
+    if isinstance(file_timeout, bool) or not isinstance(file_timeout, (int, float, str)):
+        raise ConfigError(f"{label('file_timeout')}: expected seconds, got {file_timeout!r}")
     try:
         file_timeout = float(file_timeout)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--file-timeout: expected seconds, got {file_timeout!r}") from None
+    except ValueError:
+        raise ConfigError(f"{label('file_timeout')}: expected seconds, got {file_timeout!r}") from None
     if not file_timeout > 0:
-        raise ConfigError(f"--file-timeout: must be more than 0 seconds, got {file_timeout}")
-    out = output if output is not None else merged.get("output")
-    if out is None:
-        if require_output:
-            out = "snakebatch-out"
-        else:
-            out = ""
+        raise ConfigError(f"{label('file_timeout')}: must be more than 0 seconds, got {file_timeout}")
+    progress = merged.get("progress")
+    if progress is not None:
+        _flag(progress, label("progress"))
+    if output is not None and not isinstance(output, (str, os.PathLike)):
+        raise ConfigError(f"-o/--output: expected a path to a folder, got {output!r}")
+    if output is None and require_output:
+        output = "snakebatch-out"
     return RunConfig(
         job=job,
-        output=os.path.abspath(os.fspath(out)) if out else "",
+        output=os.path.abspath(os.fspath(output)) if output else "",
         mode="resume" if resume else "fresh" if fresh else "new",
-        workers=_positive_int(merged.get("workers", usable_cores()), "--workers"),
-        memory_budget=parse_size(merged["memory_budget"], "--memory-budget")
+        workers=_positive_int(merged.get("workers", usable_cores()), label("workers")),
+        memory_budget=parse_size(merged.get("memory_budget"), label("memory_budget"))
         if "memory_budget" in merged else default_memory_budget(),
-        batch_bytes=parse_size(merged["batch_bytes"], "--batch-bytes") if "batch_bytes" in merged else None,
+        batch_bytes=parse_size(merged.get("batch_bytes"), label("batch_bytes")) if "batch_bytes" in merged else None,
         file_timeout=file_timeout,
-        retries=_positive_int(merged.get("retries", 1), "--retries", minimum=0),
-        fail_fast=bool(merged.get("fail_fast", False)),
-        max_errors=None if max_errors is None else _positive_int(max_errors, "--max-errors"),
+        retries=_positive_int(merged.get("retries", 1), label("retries"), minimum=0),
+        fail_fast=_flag(merged.get("fail_fast", False), label("fail_fast")),
+        max_errors=None if max_errors is None else _positive_int(max_errors, label("max_errors")),
         executor=executor,
         scheduler=scheduler,
-        progress=merged.get("progress"),
+        progress=progress,
     )

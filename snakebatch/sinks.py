@@ -46,6 +46,8 @@ class OutputSink:
         self.files_committed = 0
         self.bytes_committed = 0
         self.first_batch_id = 1
+        # The whole job's totals, from the ledger: right even when an earlier run was killed.
+        self.job_totals = {"batches": 0, "files": 0, "bytes": 0, "parse_s": 0.0, "rows": dict.fromkeys(TABLES, 0)}
         for entry in entries:
             self._count(entry)
             self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
@@ -59,6 +61,16 @@ class OutputSink:
             self.status_counts[status] = self.status_counts.get(status, 0) + count
         for language, count in entry.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
+        self._count_totals(entry)
+
+    def _count_totals(self, entry: LedgerEntry) -> None:
+        totals = self.job_totals
+        totals["batches"] += 1
+        totals["files"] += len(entry.paths)
+        totals["bytes"] += entry.bytes
+        totals["parse_s"] += entry.parse_s
+        for table, count in entry.rows.items():
+            totals["rows"][table] = totals["rows"].get(table, 0) + count
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return self.ledger.staging_for(batch_id, attempt)
@@ -81,6 +93,7 @@ class OutputSink:
             run_started_at=self.started_at,
         )
         self.ledger.commit(entry, outcome.staging)
+        self._count_totals(entry)
         self.batch_stats.append(
             {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
              "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
@@ -103,7 +116,9 @@ class OutputSink:
             runs = previous.get("runs", []) if isinstance(previous, dict) else []
             runs.append({"started_at": self.started_at, "elapsed_s": summary.elapsed_s, "state": summary.state,
                          "files_this_run": summary.files_this_run, "stop_reason": summary.stop_reason})
-            write_json(out, "stats.json", {"summary": summary, "runs": runs[-1000:], "batches": self.batch_stats[-10000:]})
+            totals = dict(self.job_totals, parse_s=round(self.job_totals["parse_s"], 3))
+            write_json(out, "stats.json", {"summary": summary, "job": totals, "runs": runs[-1000:],
+                                           "batches": self.batch_stats[-10000:]})
             if summary.state == "complete":
                 write_json(out, "complete.json",
                            {"completed_at": time.time(), "files": summary.files, "status_counts": summary.status_counts})

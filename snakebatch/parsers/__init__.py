@@ -77,8 +77,9 @@ def resolve(spec: str) -> Parser:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ConfigError(f"--parser {spec}: cannot import module {module_name!r} ({err})") from None
+        except Exception as err:  # a module that fails at import is the user's to fix, not a crash
+            raise ConfigError(f"--parser {spec}: cannot import module {module_name!r} "
+                              f"({type(err).__name__}: {err})") from None
         try:
             obj = getattr(module, attr)
         except AttributeError:

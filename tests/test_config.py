@@ -1,0 +1,189 @@
+"""Every bad option: a ConfigError from the API that names the option and what it accepts, and
+exit 2 with a one-line message from the CLI. Good options: sizes, snakebatch.toml defaults."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import snakebatch
+from snakebatch.config import build_config, parse_size
+from conftest import run_cli
+
+
+@pytest.fixture
+def source(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "a.py").write_text("def f(x):\n    return x\n")
+    (repo / "README.md").write_text("# repo\n")
+    return repo
+
+
+# (API options, CLI arguments, words the message must hold: the option and what it accepts)
+BAD_OPTIONS = {
+    "zero workers": ({"workers": 0}, ["-j", "0"], ["--workers", "at least 1"]),
+    "budget lots": ({"memory_budget": "lots"}, ["--memory-budget", "lots"], ["--memory-budget", "'lots'", "2GiB"]),
+    "negative size": ({"max_file_size": "-5MB"}, ["--max-file-size", "-5MB"], ["--max-file-size", "larger than zero"]),
+    "negative batch": ({"batch_bytes": "-1k"}, ["--batch-bytes=-1k"], ["--batch-bytes", "larger than zero"]),
+    "unknown parser": ({"parsers": ["nosuchparser"]}, ["--parser", "nosuchparser"],
+                       ["--parser nosuchparser", "available: ", "python", "module:attribute"]),
+    "unimportable parser": ({"parsers": ["no_such_module_x:parser"]}, ["--parser", "no_such_module_x:parser"],
+                            ["--parser no_such_module_x:parser", "cannot import"]),
+    "negative retries": ({"retries": -1}, ["--retries", "-1"], ["--retries", "at least 0"]),
+    "zero timeout": ({"file_timeout": 0}, ["--file-timeout", "0"], ["--file-timeout", "more than 0"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS, ids=list(BAD_OPTIONS))
+def test_bad_option_is_a_config_error_from_the_api(source, tmp_path, case):
+    options, _, words = BAD_OPTIONS[case]
+    out = tmp_path / "out"
+    with pytest.raises(snakebatch.ConfigError) as info:
+        snakebatch.run(source, output=out, **options)
+    for word in words:
+        assert word in str(info.value)
+    assert not out.exists(), "a bad option must be refused before anything is written"
+    with pytest.raises(snakebatch.ConfigError):
+        snakebatch.stream(source, **options)  # at the call, not at the first iteration
+    with pytest.raises(snakebatch.ConfigError):
+        snakebatch.plan(source, **options)
+
+
+def _assert_usage_error(proc, words):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("snakebatch: error: ")
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS, ids=list(BAD_OPTIONS))
+def test_bad_option_exits_2_with_one_line_from_the_cli(source, tmp_path, case):
+    _, args, words = BAD_OPTIONS[case]
+    out = tmp_path / "out"
+    _assert_usage_error(run_cli("run", source, "-o", out, *args), words)
+    assert not out.exists()
+
+
+def test_bad_option_of_plan_exits_2(source):
+    _assert_usage_error(run_cli("plan", source, "--memory-budget", "lots"), ["--memory-budget", "'lots'"])
+    _assert_usage_error(run_cli("plan", source, "-j", "0"), ["--workers"])
+
+
+def test_missing_source_and_source_that_is_a_file(tmp_path, source):
+    missing = tmp_path / "nowhere"
+    a_file = source / "pkg" / "a.py"
+    for path, words in ((missing, ["SOURCE", "does not exist"]), (a_file, ["SOURCE", "is not a folder"])):
+        with pytest.raises(snakebatch.ConfigError) as info:
+            snakebatch.run(path, output=tmp_path / "out")
+        for word in words:
+            assert word in str(info.value)
+        with pytest.raises(snakebatch.ConfigError):
+            snakebatch.stream(path)
+        with pytest.raises(snakebatch.ConfigError):
+            snakebatch.plan(path)
+        _assert_usage_error(run_cli("run", path, "-o", tmp_path / "out"), words)
+        _assert_usage_error(run_cli("plan", path), words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_option_in_the_api_suggests_the_known_one(source, tmp_path):
+    with pytest.raises(snakebatch.ConfigError) as info:
+        snakebatch.run(source, output=tmp_path / "out", worker=2)
+    message = str(info.value)
+    assert "unknown option(s) 'worker'" in message and "did you mean 'workers'?" in message
+    assert "memory_budget" in message  # the list of what is accepted
+    with pytest.raises(snakebatch.ConfigError, match="writes nothing"):
+        snakebatch.stream(source, output=tmp_path / "out")
+    with pytest.raises(snakebatch.ConfigError, match="writes nothing"):
+        snakebatch.stream(source, resume=True)
+
+
+def test_wrong_types_in_the_api(source):
+    cases = {
+        "gitignore": ("no", "true or false"),
+        "content": (1, "true or false"),
+        "include": (5, "list of strings"),
+        "workers": ("two", "whole number"),
+        "executor": ("ray", "local, dask"),
+    }
+    for name, (value, accepted) in cases.items():
+        with pytest.raises(snakebatch.ConfigError) as info:
+            build_config(source, **{name: value})
+        assert accepted in str(info.value), name
+
+
+@pytest.mark.parametrize("text, words", [
+    ('bogus = 1\n', ["snakebatch.toml", "unknown option(s) 'bogus'"]),
+    ('memory-budgett = "1GB"\n', ["snakebatch.toml", "did you mean 'memory_budget'?"]),
+    ('workers = "many"\n', ["workers in ", "snakebatch.toml", "whole number"]),
+    ('gitignore = "no"\n', ["gitignore in ", "snakebatch.toml", "true or false"]),
+    ('exclude = [1, 2]\n', ["exclude in ", "snakebatch.toml", "list of strings"]),
+    ('memory-budget = "lots"\n', ["memory_budget in ", "snakebatch.toml", "2GiB"]),
+    ('workers = [\n', ["snakebatch.toml", "cannot read it as TOML"]),
+])
+def test_bad_snakebatch_toml(source, tmp_path, text, words):
+    (source / "snakebatch.toml").write_text(text)
+    with pytest.raises(snakebatch.ConfigError) as info:
+        snakebatch.run(source, output=tmp_path / "out")
+    for word in words:
+        assert word in str(info.value)
+    _assert_usage_error(run_cli("run", source, "-o", tmp_path / "out"), words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_tool_snakebatch_in_pyproject(source):
+    (source / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.snakebatch]\nworkers = 0\n')
+    with pytest.raises(snakebatch.ConfigError) as info:
+        build_config(source)
+    assert "workers in " in str(info.value) and "[tool.snakebatch]" in str(info.value)
+    assert "at least 1" in str(info.value)
+
+
+def test_snakebatch_toml_gives_defaults_that_options_override(source):
+    (source / "snakebatch.toml").write_text('workers = 3\nmemory-budget = "2GiB"\nexclude = ["*.md"]\n')
+    config = build_config(source)
+    assert (config.workers, config.memory_budget, config.job.exclude) == (3, 2 * 1024**3, ("*.md",))
+    config = build_config(source, workers=1, exclude=["pkg/"])
+    assert (config.workers, config.job.exclude) == (1, ("pkg/",))
+    assert build_config(source, use_config_file=False).job.exclude == ()
+
+
+def test_toml_defaults_reach_a_run(source, tmp_path):
+    (source / "snakebatch.toml").write_text('exclude = ["*.md", "snakebatch.toml"]\nworkers = 1\n')
+    result = snakebatch.run(source, output=tmp_path / "out")
+    paths = sorted(result.dataset("files").to_table(columns=["path"]).column("path").to_pylist())
+    assert paths == ["pkg/a.py"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("512MB", 512 * 1000**2), ("2GiB", 2 * 1024**3), ("100k", 100 * 1024), ("1.5 GB", 1_500_000_000),
+    ("4096", 4096), (2048, 2048),
+])
+def test_sizes(text, expected):
+    assert parse_size(text, "--memory-budget") == expected
+
+
+def test_resume_and_fresh_together(source, tmp_path):
+    with pytest.raises(snakebatch.ConfigError, match="--resume and --fresh"):
+        snakebatch.run(source, output=tmp_path / "out", resume=True, fresh=True)
+    _assert_usage_error(run_cli("run", source, "-o", tmp_path / "out", "--resume", "--fresh"), ["--resume", "--fresh"])
+
+
+def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, tmp_path):
+    (tmp_path / "brokenparser.py").write_text("raise RuntimeError('line one\\nline two')\n")
+    env_path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    import subprocess
+    import sys
+    from conftest import cli_env
+
+    proc = subprocess.run([sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(tmp_path / "out"),
+                           "--parser", "brokenparser:parser"], capture_output=True, text=True,
+                          env=cli_env(PYTHONPATH=env_path + os.pathsep + cli_env()["PYTHONPATH"]))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
