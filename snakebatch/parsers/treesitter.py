@@ -1,0 +1,180 @@
+"""Tree-sitter parsers: definitions, imports, syntax errors and line counts for the languages of
+`grammars.GRAMMARS`, driven by one query file per language (queries/<language>.scm).
+
+Owns: running a grammar and its query over one file's bytes and turning the captures into rows.
+Must not touch: anything outside the bytes it is given, or which parser a file goes to.
+
+Importing this module raises ImportError when the `tree-sitter` package is missing (the optional
+extra `snakebatch[polyglot]`); the registry then falls back to `python` and `text`. Grammar
+packages are imported on a parser's first parse, in the process that parses, and a language whose
+grammar package is not installed simply has no parser.
+
+Query captures (the vocabulary of the .scm files):
+  @definition.<kind>   the whole definition; <kind> is `function`, `method`, `class`, `struct`, ...
+  @name                its name
+  @receiver            the type a method belongs to when it is written outside it (Go receivers,
+                       C++ `Type::method`): it becomes the parent
+  @params              the parameter list (its named children are counted for `n_params`)
+  @scope               a block that names its contents without being a definition (Rust `impl`)
+  @import              the import statement (its line), with @import.module, @import.name and
+                       @import.alias as the statement has them; one match per imported name
+                       (@import.default: a JavaScript default import, name `default`)
+A `function` directly inside a class-like definition or scope is reported as a `method`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from importlib import metadata, resources
+
+import tree_sitter
+
+from .base import ParseResult, Parser, count_lines
+from .grammars import GRAMMARS, Grammar
+
+__all__ = ["TreeSitterParser", "treesitter_parsers"]
+
+TREE_SITTER_VERSION = metadata.version("tree-sitter")
+# Definitions whose nested functions are methods.
+CONTAINER_KINDS = frozenset({"class", "struct", "interface", "trait", "enum", "record", "union", "impl"})
+_QUOTES = "\"'`<>"
+
+
+def _text(node) -> str:
+    return node.text.decode("utf-8", "replace")
+
+
+def _first_error(root):
+    """The first ERROR or MISSING node of a tree that has one, in document order."""
+    node = root
+    while True:
+        for child in node.children:
+            if child.is_error or child.is_missing:
+                return child
+            if child.has_error:
+                node = child
+                break
+        else:
+            return node
+
+
+def _n_params(params) -> int:
+    named = [c for c in params.named_children if "comment" not in c.type]
+    if len(named) == 1 and named[0].text == b"void":  # C's `f(void)`
+        return 0
+    return len(named)
+
+
+class TreeSitterParser(Parser):
+    """One language: its grammar, its query, and the rows they give."""
+
+    def __init__(self, grammar: Grammar):
+        self.grammar = grammar
+        self.name = grammar.parser_name
+        self.patterns = grammar.patterns
+        self.interpreters = grammar.interpreters
+        try:
+            grammar_version = metadata.version(grammar.distribution)
+        except metadata.PackageNotFoundError:
+            grammar_version = "?"
+        self.version = f"{grammar.distribution} {grammar_version}, tree-sitter {TREE_SITTER_VERSION}"
+        self._loaded = None  # (tree_sitter.Parser, tree_sitter.Query), on the first parse
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_loaded"] = None  # native objects stay in the process that made them
+        return state
+
+    def _load(self):
+        grammar = self.grammar
+        language = tree_sitter.Language(getattr(importlib.import_module(grammar.module), grammar.function)())
+        source = resources.files(__package__).joinpath("queries", grammar.query + ".scm").read_text("utf-8")
+        self._loaded = (tree_sitter.Parser(language), tree_sitter.Query(language, source))
+        return self._loaded
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        parser, query = self._loaded or self._load()
+        lines, code, comments, blank = count_lines(data, self.grammar.comment)
+        result = ParseResult(language=self.grammar.language, lines=lines, code_lines=code,
+                             comment_lines=comments, blank_lines=blank)
+        root = parser.parse(data).root_node
+        if root.has_error:
+            error = _first_error(root)
+            result.status = "syntax_error"
+            result.error_type = "SyntaxError"
+            if error.is_missing:
+                result.error_message = f"missing {error.type}"
+            else:
+                result.error_message = f"unexpected {_text(error)[:80]!r}"
+            result.error_line = error.start_point.row + 1
+            result.error_col = error.start_point.column + 1
+        # A tree with errors still holds the definitions around them: keep those rows.
+        result.definitions, result.imports = extract(query, root)
+        return result
+
+
+def extract(query, root) -> tuple[list, list]:
+    """Definition and import rows (DEFINITION_FIELDS / IMPORT_FIELDS order) of a parsed tree."""
+    entries = {}  # node id -> [node, kind, name, receiver, params]; kind None for a scope
+    imports = {}
+    for _, captures in tree_sitter.QueryCursor(query).matches(root):
+        if "import" in captures:
+            statement = captures["import"][0]
+            module, name, alias = (
+                _text(captures[field][0]).strip(_QUOTES) if field in captures else None
+                for field in ("import.module", "import.name", "import.alias")
+            )
+            if "import.default" in captures:  # JavaScript's `import x from "m"`
+                name, alias = "default", _text(captures["import.default"][0])
+            row = (module, name, alias)
+            imports.setdefault((statement.start_byte, row), (*row, 0, statement.start_point.row + 1))
+            continue
+        if "name" not in captures:
+            continue
+        for capture, nodes in captures.items():
+            if capture.startswith("definition.") or capture == "scope":
+                node = nodes[0]
+                if node.id not in entries:
+                    kind = capture[len("definition."):] if capture != "scope" else None
+                    receiver = captures.get("receiver")
+                    params = captures.get("params")
+                    entries[node.id] = [node, kind, _text(captures["name"][0]),
+                                        _text(receiver[0]) if receiver else None, params[0] if params else None]
+                break
+    # Outer definitions first, so that each one's enclosing definition is named before it.
+    ordered = sorted(entries.values(), key=lambda e: (e[0].start_byte, -e[0].end_byte))
+    qualnames: dict[int, tuple[str, str | None]] = {}  # node id -> (qualname, kind)
+    definitions = []
+    for node, kind, name, receiver, params in ordered:
+        enclosing = enclosing_kind = None
+        ancestor = node.parent
+        while ancestor is not None:
+            found = qualnames.get(ancestor.id)
+            if found is not None:
+                enclosing, enclosing_kind = found
+                break
+            ancestor = ancestor.parent
+        parent = enclosing
+        if receiver is not None:
+            receiver = receiver.lstrip("*&").replace("::", ".")
+            parent = f"{enclosing}.{receiver}" if enclosing else receiver
+        qualname = f"{parent}.{name}" if parent else name
+        qualnames[node.id] = (qualname, kind or "impl")
+        if kind is None:
+            continue
+        if kind == "function" and (receiver is not None or enclosing_kind in CONTAINER_KINDS):
+            kind = "method"
+        if params is not None:
+            n_params = _n_params(params)
+        else:
+            n_params = 0 if kind in ("function", "method") else None
+        start, end = node.start_point, node.end_point
+        definitions.append((kind, name, qualname, parent, start.row + 1, end.row + 1, start.column, [], n_params, None))
+    definitions.sort(key=lambda d: (d[4], d[6]))
+    return definitions, sorted(imports.values(), key=lambda i: i[4])
+
+
+def treesitter_parsers() -> list[Parser]:
+    """A parser for each grammar whose package is installed (found without importing it)."""
+    return [TreeSitterParser(g) for g in GRAMMARS if importlib.util.find_spec(g.module) is not None]
