@@ -78,7 +78,7 @@ class TreeSitterParser(Parser):
             grammar_version = metadata.version(grammar.distribution)
         except metadata.PackageNotFoundError:
             grammar_version = "?"
-        self.version = f"{grammar.distribution} {grammar_version}, tree-sitter {TREE_SITTER_VERSION}"
+        self.version = f"{grammar_version} (tree-sitter {TREE_SITTER_VERSION})"
         self._loaded = None  # (tree_sitter.Parser, tree_sitter.Query), on the first parse
 
     def __getstate__(self):
