@@ -138,8 +138,12 @@ class ParserRouter:
     def __init__(self, specs: tuple[str, ...] = ()):
         self.parsers = available(specs)
         self.fallback = _text()
+        # `--parser text` names the catch-all on purpose: then it takes every file, as listed.
+        self.named_fallback = any(p is self.fallback for p in self.parsers[: len(specs)])
 
     def route(self, path: str, head: bytes = b"") -> Parser:
+        if self.named_fallback:
+            return next(p for p in self.parsers if p.matches(path))
         for parser in self.parsers:
             if parser is not self.fallback and parser.matches(path):
                 return parser
