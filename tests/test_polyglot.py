@@ -228,6 +228,27 @@ def test_syntax_error_in_each_language(tmp_path):
     assert {("broken.js", "f"), ("broken.sh", "f")} <= names
 
 
+def test_python_rejected_by_ast_still_gets_rows_from_tree_sitter(tmp_path):
+    pytest.importorskip("tree_sitter_python")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "legacy.py").write_text(
+        "import os\nfrom ..pkg import a as b\n\nclass A:\n    async def m(self, x):\n        pass\n\n"
+        "    def n(self):\n        print 'py2'\n\nasync def top():\n    pass\n"
+    )
+    run_cli("run", src, "-o", tmp_path / "out", check_codes=(0,))
+    (row,) = read_table(tmp_path / "out", "files").to_pylist()
+    # `ast` decides the status and the error; tree-sitter only recovers the rows around it.
+    assert (row["parser"], row["status"], row["error_type"], row["error_line"]) == ("python", "syntax_error", "SyntaxError", 9)
+    defs = [(d["kind"], d["qualname"], d["start_line"], d["n_params"])
+            for d in read_table(tmp_path / "out", "definitions").to_pylist()]
+    assert defs == [("class", "A", 4, None), ("method", "A.m", 5, 2), ("method", "A.n", 8, 1),
+                    ("async_function", "top", 11, 0)]
+    imports = [(i["module"], i["name"], i["alias"], i["level"], i["line"])
+               for i in read_table(tmp_path / "out", "imports").to_pylist()]
+    assert imports == [("os", None, None, 0, 1), ("pkg", "a", "b", 2, 2)]
+
+
 def test_without_the_extra_text_rows_and_one_hint(tmp_path):
     # A sitecustomize that makes `import tree_sitter` fail, as if the extra were not installed.
     blocker = tmp_path / "no_tree_sitter"

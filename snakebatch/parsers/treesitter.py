@@ -18,7 +18,8 @@ Query captures (the vocabulary of the .scm files):
   @scope               a block that names its contents without being a definition (Rust `impl`)
   @import              the import statement (its line), with @import.module, @import.name and
                        @import.alias as the statement has them; one match per imported name
-                       (@import.default: a JavaScript default import, name `default`)
+                       (@import.default: a JavaScript default import, name `default`;
+                       @import.level: the dots of a Python relative import)
 A `function` directly inside a class-like definition or scope is reported as a `method`.
 """
 
@@ -127,8 +128,9 @@ def extract(query, root) -> tuple[list, list]:
             )
             if "import.default" in captures:  # JavaScript's `import x from "m"`
                 name, alias = "default", _text(captures["import.default"][0])
-            row = (module, name, alias)
-            imports.setdefault((statement.start_byte, row), (*row, 0, statement.start_point.row + 1))
+            level = captures["import.level"][0].text.count(b".") if "import.level" in captures else 0
+            row = (module, name, alias, level)
+            imports.setdefault((statement.start_byte, row), (*row, statement.start_point.row + 1))
             continue
         if "name" not in captures:
             continue
@@ -163,7 +165,7 @@ def extract(query, root) -> tuple[list, list]:
         qualnames[node.id] = (qualname, kind or "impl")
         if kind is None:
             continue
-        if kind == "function" and (receiver is not None or enclosing_kind in CONTAINER_KINDS):
+        if kind in ("function", "async_function") and (receiver is not None or enclosing_kind in CONTAINER_KINDS):
             kind = "method"
         if params is not None:
             n_params = _n_params(params)
@@ -173,6 +175,24 @@ def extract(query, root) -> tuple[list, list]:
         definitions.append((kind, name, qualname, parent, start.row + 1, end.row + 1, start.column, [], n_params, None))
     definitions.sort(key=lambda d: (d[4], d[6]))
     return definitions, sorted(imports.values(), key=lambda i: i[4])
+
+
+# Not a parser of its own: `ast` stays the Python parser (tree-sitter's error recovery is not a
+# verdict on Python syntax); this one only recovers rows from files that `ast` rejects.
+PYTHON_RECOVERY = Grammar("python-recovery", "Python", "tree_sitter_python", "language", "tree-sitter-python",
+                          "python", (), (), None)
+_python_recovery: list = []
+
+
+def recover_python(path: str, data: bytes) -> tuple[list, list] | None:
+    """Definitions and imports that tree-sitter-python finds in a file `ast` rejects, or None when
+    tree-sitter-python is not installed."""
+    if not _python_recovery:
+        if importlib.util.find_spec(PYTHON_RECOVERY.module) is None:
+            return None
+        _python_recovery.append(TreeSitterParser(PYTHON_RECOVERY))
+    result = _python_recovery[0].parse(path, data)
+    return result.definitions, result.imports
 
 
 def treesitter_parsers() -> list[Parser]:
