@@ -144,25 +144,22 @@ def extract(query, root) -> tuple[list, list]:
                     entries[node.id] = [node, kind, _text(captures["name"][0]),
                                         _text(receiver[0]) if receiver else None, params[0] if params else None]
                 break
-    # Outer definitions first, so that each one's enclosing definition is named before it.
+    # Outer definitions first; a stack of the open ones gives each its enclosing definition
+    # (byte ranges of tree nodes nest, so containment is ancestry, without walking parents).
     ordered = sorted(entries.values(), key=lambda e: (e[0].start_byte, -e[0].end_byte))
-    qualnames: dict[int, tuple[str, str | None]] = {}  # node id -> (qualname, kind)
+    open_definitions: list = []  # (end_byte, qualname, kind or "impl")
     definitions = []
     for node, kind, name, receiver, params in ordered:
-        enclosing = enclosing_kind = None
-        ancestor = node.parent
-        while ancestor is not None:
-            found = qualnames.get(ancestor.id)
-            if found is not None:
-                enclosing, enclosing_kind = found
-                break
-            ancestor = ancestor.parent
+        start_byte = node.start_byte
+        while open_definitions and open_definitions[-1][0] <= start_byte:
+            open_definitions.pop()
+        enclosing, enclosing_kind = open_definitions[-1][1:] if open_definitions else (None, None)
         parent = enclosing
         if receiver is not None:
             receiver = receiver.lstrip("*&").replace("::", ".")
             parent = f"{enclosing}.{receiver}" if enclosing else receiver
         qualname = f"{parent}.{name}" if parent else name
-        qualnames[node.id] = (qualname, kind or "impl")
+        open_definitions.append((node.end_byte, qualname, kind or "impl"))
         if kind is None:
             continue
         if kind in ("function", "async_function") and (receiver is not None or enclosing_kind in CONTAINER_KINDS):
@@ -170,7 +167,7 @@ def extract(query, root) -> tuple[list, list]:
         if params is not None:
             n_params = _n_params(params)
         else:
-            n_params = 0 if kind in ("function", "method") else None
+            n_params = 0 if kind in ("function", "async_function", "method") else None
         start, end = node.start_point, node.end_point
         definitions.append((kind, name, qualname, parent, start.row + 1, end.row + 1, start.column, [], n_params, None))
     definitions.sort(key=lambda d: (d[4], d[6]))
