@@ -313,3 +313,26 @@ def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
     run_cli("run", src, "-o", tmp_path / "out2", "--parser", "text", check_codes=(0,))
     (row,) = read_table(tmp_path / "out2", "files").to_pylist()
     assert row["parser"] == "text"
+
+
+def test_parsers_are_safe_in_threads_and_picklable():
+    """Dask runs tasks in threads and may pickle parsers: each thread gets its own tree-sitter parser."""
+    pytest.importorskip("tree_sitter")
+    import pickle
+    import threading
+
+    from snakebatch.parsers import get
+
+    parser = get("rust")
+    data = (POLYGLOT / "lib.rs").read_bytes()
+    data = data + data.split(b"\n", 5)[5] * 200  # the body again and again, one valid file
+    serial = parser.parse("lib.rs", data)
+    assert serial.status == "ok" and len(serial.definitions) == 9 + 200 * 9
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(parser.parse("lib.rs", data))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.definitions for r in results] == [serial.definitions] * 4
+    assert pickle.loads(pickle.dumps(parser)).parse("lib.rs", data).definitions == serial.definitions

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
 from importlib import metadata, resources
 
 import tree_sitter
@@ -80,22 +81,28 @@ class TreeSitterParser(Parser):
         except metadata.PackageNotFoundError:
             grammar_version = "?"
         self.version = f"{grammar_version} (tree-sitter {TREE_SITTER_VERSION})"
-        self._loaded = None  # (tree_sitter.Parser, tree_sitter.Query), on the first parse
+        # (tree_sitter.Parser, tree_sitter.Query) made on the first parse in each thread: a
+        # tree-sitter parser must not be shared by threads (Dask workers run tasks in threads).
+        self._local = threading.local()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_loaded"] = None  # native objects stay in the process that made them
+        del state["_local"]  # native objects stay in the process that made them
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def _load(self):
         grammar = self.grammar
         language = tree_sitter.Language(getattr(importlib.import_module(grammar.module), grammar.function)())
         source = resources.files(__package__).joinpath("queries", grammar.query + ".scm").read_text("utf-8")
-        self._loaded = (tree_sitter.Parser(language), tree_sitter.Query(language, source))
-        return self._loaded
+        loaded = self._local.loaded = (tree_sitter.Parser(language), tree_sitter.Query(language, source))
+        return loaded
 
     def parse(self, path: str, data: bytes) -> ParseResult:
-        parser, query = self._loaded or self._load()
+        parser, query = getattr(self._local, "loaded", None) or self._load()
         lines, code, comments, blank = count_lines(data, self.grammar.comment)
         result = ParseResult(language=self.grammar.language, lines=lines, code_lines=code,
                              comment_lines=comments, blank_lines=blank)
