@@ -336,3 +336,38 @@ def test_parsers_are_safe_in_threads_and_picklable():
         thread.join()
     assert [r.definitions for r in results] == [serial.definitions] * 4
     assert pickle.loads(pickle.dumps(parser)).parse("lib.rs", data).definitions == serial.definitions
+
+
+def test_utf16_source_is_parsed_as_text_not_bytes():
+    pytest.importorskip("tree_sitter")
+    from snakebatch.parsers import get
+
+    source = "// utf-16\nint main(void) {\n  return 0;\n}\n"
+    result = get("c").parse("w.c", source.encode("utf-16"))  # with a BOM
+    assert result.status == "ok"
+    assert [(d[0], d[1], d[4]) for d in result.definitions] == [("function", "main", 2)]
+    assert (result.lines, result.comment_lines) == (4, 1)
+
+
+def test_any_bytes_give_a_status_never_an_exception():
+    pytest.importorskip("tree_sitter")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from snakebatch.parsers import available
+
+    parsers = [p for p in available() if p.origin == "builtin" and p.name not in ("python", "text")]
+    assert len(parsers) == 12
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.binary(max_size=300) | st.text(alphabet="{}()[];:.,'\"\\/*#$<>?= \nabcfnrstuv0", max_size=300).map(str.encode))
+    def check(data):
+        for parser in parsers:
+            result = parser.parse("x", data)
+            assert result.status in ("ok", "syntax_error", "decode_error")  # decode: a broken UTF-16 BOM
+            if result.status == "syntax_error":
+                assert 1 <= result.error_line <= data.count(b"\n") + 1
+            for d in result.definitions:
+                assert d[4] <= d[5] and d[2].endswith(d[1])
+
+    check()

@@ -34,6 +34,7 @@ import tree_sitter
 
 from .base import ParseResult, Parser, count_lines
 from .grammars import GRAMMARS, Grammar
+from .text import decode_text
 
 __all__ = ["TreeSitterParser", "treesitter_parsers"]
 
@@ -103,6 +104,12 @@ class TreeSitterParser(Parser):
 
     def parse(self, path: str, data: bytes) -> ParseResult:
         parser, query = getattr(self._local, "loaded", None) or self._load()
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with a BOM: grammars read UTF-8
+            text = decode_text(data)
+            if text is None:
+                return ParseResult(language=self.grammar.language, status="decode_error",
+                                   error_type="UnicodeDecodeError", error_message="not UTF-16 despite its BOM")
+            data = text.encode("utf-8")
         lines, code, comments, blank = count_lines(data, self.grammar.comment)
         result = ParseResult(language=self.grammar.language, lines=lines, code_lines=code,
                              comment_lines=comments, blank_lines=blank)
