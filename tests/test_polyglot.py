@@ -371,3 +371,18 @@ def test_any_bytes_give_a_status_never_an_exception():
                 assert d[4] <= d[5] and d[2].endswith(d[1])
 
     check()
+
+
+def test_header_with_cpp_features_is_read_as_cpp():
+    pytest.importorskip("tree_sitter")
+    from snakebatch.parsers import get
+
+    cpp_header = b"#pragma once\n#include <vector>\n\nnamespace geo {\nclass Shape {\npublic:\n  virtual double area() const { return 0; }\n};\n}\n"
+    c_header = b"#ifndef UTIL_H\n#define UTIL_H\nstruct point { int x; };\nstatic inline int twice(int x) { return 2 * x; }\n#endif\n"
+    as_cpp = get("c").parse("shape.h", cpp_header)
+    assert (as_cpp.language, as_cpp.status) == ("C++", "ok")
+    assert [(d[0], d[2]) for d in as_cpp.definitions] == [
+        ("namespace", "geo"), ("class", "geo.Shape"), ("method", "geo.Shape.area")]
+    as_c = get("c").parse("util.h", c_header)
+    assert (as_c.language, as_c.status) == ("C", "ok")
+    assert [(d[0], d[2]) for d in as_c.definitions] == [("struct", "point"), ("function", "twice")]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import threading
 from importlib import metadata, resources
 
@@ -42,6 +43,24 @@ TREE_SITTER_VERSION = metadata.version("tree-sitter")
 # Definitions whose nested functions are methods.
 CONTAINER_KINDS = frozenset({"class", "struct", "interface", "trait", "enum", "record", "union", "impl"})
 _QUOTES = "\"'`<>"
+
+
+# linguist's heuristics for a `.h` that is C++ rather than C (languages/heuristics.yml); such a
+# header is parsed by the C++ grammar and counted as C++, though the `c` parser took it.
+_CPP_HEADER = re.compile(
+    rb"^[ \t]*(?:template[ \t]*<|(?:class|(?:using[ \t]+)?namespace)[ \t]+\w+|(?:private|public|protected):$)"
+    rb"|std::\w|^[ \t]*#[ \t]*include[ \t]*<(?:cstdint|string|vector|map|list|array|bitset|queue|set|"
+    rb"unordered_map|unordered_set|deque|memory|iostream|algorithm|utility|functional|atomic)>",
+    re.M,
+)
+CPP_SNIFF_BYTES = 64 * 1024
+
+
+def _cpp_parser() -> TreeSitterParser | None:
+    """The built-in C++ parser, or None when its grammar is not installed (the header is read as C)."""
+    from . import builtin_parsers
+
+    return next((p for p in builtin_parsers() if isinstance(p, TreeSitterParser) and p.name == "cpp"), None)
 
 
 def _text(node) -> str:
@@ -103,6 +122,10 @@ class TreeSitterParser(Parser):
         return loaded
 
     def parse(self, path: str, data: bytes) -> ParseResult:
+        if self.name == "c" and path.endswith(".h") and _CPP_HEADER.search(data, 0, CPP_SNIFF_BYTES):
+            cpp = _cpp_parser()
+            if cpp is not None:
+                return cpp.parse(path, data)
         parser, query = getattr(self._local, "loaded", None) or self._load()
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with a BOM: grammars read UTF-8
             text = decode_text(data)
