@@ -183,6 +183,24 @@ def test_summary_counts_languages(polyglot_out):
     assert "hint" not in stderr  # every polyglot file was parsed: nothing to suggest
 
 
+def test_parsers_lists_each_language_with_its_grammar_version():
+    pytest.importorskip("tree_sitter")
+    listed = {p["name"]: p for p in json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)}
+    grammars = {
+        "javascript": "tree-sitter-javascript", "typescript": "tree-sitter-typescript", "tsx": "tree-sitter-typescript",
+        "go": "tree-sitter-go", "rust": "tree-sitter-rust", "java": "tree-sitter-java", "c": "tree-sitter-c",
+        "cpp": "tree-sitter-cpp", "ruby": "tree-sitter-ruby", "csharp": "tree-sitter-c-sharp",
+        "php": "tree-sitter-php", "bash": "tree-sitter-bash",
+    }
+    runtime = importlib.metadata.version("tree-sitter")
+    for name, distribution in grammars.items():
+        entry = listed[name]
+        assert entry["version"] == f"{importlib.metadata.version(distribution)} (tree-sitter {runtime})"
+        assert entry["origin"] == "builtin" and entry["patterns"]
+    assert listed["bash"]["interpreters"] == ["bash", "sh"] and "node" in listed["javascript"]["interpreters"]
+    assert listed["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
+
+
 def test_blob_id_equals_git_hash_object(polyglot_out):
     out, _, _ = polyglot_out
     files = read_table(out, "files").to_pylist()
@@ -298,6 +316,9 @@ def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
     names = [p["name"] for p in listed]
     # Documented order: entry points before the built-in parsers, `text` last.
     assert names.index("todo") < names.index("python") and names[-1] == "text"
+
+    (line,) = [line for line in run_cli("parsers", check_codes=(0,)).stdout.splitlines() if line.startswith("todo ")]
+    assert "1.2.3" in line and "entry point snakebatch_todo:TodoParser (snakebatch-todo)" in line and "*.todo" in line
 
     src = tmp_path / "src"
     src.mkdir()
