@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -84,17 +86,14 @@ def _path_for(parser) -> str:
     return "bench." + (parser.patterns[0].lstrip("*.") if parser.name != "text" else "md")
 
 
-if "pytest" in sys.modules:
-    import pytest
-
-    @pytest.mark.parametrize("parser", parsers(), ids=lambda p: p.name)
-    def test_parser_throughput(benchmark, parser):
-        data = build_input(parser.name)
-        path = _path_for(parser)
-        assert parser.parse(path, data).status == "ok"
-        benchmark.extra_info["bytes"] = len(data)
-        benchmark(parser.parse, path, data)
-        benchmark.extra_info["MB/s"] = round(len(data) / 1e6 / benchmark.stats.stats.mean, 2)
+@pytest.mark.parametrize("parser", parsers(), ids=lambda p: p.name)
+def test_parser_throughput(benchmark, parser):
+    data = build_input(parser.name)
+    path = _path_for(parser)
+    assert parser.parse(path, data).status == "ok"
+    benchmark.extra_info["bytes"] = len(data)
+    benchmark(parser.parse, path, data)
+    benchmark.extra_info["MB/s"] = round(len(data) / 1e6 / benchmark.stats.stats.mean, 2)
 
 
 def main() -> None:
