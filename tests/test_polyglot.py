@@ -168,6 +168,9 @@ def test_details_of_rows(polyglot_out):
     assert con.execute(
         f"SELECT lines, code_lines, comment_lines, blank_lines FROM {files} WHERE path = 'util.c'"
     ).fetchall() == [(26, 19, 2, 5)]
+    assert con.execute(f"SELECT decorators FROM {defs} WHERE qualname = 'UserService'").fetchall() == [
+        (["Injectable()"],)
+    ]
     # The PHP namespace keeps PHP's own separator in its name.
     assert con.execute(f"SELECT name FROM {defs} WHERE kind = 'namespace' AND language = 'PHP'").fetchall() == [
         ("App\\Http",)
@@ -407,3 +410,23 @@ def test_header_with_cpp_features_is_read_as_cpp():
     as_c = get("c").parse("util.h", c_header)
     assert (as_c.language, as_c.status) == ("C", "ok")
     assert [(d[0], d[2]) for d in as_c.definitions] == [("struct", "point"), ("function", "twice")]
+
+
+def test_annotations_and_attributes_are_decorators():
+    pytest.importorskip("tree_sitter")
+    from snakebatch.parsers import get
+
+    cases = [
+        ("java", "A.java", b'@Deprecated\n@SuppressWarnings("x")\nclass A { @Override public void f() {} void g() {} }',
+         [("A", ["Deprecated", 'SuppressWarnings("x")']), ("A.f", ["Override"]), ("A.g", [])]),
+        ("csharp", "A.cs", b'[Serializable]\nclass A { [Obsolete("x"), Test] public void F() {} }',
+         [("A", ["Serializable"]), ("A.F", ['Obsolete("x")', "Test"])]),
+        ("typescript", "a.ts", b"@Component({})\nexport class A { f() {} }\n@Injectable()\nclass B {}",
+         [("A", ["Component({})"]), ("A.f", []), ("B", ["Injectable()"])]),
+        ("php", "a.php", b"<?php\n#[Attr]\nclass A { #[Route('/x'), Other] public function f() {} }",
+         [("A", ["Attr"]), ("A.f", ["Route('/x')", "Other"])]),
+    ]
+    for parser, path, source, expected in cases:
+        result = get(parser).parse(path, source)
+        assert result.status == "ok", parser
+        assert [(d[2], d[7]) for d in result.definitions] == expected, parser

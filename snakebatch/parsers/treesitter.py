@@ -16,6 +16,8 @@ Query captures (the vocabulary of the .scm files):
                        C++ `Type::method`): it becomes the parent
   @params              the parameter list (its named children are counted for `n_params`)
   @scope               a block that names its contents without being a definition (Rust `impl`)
+  @decorator           a decorator, annotation or attribute (its text, without `@`) of the
+                       definition captured as @decorated; one match per decorator
   @import              the import statement (its line), with @import.module, @import.name and
                        @import.alias as the statement has them; one match per imported name
                        (@import.default: a JavaScript default import, name `default`;
@@ -156,7 +158,11 @@ def extract(query, root) -> tuple[list, list]:
     """Definition and import rows (DEFINITION_FIELDS / IMPORT_FIELDS order) of a parsed tree."""
     entries = {}  # node id -> [node, kind, name, receiver, params]; kind None for a scope
     imports = {}
+    decorators: dict[int, list] = {}  # node id of a definition -> its decorator nodes
     for _, captures in tree_sitter.QueryCursor(query).matches(root):
+        if "decorated" in captures:
+            decorators.setdefault(captures["decorated"][0].id, []).append(captures["decorator"][0])
+            continue
         if "import" in captures:
             statement = captures["import"][0]
             module, name, alias = (
@@ -206,7 +212,9 @@ def extract(query, root) -> tuple[list, list]:
         else:
             n_params = 0 if kind in ("function", "async_function", "method") else None
         start, end = node.start_point, node.end_point
-        definitions.append((kind, name, qualname, parent, start.row + 1, end.row + 1, start.column, [], n_params, None))
+        decorated = sorted(decorators.get(node.id, ()), key=lambda d: d.start_byte)
+        definitions.append((kind, name, qualname, parent, start.row + 1, end.row + 1, start.column,
+                            [_text(d).lstrip("@").strip() for d in decorated], n_params, None))
     definitions.sort(key=lambda d: (d[4], d[6]))
     return definitions, sorted(imports.values(), key=lambda i: i[4])
 

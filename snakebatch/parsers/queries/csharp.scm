@@ -11,6 +11,10 @@
 (constructor_declaration name: (identifier) @name parameters: (parameter_list) @params) @definition.method
 (local_function_statement name: (identifier) @name parameters: (parameter_list) @params) @definition.function
 
+
+; attributes: [Obsolete("x")]
+(_ (attribute_list (attribute) @decorator)) @decorated
+
 ; using System.Text;  using Json = System.Text.Json.JsonSerializer;
 (using_directive . [(identifier) (qualified_name)] @import.module .) @import
 (using_directive name: (identifier) @import.alias [(identifier) (qualified_name)] @import.module) @import

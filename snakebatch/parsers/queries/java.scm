@@ -8,6 +8,10 @@
 (method_declaration name: (identifier) @name parameters: (formal_parameters) @params) @definition.method
 (constructor_declaration name: (identifier) @name parameters: (formal_parameters) @params) @definition.method
 
+
+; annotations: @Override, @SuppressWarnings("x")
+(_ (modifiers [(marker_annotation) (annotation)] @decorator)) @decorated
+
 ; import a.b.C;  import static a.b.C.D;
 (import_declaration (scoped_identifier scope: (_) @import.module name: (identifier) @import.name) .) @import
 ; import a.b.*;

@@ -8,6 +8,10 @@
 (function_definition name: (name) @name parameters: (formal_parameters) @params) @definition.function
 (method_declaration name: (name) @name parameters: (formal_parameters) @params) @definition.method
 
+
+; attributes: #[Route('/x')]
+(_ attributes: (attribute_list (attribute_group (attribute) @decorator))) @decorated
+
 ; use App\Models\User;  use Foo\Bar as Baz;
 (namespace_use_declaration
   (namespace_use_clause

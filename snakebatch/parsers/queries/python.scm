@@ -1,10 +1,14 @@
 ; Python, for files that `ast` rejects only (the `python` parser stays `ast`): definitions and
+
 ; imports that tree-sitter still finds around the syntax error.
 ; Captures: see snakebatch/parsers/treesitter.py.
 
 (function_definition "async" name: (identifier) @name parameters: (parameters) @params) @definition.async_function
 (function_definition name: (identifier) @name parameters: (parameters) @params) @definition.function
 (class_definition name: (identifier) @name) @definition.class
+
+; @decorator
+(decorated_definition (decorator) @decorator definition: (_) @decorated)
 
 ; import a.b, import a.b as c
 (import_statement name: (dotted_name) @import.module) @import

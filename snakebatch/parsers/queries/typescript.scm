@@ -12,6 +12,11 @@
 (method_signature name: (_) @name parameters: (formal_parameters) @params) @definition.method
 (abstract_method_signature name: (_) @name parameters: (formal_parameters) @params) @definition.method
 
+
+; class decorators: @Injectable() (on the export statement when the class is exported)
+(class_declaration decorator: (decorator) @decorator) @decorated
+(export_statement decorator: (decorator) @decorator declaration: (_) @decorated)
+
 ; const f = () => {}, const f = function () {}
 (variable_declarator
   name: (identifier) @name
