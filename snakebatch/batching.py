@@ -112,7 +112,7 @@ class BatchPlanner:
         if self._exhausted:
             # The tail: spread what is left over every worker, twice, so none idles at the end.
             share = self._buffer_bytes // (2 * self.workers) + 1
-            target_bytes = max(min(target_bytes, share), 64 * 1024)
+            target_bytes = min(target_bytes, max(share, 64 * 1024))
             max_files = max(min(max_files, len(self._buffer) // (2 * self.workers) + 1), 1)
         files, size = [], 0
         while self._buffer and len(files) < max_files:

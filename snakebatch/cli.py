@@ -23,6 +23,10 @@ def _fail(message: str, code: int = EXIT_USAGE):
     sys.exit(code)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -58,7 +62,7 @@ def _print_summary(summary) -> None:
     lines = []
     state = {"complete": "complete", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}[summary.state]
     lines.append(
-        f"snakebatch: {state}: {summary.files} files ({summary.files_this_run} this run), "
+        f"snakebatch: {state}: {_plural(summary.files, 'file')} ({summary.files_this_run} this run), "
         f"{_human_bytes(summary.bytes_this_run)} in {summary.elapsed_s:.1f}s: "
         f"{summary.files_per_s:.0f} files/s, {summary.mb_per_s:.1f} MB/s, "
         f"peak RSS {_human_bytes(summary.peak_rss_bytes)}"

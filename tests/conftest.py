@@ -14,18 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_repos"
 
 
-def cli_env(**extra) -> dict:
+def cli_env(pythonpath=(), **extra) -> dict:
+    """The environment of a CLI subprocess: this checkout (and `pythonpath`) importable."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [str(ROOT), *map(str, pythonpath), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.update(extra)
     return env
 
 
-def run_cli(*args, check_codes=None, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(*args, check_codes=None, timeout=600, pythonpath=(), env_extra=None, **kwargs) -> subprocess.CompletedProcess:
     """`snakebatch ARGS` in a subprocess, from this checkout; returns the finished process."""
     proc = subprocess.run(
         [sys.executable, "-m", "snakebatch", *map(str, args)],
-        capture_output=True, text=True, env=cli_env(), timeout=timeout, **kwargs,
+        capture_output=True, text=True, env=cli_env(pythonpath, **(env_extra or {})), timeout=timeout, **kwargs,
     )
     if check_codes is not None and proc.returncode not in check_codes:
         raise AssertionError(

@@ -20,14 +20,15 @@ class Grammar(NamedTuple):
     query: str  # queries/<query>.scm: the definitions and imports of the language
     patterns: tuple[str, ...]
     interpreters: tuple[str, ...]  # shebang interpreters of files without a matching pattern
-    comment: re.Pattern[bytes] | None  # matches at the start of a comment line (count_lines)
+    comment: re.Pattern[bytes] | bytes | None  # the start of a comment line (count_lines)
 
 
-# `*` continues a block comment only when followed by a blank or the end of the line, so that
-# a line starting with a dereference (`*p = 1;`) still counts as code.
-_C_COMMENT = re.compile(rb"^[ \t\f]*(?://|/\*|\*(?:[ \t]|/|$))", re.M)
-_HASH_COMMENT = re.compile(rb"^[ \t\f]*#", re.M)
-_PHP_COMMENT = re.compile(rb"^[ \t\f]*(?://|#(?!\[)|/\*|\*(?:[ \t]|/|$))", re.M)
+# What a comment line starts with, after its indentation (count_lines). In C-family languages
+# `*` continues a block comment only when a blank, `/` or the end of the line follows, so that a
+# line starting with a dereference (`*p = 1;`) still counts as code.
+_C_COMMENT = re.compile(rb"//|/\*|\*(?:[ \t/\r]|$)")
+_HASH_COMMENT = b"#"
+_PHP_COMMENT = re.compile(rb"//|#(?!\[)|/\*|\*(?:[ \t/\r]|$)")  # `#[...]` is an attribute
 
 GRAMMARS: tuple[Grammar, ...] = (
     Grammar("javascript", "JavaScript", "tree_sitter_javascript", "language", "tree-sitter-javascript",

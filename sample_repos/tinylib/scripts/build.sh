@@ -1,0 +1,5 @@
+#!/bin/sh
+# build the docs
+set -e
+
+echo "building"

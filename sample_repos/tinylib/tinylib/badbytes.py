@@ -1,0 +1,1 @@
+x = "ÿþ not utf-8 and no cookie"

@@ -1,0 +1,77 @@
+"""BatchPlanner: size-balanced batches, a cap on files, big files alone, a busy tail."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snakebatch.batching import LOOKAHEAD_FILES, BatchPlanner, CommittedIndex
+from snakebatch.discovery import SourceFile
+
+
+def _files(sizes):
+    return [SourceFile(f"f{i}.py", size, i) for i, size in enumerate(sizes)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5_000_000), max_size=300), target=st.integers(1, 4_000_000),
+       workers=st.integers(1, 8), max_files=st.integers(1, 50))
+def test_every_file_exactly_once_and_batches_respect_the_target(sizes, target, workers, max_files):
+    planner = BatchPlanner(_files(sizes), workers=workers)
+    seen, ids = [], set()
+    while (batch := planner.next_batch(target, max_files)) is not None:
+        assert batch.files, "no empty batches"
+        assert len(batch.files) <= max_files
+        # Over the target only when a single file is larger than it on its own.
+        assert batch.bytes <= target or len(batch.files) == 1 or batch.bytes - batch.files[-1].size < target
+        assert batch.batch_id not in ids
+        ids.add(batch.batch_id)
+        seen.extend(f.path for f in batch.files)
+    assert seen == [f"f{i}.py" for i in range(len(sizes))]  # in order, none lost, none twice
+    assert planner.discovery_done
+
+
+def test_a_file_larger_than_the_target_goes_alone():
+    planner = BatchPlanner(_files([10, 10, 5_000, 10, 10] + [10] * 100), workers=1)
+    batches = []
+    while (batch := planner.next_batch(1_000)) is not None:
+        batches.append([f.size for f in batch.files])
+    assert [5_000] in batches
+
+
+def test_the_tail_is_spread_over_the_workers():
+    # 40 files of 100 KB with a 4 MB target would be one batch; with 4 workers the tail is cut
+    # so that every worker gets work.
+    planner = BatchPlanner(_files([100_000] * 40), workers=4)
+    batches = []
+    while (batch := planner.next_batch(4_000_000)) is not None:
+        batches.append(len(batch.files))
+    assert len(batches) >= 4
+    assert sum(batches) == 40
+
+
+def test_discovery_is_read_ahead_only_a_bounded_number_of_files():
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        i = 0
+        while True:
+            pulled += 1
+            yield SourceFile(f"f{i}", 1, 0)
+            i += 1
+
+    planner = BatchPlanner(endless(), workers=2)
+    batch = planner.next_batch(100)
+    assert batch is not None and len(batch.files) == 100
+    assert pulled <= LOOKAHEAD_FILES + 1
+    assert not planner.discovery_done
+
+
+def test_committed_files_are_skipped_and_stale_ones_counted():
+    committed = CommittedIndex()
+    committed.add(["f0.py", "f1.py"], [10, 99], [0, 1])  # f1 changed size since it was committed
+    planner = BatchPlanner(_files([10, 10, 10]), workers=1, committed=committed)
+    batch = planner.next_batch(1_000)
+    assert [f.path for f in batch.files] == ["f2.py"]
+    assert committed.seen == 2 and committed.stale_count == 1 and committed.stale == ["f1.py"]
