@@ -41,13 +41,16 @@ class CommittedIndex:
         self.stale_count = 0
 
     def add(self, paths, sizes, mtimes) -> None:
-        for path, size, mtime in zip(paths, sizes, mtimes):
-            self.files[path] = (size, mtime)
+        self.files.update(zip(paths, zip(sizes, mtimes)))  # in C: resume reads 100k paths fast
 
     def claim(self, source_file: SourceFile) -> bool:
         """True when the file was committed already (it is then skipped, never read again)."""
-        key = display_path(source_file.path)
+        key = source_file.path
         committed = self.files.get(key)
+        if committed is None:
+            # Only a name that is not valid UTF-8 is stored under another (display) form.
+            key = display_path(key)
+            committed = self.files.get(key) if key != source_file.path else None
         if committed is None:
             return False
         self.seen += 1

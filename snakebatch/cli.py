@@ -162,6 +162,20 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
     sys.exit(summary.exit_code)
 
 
+@main.command()
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+def status(out, as_json):
+    """The state of the job in OUT: complete, incomplete or running, with its counts."""
+    from .status import format_status, job_status
+
+    try:
+        job = job_status(out)
+    except (ConfigError, JobError) as err:
+        _fail(str(err), EXIT_USAGE)
+    click.echo(_json(job) if as_json else format_status(job))
+
+
 @main.command(name="parsers")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def parsers_command(as_json):

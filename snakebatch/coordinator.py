@@ -223,7 +223,7 @@ class Coordinator:
                             yield from self._after_failure(task, isolated, suspects, "crashed",
                                                            "the worker process died while parsing this file")
                         elif isinstance(err, OSError):
-                            self.stop.request(f"cannot write batch {task.batch_id}: {err}", 1)
+                            self.stop.request(f"cannot write batch {task.batch_id} to {task.staging}: {err}", 1)
                         else:
                             yield from self._after_failure(
                                 task, True, suspects, "parser_error", f"{type(err).__name__}: {err}"[:2000]
@@ -247,7 +247,8 @@ class Coordinator:
                         executor.rebuild()
                 self._maybe_progress()
         except KeyboardInterrupt:
-            self.stop.request("interrupted (stopped at once by a second signal)", 130)
+            self.stop.request("interrupted", 130)
+            self.stop.reason += "; a second signal stopped it at once, without the batches in flight"
             killed = True
         except FatalJobError as err:
             self.stop.request(str(err), 1)

@@ -60,9 +60,31 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def resume_command(config: RunConfig) -> str:
-    """The exact command that resumes this job (options that change rows come from job.json)."""
-    words = ["snakebatch", "run", config.job.source, "-o", config.output, "--resume"]
+def job_arguments(job: JobConfig) -> list[str]:
+    """The command-line options that give `job`'s row-changing values (defaults left out)."""
+    default = JobConfig(source=job.source)
+    words: list[str] = []
+    for pattern in job.include:
+        words += ["--include", pattern]
+    for pattern in job.exclude:
+        words += ["--exclude", pattern]
+    if not job.gitignore:
+        words.append("--no-gitignore")
+    if job.follow_symlinks:
+        words.append("--follow-symlinks")
+    if job.max_file_size != default.max_file_size:
+        words += ["--max-file-size", str(job.max_file_size)]
+    for spec in job.parsers:
+        words += ["--parser", spec]
+    if job.content:
+        words.append("--content")
+    return words
+
+
+def resume_command(job: JobConfig, output: str) -> str:
+    """The exact command that resumes this job: `--resume` refuses different row-changing
+    options, so they are all spelled out."""
+    words = ["snakebatch", "run", job.source, "-o", output, "--resume", *job_arguments(job)]
     return shlex.join(words)
 
 
@@ -127,7 +149,16 @@ def _differences(old: JobConfig, new: JobConfig) -> list[str]:
     ]
 
 
-def open_job(config: RunConfig, lock: JobLock | None = None) -> JobLock:
+def _clear_state(out: str) -> None:
+    """Remove what an earlier job (or a run killed before it recorded its job) left in the
+    state folder, except the lock this run holds."""
+    for name in os.listdir(state_dir(out)):
+        if name != "lock":
+            path = os.path.join(state_dir(out), name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
+def open_job(config: RunConfig) -> JobLock:
     """Prepare OUT for this run as its mode says, and take its lock. Returns the held lock.
 
     new: OUT must not hold a job; fresh: delete a job in OUT first; resume: OUT must hold the
@@ -140,6 +171,11 @@ def open_job(config: RunConfig, lock: JobLock | None = None) -> JobLock:
         raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"-o/--output: {out} exists and is not a folder")
+    holder = lock_holder(out)
+    if holder is not None:
+        raise JobError(
+            f"another snakebatch run (PID {holder}) is writing {out}; wait for it to finish or stop it first"
+        )
     exists = holds_job(out)
     if config.mode == "resume":
         if not exists:
@@ -148,7 +184,8 @@ def open_job(config: RunConfig, lock: JobLock | None = None) -> JobLock:
         raise ConfigError(
             f"{out} already holds a snakebatch job: add --resume to continue it, or --fresh to delete it and start over"
         )
-    elif not exists and os.path.isdir(out) and os.listdir(out):
+    elif not exists and os.path.isdir(out) and set(os.listdir(out)) - {STATE}:
+        # A bare `_snakebatch/` is a run killed before it recorded its job: nothing to keep.
         raise ConfigError(
             f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty or new folder"
         )
@@ -163,10 +200,6 @@ def open_job(config: RunConfig, lock: JobLock | None = None) -> JobLock:
                 path = os.path.join(out, name)
                 if name in TABLES and os.path.isdir(path):
                     shutil.rmtree(path)
-            for name in os.listdir(state_dir(out)):
-                if name != "lock":
-                    path = os.path.join(state_dir(out), name)
-                    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
             exists = False
         if exists:
             record = read_record(out)
@@ -178,6 +211,7 @@ def open_job(config: RunConfig, lock: JobLock | None = None) -> JobLock:
                     + ". Resume with the job's values, or start over with --fresh"
                 )
         else:
+            _clear_state(out)
             record = JobRecord(job=config.job, snakebatch_version=__version__, created_at=time.time())
             _atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(record))
     except BaseException:

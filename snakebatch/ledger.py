@@ -47,6 +47,7 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     parse_s: float
     language_counts: dict
     committed_at: float
+    run_started_at: float = 0.0  # which run committed it (for `status`: elapsed over all runs)
 
 
 class RecoveryReport(msgspec.Struct):
@@ -111,6 +112,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _remove_if_empty(folder: str) -> bool:
+    """Remove `folder` if it is empty (or already gone); False when it holds something."""
+    try:
+        os.rmdir(folder)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
 class Ledger:
     """The committed batches of the job in `out`."""
 
@@ -135,10 +147,11 @@ class Ledger:
 
     def entries(self) -> Iterator[LedgerEntry]:
         """The valid entries, in commit order (read-only: for `status` and readers)."""
-        for entry in self._read()[0]:
-            yield entry
+        yield from self.read()[0]
 
-    def _read(self) -> tuple[list[LedgerEntry], list[int]]:
+    def read(self) -> tuple[list[LedgerEntry], list[int]]:
+        """The valid entries in commit order, and the numbers of the corrupt lines (read-only).
+        While a run appends, its last line may be torn: only `recover` may act on that."""
         entries, corrupt = [], []
         try:
             fh = open(self.path, "rb")
@@ -157,52 +170,60 @@ class Ledger:
 
     def recover(self) -> tuple[list[LedgerEntry], RecoveryReport]:
         """Bring the folder to exactly the valid ledger: finish or undo cut-off commits, drop
-        corrupt entries, uncommitted staging folders and orphan parts. Returns the entries."""
-        entries, corrupt = self._read()
+        corrupt entries, uncommitted staging folders and orphan parts. Returns the entries.
+
+        Each table folder is listed once: the cost is one read of the ledger and one listing
+        per folder, not a stat per committed batch."""
+        entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
+        present = {}
+        for table in TABLES:
+            folder = self.table_dir(table)
+            os.makedirs(folder, exist_ok=True)
+            present[table] = set(os.listdir(folder))
         kept = []
         for entry in entries:
-            staged = os.path.join(self.state, entry.staging)
-            moves = []
-            complete = True
-            for table in TABLES:
-                final = os.path.join(self.table_dir(table), part_name(entry.batch_id))
-                if os.path.exists(final):
+            name = part_name(entry.batch_id)
+            missing = [table for table in TABLES if name not in present[table]]
+            if missing:
+                staged = os.path.join(self.state, entry.staging)
+                sources = [os.path.join(staged, table + ".parquet") for table in missing]
+                if not all(os.path.exists(source) for source in sources):
+                    # A part is gone from both places: undo the whole batch (its files are redone).
+                    for table in TABLES:
+                        if name in present[table]:
+                            os.unlink(os.path.join(self.table_dir(table), name))
+                            present[table].discard(name)
+                    report.rolled_back += 1
                     continue
-                source = os.path.join(staged, table + ".parquet")
-                if os.path.exists(source):
-                    moves.append((source, final))
-                else:
-                    complete = False
-            if not complete:  # a part is gone from both places: undo the whole batch
-                for table in TABLES:
-                    final = os.path.join(self.table_dir(table), part_name(entry.batch_id))
-                    if os.path.exists(final):
-                        os.unlink(final)
-                report.rolled_back += 1
-                continue
-            for source, final in moves:
-                os.rename(source, final)
-            if moves:
+                for table, source in zip(missing, sources):
+                    os.rename(source, os.path.join(self.table_dir(table), name))
+                    present[table].add(name)
+                _remove_if_empty(staged)
                 report.rolled_forward += 1
             kept.append(entry)
         valid = {entry.batch_id for entry in kept}
         for table in TABLES:
-            folder = self.table_dir(table)
-            os.makedirs(folder, exist_ok=True)
-            for name in os.listdir(folder):
+            for name in present[table]:
                 match = _PART.match(name)
                 if name.startswith(".") or (match and int(match.group(1)) in valid):
                     continue
-                os.unlink(os.path.join(folder, name))
+                path = os.path.join(self.table_dir(table), name)
+                if os.path.isdir(path):
+                    continue
+                os.unlink(path)
                 report.removed_orphan_parts += 1
         if os.path.isdir(self.staging_root):
             for name in os.listdir(self.staging_root):
-                shutil.rmtree(os.path.join(self.staging_root, name), ignore_errors=True)
-                report.removed_staging += 1
+                if not _remove_if_empty(os.path.join(self.staging_root, name)):
+                    shutil.rmtree(os.path.join(self.staging_root, name), ignore_errors=True)
+                    report.removed_staging += 1
         os.makedirs(self.staging_root, exist_ok=True)
         if corrupt or report.rolled_back:
             self._rewrite(kept)
+        if report.rolled_forward or report.rolled_back or report.removed_orphan_parts:
+            for table in TABLES:
+                _fsync_dir(self.table_dir(table))
         report.entries = len(kept)
         return kept, report
 
@@ -220,11 +241,26 @@ class Ledger:
         return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
 
     def commit(self, entry: LedgerEntry, staging: str) -> None:
-        """Commit one batch whose parts are whole in `staging` (see the protocol above)."""
+        """Commit one batch whose parts are whole in `staging` (see the protocol above).
+
+        Raises OSError when the ledger cannot be written (disk full, file size limit, ...); the
+        batch is then not committed and the ledger is cut back to its last whole line."""
         if self._fh is None:
             self._fh = open(self.path, "ab", buffering=0)
-        self._fh.write(_encode_line(entry))
-        os.fsync(self._fh.fileno())
+        line = memoryview(_encode_line(entry))
+        start = os.lseek(self._fh.fileno(), 0, os.SEEK_END)
+        try:
+            while line:
+                # A short write (e.g. at a file size limit) returns a count, not an error; the
+                # next write then raises.
+                line = line[os.write(self._fh.fileno(), line):]
+            os.fsync(self._fh.fileno())
+        except OSError:
+            try:
+                os.ftruncate(self._fh.fileno(), start)
+            except OSError:
+                pass  # recovery drops the torn line on resume
+            raise
         for table in TABLES:
             os.rename(
                 os.path.join(staging, table + ".parquet"),

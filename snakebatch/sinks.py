@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
+from collections import Counter
 
 import pyarrow.parquet as pq
 
 from .batching import CommittedIndex
 from .config import RunConfig
-from .jobfolder import clear_complete, open_job, resume_command, write_json
+from .jobfolder import clear_complete, open_job, read_json, resume_command, write_json
 from .ledger import Ledger, LedgerEntry
 from .schema import TABLES
 from .worker import BatchOutcome, BatchTask
@@ -28,6 +30,7 @@ class OutputSink:
     def __init__(self, config: RunConfig):
         self.config = config
         self.lock = open_job(config)
+        self.started_at = time.time()  # after the lock: `status` tells this run's entries by it
         try:
             self.ledger = Ledger(config.output)
             self.ledger.create()
@@ -52,8 +55,8 @@ class OutputSink:
         self.committed.add(entry.paths, entry.sizes, entry.mtimes)
         self.files_committed += len(entry.paths)
         self.bytes_committed += entry.bytes
-        for status in entry.statuses:
-            self.status_counts[status] = self.status_counts.get(status, 0) + 1
+        for status, count in Counter(entry.statuses).items():
+            self.status_counts[status] = self.status_counts.get(status, 0) + count
         for language, count in entry.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
 
@@ -75,6 +78,7 @@ class OutputSink:
             parse_s=round(outcome.parse_s, 4),
             language_counts=outcome.language_counts,
             committed_at=time.time(),
+            run_started_at=self.started_at,
         )
         self.ledger.commit(entry, outcome.staging)
         self.batch_stats.append(
@@ -85,16 +89,26 @@ class OutputSink:
         return iter(())
 
     def resume_command(self) -> str:
-        return resume_command(self.config)
+        return resume_command(self.config.job, self.config.output)
 
     def close(self, summary) -> None:
-        """Save the run's stats (and the completion marker) and release the lock."""
+        """Save the run's stats (and the completion marker) and release the lock.
+
+        The stats are a record, not job state: when OUT cannot be written any more (the reason a
+        run may have stopped), they are given up with a warning and the job stays resumable."""
+        out = self.config.output
         try:
             self.ledger.close()
-            write_json(self.config.output, "stats.json", {"summary": summary, "batches": self.batch_stats[-10000:]})
+            previous = read_json(out, "stats.json")
+            runs = previous.get("runs", []) if isinstance(previous, dict) else []
+            runs.append({"started_at": self.started_at, "elapsed_s": summary.elapsed_s, "state": summary.state,
+                         "files_this_run": summary.files_this_run, "stop_reason": summary.stop_reason})
+            write_json(out, "stats.json", {"summary": summary, "runs": runs[-1000:], "batches": self.batch_stats[-10000:]})
             if summary.state == "complete":
-                write_json(self.config.output, "complete.json",
+                write_json(out, "complete.json",
                            {"completed_at": time.time(), "files": summary.files, "status_counts": summary.status_counts})
+        except OSError as err:
+            print(f"snakebatch: warning: cannot save the run's stats in {out}: {err}", file=sys.stderr)
         finally:
             self.lock.release()
 

@@ -1,0 +1,186 @@
+"""`snakebatch status OUT`: what state a job is in, finished, stopped or running.
+
+Owns: reading a job's record, ledger, lock and stats into a `JobStatus`, and its text form.
+Must not touch: anything in OUT. It writes nothing, takes no lock and never recovers the ledger
+(a running job may be appending to it); counts come from the ledger, and Parquet is read only
+for the messages of a few sample errors.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+from .errors import ConfigError
+from .jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
+from .ledger import Ledger, part_name
+from .schema import ERROR_STATUSES
+
+ERROR_SAMPLES = 5
+
+
+class JobStatus(msgspec.Struct):
+    """What `status --json` prints."""
+
+    state: str  # complete | incomplete | running
+    output: str
+    source: str
+    running_pid: str | None
+    files_done: int
+    bytes_done: int
+    status_counts: dict
+    language_counts: dict
+    batches: int
+    runs: int
+    elapsed_s: float  # summed over the runs, not the time between them
+    files_per_s: float
+    stale_files: int  # of the last finished run: committed files changed on disk since
+    stale_sample: list
+    error_samples: list  # [(path, status, message)]
+    corrupt_ledger_lines: int  # found now, redone on resume (not counted while running)
+    last_stop_reason: str | None
+    created_at: float
+    completed_at: float | None
+    resume_command: str | None
+
+
+def _sorted_counts(counts: dict) -> dict:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _error_samples(out: str, errors: list[tuple[int, str, str]]) -> list:
+    """(path, status, message) of a few error files, the message read from their batch's part."""
+    if not errors:
+        return []
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    samples = []
+    for batch_id, path, status in errors:
+        message = None
+        try:
+            table = pq.read_table(os.path.join(out, "files", part_name(batch_id)),
+                                  columns=["path", "error_message"])
+            rows = table.filter(pc.equal(table["path"], path))
+            if rows.num_rows:
+                message = rows["error_message"][0].as_py()
+        except (OSError, ValueError):
+            pass  # committed a moment ago by a running job, or gone: the sample keeps no message
+        samples.append((path, status, (message or "")[:300]))
+    return samples
+
+
+def _elapsed(entries, runs: list, current_start: float | None) -> tuple[float, int]:
+    """Seconds spent running, summed over runs, and the number of runs. A run that ended
+    normally recorded its time; a killed one is counted from its start to its last commit."""
+    recorded = {run.get("started_at") for run in runs}
+    elapsed = sum(float(run.get("elapsed_s") or 0.0) for run in runs)
+    killed: dict[float, float] = {}
+    for entry in entries:
+        start = entry.run_started_at
+        if not start or start in recorded or (current_start is not None and start >= current_start):
+            continue
+        killed[start] = max(killed.get(start, start), entry.committed_at)
+    elapsed += sum(last - start for start, last in killed.items())
+    count = len(runs) + len(killed)
+    if current_start is not None:
+        elapsed += max(0.0, time.time() - current_start)
+        count += 1
+    return elapsed, count
+
+
+def job_status(out: str | os.PathLike) -> JobStatus:
+    """The status of the job in `out`; ConfigError when `out` holds no job."""
+    out = os.path.abspath(os.fspath(out))
+    if not holds_job(out):
+        raise ConfigError(f"{out} holds no snakebatch job (no {os.path.basename(state_dir(out))}/job.json)")
+    record = read_record(out)
+    holder = lock_holder(out)
+    current_start = None
+    if holder is not None:
+        try:
+            current_start = os.stat(os.path.join(state_dir(out), "lock")).st_mtime
+        except OSError:
+            current_start = time.time()
+    ledger = Ledger(out)
+    entries, corrupt = ledger.read()
+    status_counts: dict[str, int] = {}
+    language_counts: dict[str, int] = {}
+    files_done = bytes_done = 0
+    errors: list[tuple[int, str, str]] = []
+    for entry in entries:
+        files_done += len(entry.paths)
+        bytes_done += entry.bytes
+        for path, status in zip(entry.paths, entry.statuses):
+            status_counts[status] = status_counts.get(status, 0) + 1
+            if status in ERROR_STATUSES and len(errors) < ERROR_SAMPLES:
+                errors.append((entry.batch_id, path, status))
+        for language, count in entry.language_counts.items():
+            language_counts[language] = language_counts.get(language, 0) + count
+    stats = read_json(out, "stats.json")
+    stats = stats if isinstance(stats, dict) else {}
+    last = stats.get("summary") or {}
+    runs = stats.get("runs") or []
+    completed = read_json(out, "complete.json")
+    if holder is not None:
+        state = "running"
+    elif isinstance(completed, dict) and not corrupt:
+        state = "complete"
+    else:
+        state = "incomplete"
+    elapsed, run_count = _elapsed(entries, runs, current_start)
+    return JobStatus(
+        state=state,
+        output=out,
+        source=record.job.source,
+        running_pid=holder,
+        files_done=files_done,
+        bytes_done=bytes_done,
+        status_counts=_sorted_counts(status_counts),
+        language_counts=_sorted_counts(language_counts),
+        batches=len(entries),
+        runs=run_count,
+        elapsed_s=round(elapsed, 3),
+        files_per_s=round(files_done / elapsed, 1) if elapsed > 0 else 0.0,
+        stale_files=int(last.get("stale_files") or 0),
+        stale_sample=list(last.get("stale_sample") or []),
+        error_samples=_error_samples(out, errors),
+        corrupt_ledger_lines=0 if holder is not None else len(corrupt),
+        last_stop_reason=last.get("stop_reason") if state != "complete" else None,
+        created_at=record.created_at,
+        completed_at=completed.get("completed_at") if state == "complete" else None,
+        resume_command=resume_command(record.job, out) if state == "incomplete" else None,
+    )
+
+
+def format_status(status: JobStatus) -> str:
+    """The text `snakebatch status` prints."""
+    head = f"snakebatch: {status.output}: {status.state}"
+    if status.state == "running":
+        head += f" (PID {status.running_pid})"
+    elif status.state == "incomplete" and status.last_stop_reason:
+        head += f" (last run: {status.last_stop_reason})"
+    lines = [head, f"  source:    {status.source}"]
+    lines.append(f"  files:     {status.files_done} done in {status.batches} batches, "
+                 f"{status.bytes_done / 1e6:.1f} MB read")
+    lines.append("  status:    " + (", ".join(f"{k} {v}" for k, v in status.status_counts.items()) or "-"))
+    languages = list(status.language_counts.items())
+    shown = ", ".join(f"{k} {v}" for k, v in languages[:8])
+    if len(languages) > 8:
+        shown += f", {len(languages) - 8} more"
+    lines.append("  languages: " + (shown or "-"))
+    lines.append(f"  elapsed:   {status.elapsed_s:.1f}s over {status.runs} run{'s' if status.runs != 1 else ''}, "
+                 f"{status.files_per_s:.0f} files/s")
+    if status.stale_files:
+        lines.append(f"  stale:     {status.stale_files} committed files changed on disk since "
+                     f"(kept as committed), e.g. {status.stale_sample[0] if status.stale_sample else '?'}")
+    if status.corrupt_ledger_lines:
+        lines.append(f"  ledger:    {status.corrupt_ledger_lines} corrupt entr"
+                     f"{'y' if status.corrupt_ledger_lines == 1 else 'ies'}; their files are redone on resume")
+    for path, state, message in status.error_samples:
+        lines.append(f"  e.g. {state}: {path}: {message}")
+    if status.resume_command:
+        lines.append(f"  resume with: {status.resume_command}")
+    return "\n".join(lines)

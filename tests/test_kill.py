@@ -1,0 +1,277 @@
+"""SIGKILL of the whole process group (coordinator and workers) at many moments of a real run,
+resuming after each; SIGINT and SIGTERM to the group; `status --json` at every stage.
+
+The runs parse with tests/logging_parser.py, which logs every parse (to prove that no file is
+parsed again once its batch committed) and sleeps a little per file to stretch the run. Kills
+land at fixed times (right at the start, during start-up) and at moments taken from the output
+folder itself: right after a ledger line appears (between the ledger append and the renames of
+that commit) and right after a part appears (between the renames of one commit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import run_cli
+from resume_helpers import (
+    LOGGING_PARSER, Run, assert_same_output, committed_paths, copy_stdlib, env, holds_job, parse_log,
+    read_parts, run_args, snapshot,
+)
+from snakebatch.ledger import Ledger
+
+SLEEP_PER_FILE = 0.003
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    assert copy_stdlib(root, 700) >= 500
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus, tmp_path_factory):
+    """An uninterrupted run of the same job: its output, summary and wall time."""
+    work = tmp_path_factory.mktemp("baseline")
+    run = Run(run_args(corpus, work / "out", *OPTIONS, "--json"), env(sleep=SLEEP_PER_FILE), work / "logs")
+    assert run.wait() == 0, run.stderr
+    wall = time.monotonic() - run.started
+    summary = json.loads(run.stdout)
+    assert summary["retries"] == 0  # a clean run: every file parsed once
+    return {"snapshot": snapshot(work / "out"), "summary": summary, "wall": wall,
+            "startup": max(wall - summary["elapsed_s"], 0.1)}
+
+
+def status_json(out: Path) -> dict:
+    proc = run_cli("status", out, "--json", check_codes=(0,))
+    return json.loads(proc.stdout)
+
+
+def ledger_paths(out: Path) -> set[str]:
+    entries, _ = Ledger(str(out)).read()
+    return {path for entry in entries for path in entry.paths}
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _count_parts(out: Path) -> int:
+    try:
+        return sum(1 for name in os.listdir(out / "files") if name.endswith(".parquet"))
+    except FileNotFoundError:
+        return 0
+
+
+def kill_when(run: Run, out: Path, trigger: tuple) -> int:
+    """SIGKILL the run's group when `trigger` happens; its exit code (0 if it finished first).
+
+    ("after", s): s seconds after the start. ("ledger", n): as soon as the ledger has n lines
+    (at least one more than now). ("parts", n, s): s seconds after `files` has n parts (at least
+    one more than now)."""
+    kind = trigger[0]
+    ledger = out / "_snakebatch" / "ledger.jsonl"
+    if kind == "after":
+        deadline = run.started + trigger[1]
+        while time.monotonic() < deadline and run.proc.poll() is None:
+            time.sleep(0.002)
+    else:
+        count = (lambda: _count_lines(ledger)) if kind == "ledger" else (lambda: _count_parts(out))
+        target = max(trigger[1], count() + 1)
+        while count() < target and run.proc.poll() is None:
+            time.sleep(0.001)
+        if kind == "parts" and trigger[2]:
+            time.sleep(trigger[2])
+    return run.kill_group()
+
+
+def check_interrupted(out: Path, baseline_files: int) -> set[str]:
+    """What a reader and `status` see between a kill and its resume; returns the committed paths."""
+    read_parts(out)  # no torn part, no file twice
+    in_tables = committed_paths(out)
+    in_ledger = ledger_paths(out)
+    # The ledger decides; a kill between its append and the renames leaves parts to roll forward.
+    assert in_tables <= in_ledger
+    if holds_job(out):
+        status = status_json(out)
+        assert status["state"] == "incomplete"
+        assert status["files_done"] == len(in_ledger) <= baseline_files
+        assert sum(status["status_counts"].values()) == status["files_done"]
+        assert "--resume" in status["resume_command"] and LOGGING_PARSER in status["resume_command"]
+    else:
+        assert run_cli("status", out).returncode == 2
+    if in_tables != in_ledger:
+        print("  killed inside a commit: parts to roll forward")
+    return in_tables | in_ledger
+
+
+def test_sigkill_at_many_moments_then_resume(corpus, baseline, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    environ = env(log=log, sleep=SLEEP_PER_FILE)
+    startup, batches = baseline["startup"], baseline["summary"]["batches_this_run"]
+    rng = random.Random(1234)
+    triggers = [
+        ("after", 0.0),          # right at the start
+        ("after", 0.25),         # importing, before the job is recorded
+        ("after", startup),      # starting the pool, discovering
+        ("after", startup),      # the same moment of a resume: recovering, skipping committed files
+    ]
+    # Then inside commits, spread over the job: at these fractions of the uninterrupted run's
+    # batches, alternately right after a ledger line and right after (or soon after) a part.
+    for number, fraction in enumerate((0.03, 0.1, 0.2, 0.3, 0.45, 0.6, 0.7, 0.8)):
+        target = max(1, round(fraction * batches))
+        if number % 2:
+            triggers.append(("parts", target, rng.choice([0.0, rng.uniform(0, 0.05)])))
+        else:
+            triggers.append(("ledger", target))
+    kills, seen = [], []  # (committed paths, parse-log length) at each kill
+    for trigger in triggers:
+        run = Run(run_args(corpus, out, *OPTIONS, resume=holds_job(out)), environ, tmp_path / "logs")
+        code = kill_when(run, out, trigger)
+        if code == 0:
+            break  # finished before this moment: nothing left to kill
+        assert code == -signal.SIGKILL, (trigger, code, run.stderr)
+        time.sleep(0.05)
+        kills.append(trigger)
+        seen.append((check_interrupted(out, len(baseline["snapshot"]["files"])), len(parse_log(log))))
+        print(trigger, "->", len(seen[-1][0]), "committed")
+    assert len(kills) >= 10, f"only {len(kills)} kills landed before the job finished: {kills}"
+
+    final = Run(run_args(corpus, out, *OPTIONS, resume=holds_job(out)), environ, tmp_path / "logs")
+    assert final.wait() == 0, final.stderr
+    print(final.stdout)
+    assert_same_output(snapshot(out), baseline["snapshot"])
+    status = status_json(out)
+    assert status["state"] == "complete" and status["resume_command"] is None
+    assert status["files_done"] == baseline["summary"]["files"]
+    assert status["status_counts"] == baseline["summary"]["status_counts"]
+    con = duckdb.connect()
+    total, distinct = con.execute(
+        f"select count(*), count(distinct path) from read_parquet('{out}/files/*.parquet')").fetchall()[0]
+    assert total == distinct == baseline["summary"]["files"]
+
+    # Exactly once: a file committed before a kill is never parsed after it.
+    parses = parse_log(log)
+    for committed, offset in seen:
+        again = committed & set(parses[offset:])
+        assert not again, f"parsed again after their batch committed: {sorted(again)[:5]}"
+    counts = Counter(parses)
+    assert set(counts) == set(baseline["snapshot"]["files"])
+    assert max(counts.values()) - 1 <= len(kills)
+
+
+def _wait_for_parts(run: Run, out: Path, parts: int) -> None:
+    while _count_parts(out) < parts:
+        assert run.proc.poll() is None, f"the run ended before it was interrupted\n{run.stderr}"
+        time.sleep(0.005)
+
+
+def _resume_as_printed(stderr: str, environ: dict, logdir: Path) -> Run:
+    """Run the resume command exactly as the stopped run printed it."""
+    lines = [line for line in stderr.splitlines() if line.startswith("snakebatch: resume with: ")]
+    assert lines, stderr
+    words = shlex.split(lines[-1].split(": ", 2)[2])
+    assert words[:2] == ["snakebatch", "run"] and "--resume" in words
+    return Run(words[1:], environ, logdir)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_to_the_group_stops_with_130_and_resumes(signum, corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    environ = env(sleep=SLEEP_PER_FILE)
+    run = Run(run_args(corpus, out, *OPTIONS), environ, tmp_path / "logs")
+    _wait_for_parts(run, out, 5)
+    status = status_json(out)
+    assert status["state"] == "running" and status["running_pid"] == str(run.proc.pid)
+    run.signal_group(signum)  # as a terminal's Ctrl-C reaches every process of the group
+    assert run.wait(timeout=120) == 130, run.stderr
+    assert f"interrupted by {signal.Signals(signum).name}" in run.stderr
+    committed = committed_paths(out)
+    assert 0 < len(committed) < len(baseline["snapshot"]["files"])
+    assert not os.listdir(out / "_snakebatch" / "staging")
+    status = status_json(out)
+    assert status["state"] == "incomplete" and status["files_done"] == len(committed)
+
+    resumed = _resume_as_printed(run.stderr, environ, tmp_path / "logs")
+    assert resumed.wait() == 0, resumed.stderr
+    assert_same_output(snapshot(out), baseline["snapshot"])
+    assert status_json(out)["state"] == "complete"
+
+
+def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    # Large, slow batches (--batch-bytes may change on resume): after the first Ctrl-C the run
+    # would wait seconds for the batches in flight; the second one stops it without them.
+    environ = env(sleep=0.02)
+    run = Run(run_args(corpus, out, *OPTIONS, "--batch-bytes", "600KB"), environ, tmp_path / "logs")
+    _wait_for_parts(run, out, 1)
+    run.signal_group(signal.SIGINT)
+    time.sleep(0.3)
+    assert run.proc.poll() is None  # still finishing the batches in flight
+    run.signal_group(signal.SIGINT)
+    assert run.wait(timeout=60) == 130, run.stderr
+    assert "interrupted by SIGINT; a second signal stopped it at once" in run.stderr
+    assert not os.listdir(out / "_snakebatch" / "staging")
+    read_parts(out)
+    resumed = _resume_as_printed(run.stderr, env(sleep=SLEEP_PER_FILE), tmp_path / "logs")
+    assert resumed.wait() == 0, resumed.stderr
+    assert_same_output(snapshot(out), baseline["snapshot"])
+
+
+@pytest.mark.slow
+def test_done_when_four_sigkills_and_a_sigint_on_6000_files(tmp_path):
+    """The issue's done-when check: a 6,000-file run, killed four times and interrupted once at
+    arbitrary moments, each followed by --resume, ends equal row for row to an uninterrupted run;
+    `status --json` describes the job correctly at every stage."""
+    corpus = tmp_path / "corpus"
+    assert copy_stdlib(corpus, 6000, max_size=30_000, copies=4) == 6000
+    options = ("-j", "2")
+    environ = env()
+    base = Run(run_args(corpus, tmp_path / "base", *options, "--json"), environ, tmp_path / "logs")
+    assert base.wait() == 0, base.stderr
+    wall = time.monotonic() - base.started
+    want = snapshot(tmp_path / "base")
+    assert len(want["files"]) == 6000
+
+    out = tmp_path / "out"
+    rng = random.Random(6000)
+    stages = ["kill", "kill", "int", "kill", "kill"]
+    for stage in stages:
+        run = Run(run_args(corpus, out, *options, resume=holds_job(out)), environ, tmp_path / "logs")
+        time.sleep(rng.uniform(0.08, 0.18) * wall)  # five stops, all before the job can end
+        if run.proc.poll() is None and holds_job(out):
+            status = status_json(out)
+            assert status["state"] == "running" and status["running_pid"] == str(run.proc.pid)
+        if stage == "kill":
+            code = run.kill_group()
+            assert code == -signal.SIGKILL, run.stderr
+        else:
+            run.signal_group(signal.SIGINT)
+            assert run.wait() == 130, run.stderr
+        in_ledger = ledger_paths(out)
+        assert committed_paths(out) <= in_ledger
+        status = status_json(out)
+        assert status["state"] == "incomplete" and status["files_done"] == len(in_ledger) < 6000
+        print(stage, "at", status["files_done"], "files")
+    final = Run(run_args(corpus, out, *options, resume=True), environ, tmp_path / "logs")
+    assert final.wait() == 0, final.stderr
+    assert_same_output(snapshot(out), want)
+    status = status_json(out)
+    assert status["state"] == "complete" and status["files_done"] == 6000
+    assert status["status_counts"] == json.loads(base.stdout)["status_counts"]

@@ -1,0 +1,304 @@
+"""--resume: recovery of cut-off commits, corrupt ledger entries, the job lock, job identity,
+write failures, and files that changed, appeared or vanished between runs.
+
+Real runs of the CLI on stdlib files; output read back with pyarrow and DuckDB.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pytest
+
+from resume_helpers import (
+    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, parse_log, read_parts, run_args, run_sb, snapshot,
+)
+from snakebatch import ledger as ledger_module
+from snakebatch.ledger import Ledger, LedgerEntry, part_name
+from snakebatch.worker import BatchTask, process_batch
+
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    assert copy_stdlib(root, 150) == 150
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline") / "out"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    assert proc.returncode == 0, proc.stderr
+    return snapshot(out)
+
+
+def _entries(out: Path) -> list[LedgerEntry]:
+    entries, corrupt = Ledger(str(out)).read()
+    assert not corrupt
+    return entries
+
+
+def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, baseline, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    environ = env(log=log)
+    proc = run_sb(*run_args(corpus, out, *OPTIONS), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    entries = _entries(out)
+    assert len(entries) >= 5
+    ledger_path = out / "_snakebatch" / "ledger.jsonl"
+    lines = ledger_path.read_bytes().splitlines(keepends=True)
+    middle = len(lines) // 2
+    # Garbage bytes inside the middle entry, and the last entry cut short (as a torn append).
+    damaged = bytearray(lines[middle])
+    damaged[20:28] = b"\x00\xffjunk\x01\x02"
+    lines[middle] = bytes(damaged)
+    lines[-1] = lines[-1][: len(lines[-1]) // 2]
+    ledger_path.write_bytes(b"".join(lines))
+    redo = set(entries[middle].paths) | set(entries[-1].paths)
+
+    status = json.loads(run_sb("status", out, "--json").stdout)
+    assert status["state"] == "incomplete"
+    assert status["corrupt_ledger_lines"] == 2
+    assert status["files_done"] == len(baseline["files"]) - len(redo)
+
+    log.unlink()
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    assert f"2 corrupt ledger entries (line {middle + 1}, {len(lines)}) ignored" in proc.stdout
+    assert "part file(s) without a valid ledger entry removed" in proc.stdout
+    # Exactly the files of the two untrusted entries were parsed again, once each.
+    assert Counter(parse_log(log)) == Counter(redo)
+    assert_same_output(snapshot(out), baseline)
+    _entries(out)  # the ledger was rewritten without the corrupt lines
+    status = json.loads(run_sb("status", out, "--json").stdout)
+    assert status["state"] == "complete" and status["corrupt_ledger_lines"] == 0
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path):
+    out = tmp_path / "out"
+    first = Run(run_args(corpus, out, *OPTIONS), env(sleep=0.05), tmp_path / "logs")
+    try:
+        while not (out / "files").is_dir():  # the job is recorded and its lock held
+            assert first.proc.poll() is None, first.stderr
+            time.sleep(0.01)
+        for extra in (("--resume",), (), ("--fresh",)):
+            proc = run_sb(*run_args(corpus, out, *OPTIONS, *extra))
+            assert proc.returncode == 2, proc.stderr
+            assert f"another snakebatch run (PID {first.proc.pid}) is writing" in proc.stderr
+            assert "Traceback" not in proc.stderr
+        assert (out / "_snakebatch" / "job.json").is_file()  # --fresh deleted nothing
+        status = json.loads(run_sb("status", out, "--json").stdout)
+        assert status["state"] == "running" and status["running_pid"] == str(first.proc.pid)
+    finally:
+        first.kill_group()
+    # The OS released the lock with the process: no stale lock after a SIGKILL.
+    status = json.loads(run_sb("status", out, "--json").stdout)
+    assert status["state"] == "incomplete" and status["running_pid"] is None
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
+    out = tmp_path / "out"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--exclude", "email/"))
+    assert proc.returncode == 0, proc.stderr
+    for changed, named in [
+        (("--exclude", "email/", "--content"), "--content"),
+        (("--exclude", "json/"), "--exclude"),
+        (("--exclude", "email/", "--max-file-size", "1MB"), "--max-file-size"),
+        (("--exclude", "email/", "--no-gitignore"), "--no-gitignore"),
+    ]:
+        proc = run_sb(*run_args(corpus, out, "--parser", LOGGING_PARSER, *changed, resume=True))
+        assert proc.returncode == 2, proc.stderr
+        assert "these options differ from the job's" in proc.stderr and named in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--exclude", "email/", resume=True))
+    assert proc.returncode == 0, proc.stderr
+    # Options that do not change rows may change freely.
+    proc = run_sb(*run_args(corpus, out, "--parser", LOGGING_PARSER, "--exclude", "email/", "-j", "1",
+                            "--batch-bytes", "1MB", "--memory-budget", "2GiB", resume=True))
+    assert proc.returncode == 0, proc.stderr
+    # Without the job's --parser the run is a different job.
+    proc = run_sb(*run_args(corpus, out, "--exclude", "email/", resume=True))
+    assert proc.returncode == 2 and "--parser" in proc.stderr
+
+
+def _file_size_limit(limit: int):
+    def apply():  # in the child, before exec: every process of the run inherits it
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG instead
+    return apply
+
+
+def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(corpus, source)
+    # With --content this file's part is ~3 MB of incompressible text: past a 1 MB size limit.
+    (source / "big.txt").write_text(base64.b64encode(random.Random(1).randbytes(2_400_000)).decode())
+    options = ("--content", "--batch-bytes", "64KB", "-j", "2")
+    want = run_sb(*run_args(source, tmp_path / "want", *options))
+    assert want.returncode == 0, want.stderr
+
+    out = tmp_path / "out"
+    proc = run_sb(*run_args(source, out, *options), preexec_fn=_file_size_limit(1_000_000))
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot write batch" in proc.stderr and "File too large" in proc.stderr
+    assert "snakebatch: resume with: " in proc.stderr and "--content" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    parts = read_parts(out)  # nothing torn, nothing twice
+    committed = {p for t in parts["files"] for p in t.column("path").to_pylist()}
+    assert "big.txt" not in committed
+    assert not os.listdir(out / "_snakebatch" / "staging")
+
+    proc = run_sb(*run_args(source, out, *options, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), snapshot(tmp_path / "want"))
+
+
+def test_a_ledger_write_failure_stops_with_exit_1_and_resumes(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    # One file per batch: many ledger lines. The ledger outgrows a 30 kB limit, no part does.
+    options = (*OPTIONS, "--batch-bytes", "1KB")
+    proc = run_sb(*run_args(corpus, out, *options), preexec_fn=_file_size_limit(30_000))
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot commit batch" in proc.stderr and "File too large" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    ledger_path = out / "_snakebatch" / "ledger.jsonl"
+    entries, corrupt = Ledger(str(out)).read()
+    assert not corrupt and ledger_path.read_bytes().endswith(b"\n")  # cut back to its last whole line
+    in_ledger = {p for e in entries for p in e.paths}
+    parts = read_parts(out)
+    assert {p for t in parts["files"] for p in t.column("path").to_pylist()} == in_ledger
+
+    proc = run_sb(*run_args(corpus, out, *options, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), baseline)
+
+
+def test_resume_skips_committed_files_and_counts_changed_ones_as_stale(corpus, baseline, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(corpus, source)
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    environ = env(log=log)
+    assert run_sb(*run_args(source, out, *OPTIONS), environ=environ).returncode == 0
+    committed = snapshot(out)
+    changed = sorted(committed["files"])[:2]
+    for rel in changed:
+        with open(source / rel, "a") as fh:
+            fh.write("\nextra = 1\n")
+    new = ["new_a.py", "pkg/new_b.py", "new_c.py"]
+    for rel in new:
+        (source / rel).parent.mkdir(exist_ok=True)
+        (source / rel).write_text("import os\n\ndef f(x):\n    return x\n")
+    log.unlink()
+
+    proc = run_sb(*run_args(source, out, *OPTIONS, "--json", resume=True), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert sorted(parse_log(log)) == sorted(new)  # committed files are never read again
+    assert summary["files_this_run"] == 3 and summary["files"] == len(committed["files"]) + 3
+    assert summary["stale_files"] == 2 and sorted(summary["stale_sample"]) == changed
+    got = snapshot(out)
+    for rel in changed:  # kept as committed
+        assert got["files"][rel] == committed["files"][rel]
+    assert set(got["files"]) == set(committed["files"]) | set(new)
+    con = duckdb.connect()
+    rows = con.execute(f"select path, n_definitions, n_imports from read_parquet('{out}/files/*.parquet') "
+                       "where path like '%new_%' order by path").fetchall()
+    assert rows == [("new_a.py", 1, 1), ("new_c.py", 1, 1), ("pkg/new_b.py", 1, 1)]
+    status = json.loads(run_sb("status", out, "--json").stdout)
+    assert status["stale_files"] == 2 and status["state"] == "complete"
+
+
+def _stage(tmp_path: Path, ledger: Ledger, batch_id: int, names: list[str]) -> tuple[LedgerEntry, str]:
+    """A batch processed for real by the worker into its staging folder, and its ledger entry."""
+    source = tmp_path / "src"
+    for name in names:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(f"import sys\n\nclass C{batch_id}:\n    def m(self):\n        pass\n")
+    files = [(n, (source / n).stat().st_size, (source / n).stat().st_mtime_ns) for n in names]
+    staging = ledger.staging_for(batch_id, 0)
+    outcome = process_batch(BatchTask(batch_id=batch_id, attempt=0, source=str(source), staging=staging, files=files))
+    entry = LedgerEntry(batch_id=batch_id, staging=os.path.relpath(staging, ledger.state), paths=names,
+                        sizes=[m[0] for m in outcome.files_meta], mtimes=[m[1] for m in outcome.files_meta],
+                        statuses=outcome.statuses, rows=outcome.rows, bytes=outcome.bytes, parse_s=0.0,
+                        language_counts=outcome.language_counts, committed_at=time.time())
+    return entry, staging
+
+
+def test_recovery_finishes_or_undoes_each_cut_off_commit(tmp_path):
+    out = tmp_path / "out"
+    ledger = Ledger(str(out))
+    ledger.create()
+    whole, staging = _stage(tmp_path, ledger, 1, ["a.py", "b.py"])
+    ledger.commit(whole, staging)
+    # Cut off after the ledger line, before any rename: rolled forward.
+    appended, _ = _stage(tmp_path, ledger, 2, ["c.py"])
+    # Cut off between the renames: rolled forward.
+    halfway, staging = _stage(tmp_path, ledger, 3, ["d.py", "e.py"])
+    os.rename(os.path.join(staging, "files.parquet"), out / "files" / part_name(3))
+    # Cut off before the ledger line: undone.
+    _stage(tmp_path, ledger, 4, ["f.py"])
+    # A part whose line is gone (e.g. found corrupt before): removed.
+    stray, staging = _stage(tmp_path, ledger, 5, ["g.py"])
+    for table in ("files", "definitions", "imports"):
+        os.rename(os.path.join(staging, table + ".parquet"), out / table / part_name(5))
+    ledger.close()
+    with open(ledger.path, "ab") as fh:
+        fh.write(ledger_module._encode_line(appended) + ledger_module._encode_line(halfway))
+
+    entries, report = Ledger(str(out)).recover()
+    assert [e.batch_id for e in entries] == [1, 2, 3]
+    assert (report.rolled_forward, report.rolled_back, report.removed_staging, report.removed_orphan_parts) == (
+        2, 0, 1, 3)
+    assert not os.listdir(out / "_snakebatch" / "staging")
+    files = ds.dataset(str(out / "files"), format="parquet").to_table()
+    assert sorted(files.column("path").to_pylist()) == ["a.py", "b.py", "c.py", "d.py", "e.py"]
+    definitions = ds.dataset(str(out / "definitions"), format="parquet").to_table()
+    assert Counter(definitions.column("path").to_pylist()) == {p: 2 for p in ["a.py", "b.py", "c.py", "d.py", "e.py"]}
+    # Recovering again changes nothing: it is idempotent, as a crash during recovery needs.
+    entries, report = Ledger(str(out)).recover()
+    assert len(entries) == 3 and report.describe() == ""
+
+
+def test_recovery_undoes_a_committed_batch_whose_part_is_lost(tmp_path):
+    out = tmp_path / "out"
+    ledger = Ledger(str(out))
+    ledger.create()
+    for batch_id, names in ((1, ["a.py"]), (2, ["b.py"])):
+        entry, staging = _stage(tmp_path, ledger, batch_id, names)
+        ledger.commit(entry, staging)
+    ledger.close()
+    os.unlink(out / "imports" / part_name(2))  # gone from the table and from staging
+    entries, report = Ledger(str(out)).recover()
+    assert [e.batch_id for e in entries] == [1] and report.rolled_back == 1
+    assert sorted(os.listdir(out / "files")) == [part_name(1)]
+    assert [e.batch_id for e in Ledger(str(out)).entries()] == [1]  # the ledger says so too
+
+
+def test_a_run_killed_before_recording_its_job_can_be_started_again(corpus, tmp_path):
+    out = tmp_path / "out"
+    (out / "_snakebatch").mkdir(parents=True)
+    (out / "_snakebatch" / "lock").write_text("12345")
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 2 and "holds no snakebatch job to resume" in proc.stderr
+    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("not a job")
+    proc = run_sb(*run_args(corpus, tmp_path / "other", *OPTIONS))
+    assert proc.returncode == 2 and "is not empty and holds no snakebatch job" in proc.stderr
