@@ -177,12 +177,14 @@ def test_details_of_rows(polyglot_out):
     ]
 
 
-def test_summary_counts_languages(polyglot_out):
-    _, summary, stderr = polyglot_out
-    assert summary["language_counts"] == {
+def test_summary_and_status_count_languages(polyglot_out):
+    out, summary, stderr = polyglot_out
+    expected = {
         "JavaScript": 2, "Shell": 2, "TypeScript": 1, "Go": 1, "Rust": 1, "Java": 1, "C": 1, "C++": 1,
         "Ruby": 1, "C#": 1, "PHP": 1, "Markdown": 1,
     }
+    assert summary["language_counts"] == expected
+    assert json.loads(run_cli("status", out, "--json", check_codes=(0,)).stdout)["language_counts"] == expected
     assert "hint" not in stderr  # every polyglot file was parsed: nothing to suggest
 
 
