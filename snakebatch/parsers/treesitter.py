@@ -146,7 +146,10 @@ class TreeSitterParser(Parser):
             if error.is_missing:
                 result.error_message = f"missing {error.type}"
             else:
-                result.error_message = f"unexpected {_text(error)[:80]!r}"
+                # Sliced from the source: an ERROR node can span most of a large file.
+                start = error.start_byte
+                snippet = data[start:min(error.end_byte, start + 80)].decode("utf-8", "replace")
+                result.error_message = f"unexpected {snippet!r}"
             result.error_line = error.start_point.row + 1
             result.error_col = error.start_point.column + 1
         # A tree with errors still holds the definitions around them: keep those rows.
