@@ -154,6 +154,11 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
         click.echo(_json(summary))
     else:
         _print_summary(summary)
+    from .parsers import polyglot_hint
+
+    hint = polyglot_hint(summary.language_counts)
+    if hint:
+        click.echo(hint, err=True)
     if summary.state != "complete":
         click.echo(f"snakebatch: stopped: {summary.stop_reason}", err=True)
         click.echo(f"snakebatch: resume with: {summary.resume_command}", err=True)
@@ -246,12 +251,11 @@ def parsers_command(as_json):
     if as_json:
         click.echo(json.dumps(rows))
         return
-    width = max(len(r["name"]) for r in rows)
+    widths = {key: max(len(r[key]) for r in rows) for key in ("name", "version", "origin")}
     for r in rows:
-        patterns = " ".join(r["patterns"])
-        if len(patterns) > 60:
-            patterns = patterns[:57] + "..."
-        click.echo(f"{r['name']:<{width}}  {r['version']:<10}  {r['origin']:<12}  {patterns}")
+        matches = " ".join(r["patterns"] + [f"#!{name}" for name in r["interpreters"]])
+        click.echo(f"{r['name']:<{widths['name']}}  {r['version']:<{widths['version']}}  "
+                   f"{r['origin']:<{widths['origin']}}  {matches}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ _BY_EXTENSION = {
     ".ts": "TypeScript", ".mts": "TypeScript", ".cts": "TypeScript", ".tsx": "TSX",
     ".go": "Go", ".rs": "Rust", ".java": "Java", ".c": "C", ".h": "C",
     ".cc": "C++", ".cpp": "C++", ".cxx": "C++", ".hpp": "C++", ".hh": "C++", ".hxx": "C++",
-    ".rb": "Ruby", ".cs": "C#", ".php": "PHP", ".sh": "Shell", ".bash": "Shell", ".zsh": "Shell",
+    ".c++": "C++", ".h++": "C++", ".rb": "Ruby", ".rake": "Ruby", ".gemspec": "Ruby",
+    ".cs": "C#", ".php": "PHP", ".sh": "Shell", ".bash": "Shell", ".zsh": "Shell",
     ".md": "Markdown", ".rst": "reStructuredText", ".txt": "Text", ".json": "JSON",
     ".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".ini": "INI", ".cfg": "INI",
     ".html": "HTML", ".htm": "HTML", ".css": "CSS", ".xml": "XML", ".sql": "SQL",
@@ -27,7 +28,8 @@ _BY_NAME = {
     "CMakeLists.txt": "CMake", "Gemfile": "Ruby", "Rakefile": "Ruby",
 }
 _BY_INTERPRETER = {
-    "python": "Python", "node": "JavaScript", "ruby": "Ruby", "php": "PHP", "sh": "Shell",
+    "python": "Python", "node": "JavaScript", "nodejs": "JavaScript", "ts-node": "TypeScript",
+    "ruby": "Ruby", "php": "PHP", "sh": "Shell",
     "bash": "Shell", "zsh": "Shell", "dash": "Shell", "ksh": "Shell", "perl": "Perl",
 }
 _SHEBANG = re.compile(rb"#![ \t]*(\S+)(?:[ \t]+(\S+))?")
@@ -56,3 +58,11 @@ def shebang_interpreter(head: bytes) -> str | None:
 
 def language_of_interpreter(interpreter: str | None) -> str | None:
     return _BY_INTERPRETER.get(interpreter) if interpreter else None
+
+
+def language_of_file(path: str, head: bytes) -> str | None:
+    """The language of a path, or for a path that names none, of the `#!` line `head` starts with."""
+    language = language_of(path)
+    if language is None and head.startswith(b"#!"):
+        language = language_of_interpreter(shebang_interpreter(head))
+    return language

@@ -3,9 +3,15 @@
 Owns: which parsers exist (built-in, entry points of the group `snakebatch.parsers`,
 `module:attribute` specs) and the order in which they are tried. Must not touch: files on disk.
 
-Order, first match wins: parsers named with `--parser` (in the order given), then parsers
-installed through entry points (sorted by name), then the built-in language parsers (`python`,
-then the tree-sitter ones), and last `text`, which takes every remaining text file.
+Order of resolution, first match wins: parsers named with `--parser` (in the order given), then
+parsers installed through entry points (sorted by entry-point name), then the built-in language
+parsers (`python`, then the tree-sitter ones in the order of `grammars.GRAMMARS`), and last
+`text`, which takes every remaining text file. So when two parsers claim the same pattern, the
+one earlier in this order parses the file: a plugin that claims `*.py` replaces `python`, and
+`--parser` overrides any plugin. Patterns are tried before shebangs: a file whose name no
+parser's patterns match (other than `text`'s `*`) goes to the first parser, in the same order,
+whose `interpreters` include the interpreter of its `#!` line. `snakebatch parsers` prints the
+parsers in exactly this order.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from ..errors import ConfigError
 from ..languages import shebang_interpreter
 from .base import Definition, Import, ParseResult, Parser, count_lines
 
-__all__ = ["Definition", "Import", "ParseResult", "Parser", "ParserRouter", "available", "count_lines", "get", "resolve"]
+__all__ = [
+    "Definition", "Import", "ParseResult", "Parser", "ParserRouter", "available", "count_lines", "get",
+    "polyglot_hint", "resolve",
+]
 
 ENTRY_POINT_GROUP = "snakebatch.parsers"
 
@@ -107,6 +116,22 @@ def available(specs: tuple[str, ...] = ()) -> list[Parser]:
     return named + rest
 
 
+def polyglot_hint(language_counts: dict) -> str | None:
+    """One line telling what the extra `snakebatch[polyglot]` would parse among files counted by
+    language, when its parsers are missing; None when nothing would change."""
+    from .grammars import GRAMMARS
+
+    present = {parser.name for parser in _language_parsers()}
+    missing = {g.language: language_counts[g.language] for g in GRAMMARS
+               if g.parser_name not in present and language_counts.get(g.language)}
+    if not missing:
+        return None
+    n_files = sum(missing.values())
+    return (f"snakebatch: hint: `pip install snakebatch[polyglot]` would parse {n_files} "
+            f"file{'s' if n_files != 1 else ''} of {', '.join(sorted(missing))} for definitions "
+            f"and imports (they got line counts only)")
+
+
 class ParserRouter:
     """Chooses the parser of each file: the first whose patterns match its path; for a path that
     only the catch-all `text` parser matched, a shebang naming a parser's interpreter wins."""
@@ -114,8 +139,12 @@ class ParserRouter:
     def __init__(self, specs: tuple[str, ...] = ()):
         self.parsers = available(specs)
         self.fallback = _text()
+        # `--parser text` names the catch-all on purpose: then it takes every file, as listed.
+        self.named_fallback = any(p is self.fallback for p in self.parsers[: len(specs)])
 
     def route(self, path: str, head: bytes = b"") -> Parser:
+        if self.named_fallback:
+            return next(p for p in self.parsers if p.matches(path))
         for parser in self.parsers:
             if parser is not self.fallback and parser.matches(path):
                 return parser

@@ -4,6 +4,9 @@ Owns: turning one Python source into its definitions, imports, docstring and lin
 Must not touch: anything outside the bytes it is given.
 
 Parsing the raw bytes (not decoded text) lets `ast` honour PEP 263 coding cookies and BOMs.
+A file that `ast` rejects keeps status `syntax_error`; with the extra `snakebatch[polyglot]`
+installed it still gets the definitions and imports tree-sitter-python recovers around the error
+(qualnames there are dot-joined, without `<locals>`, and carry no docstrings).
 Only statement bodies are visited: definitions and imports are statements, so walking every
 expression node (`ast.walk`) would cost ~70% on top of the parse for nothing.
 """
@@ -115,6 +118,16 @@ def extract(tree: ast.Module) -> tuple[list[Definition], list[Import]]:
     return definitions, imports
 
 
+def _recover(path: str, data: bytes) -> tuple[list, list] | None:
+    """Rows of a file `ast` rejects, from tree-sitter-python when the extra `snakebatch[polyglot]`
+    is installed (its status stays `syntax_error`); None without it."""
+    try:
+        from .treesitter import recover_python
+    except ImportError:
+        return None
+    return recover_python(path, data)
+
+
 def _is_decode_error(err: SyntaxError) -> bool:
     msg = err.msg or ""
     return msg.startswith("(unicode error)") or "encoding" in msg and not msg.startswith("invalid")
@@ -149,6 +162,10 @@ class PythonParser(Parser):
                 result.error_message = err.msg
                 result.error_line = err.lineno
                 result.error_col = err.offset
+                if result.status == "syntax_error":
+                    recovered = _recover(path, data)
+                    if recovered is not None:
+                        result.definitions, result.imports = recovered
                 return result
             except ValueError as err:  # NUL bytes on some Python versions
                 result.status = "syntax_error"

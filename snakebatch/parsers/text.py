@@ -6,7 +6,7 @@ Owns: decoding checks and line counts of plain text. Must not touch: anything ou
 from __future__ import annotations
 
 from .. import __version__
-from ..languages import language_of
+from ..languages import language_of_file
 from .base import ParseResult, Parser, count_lines
 
 
@@ -26,7 +26,7 @@ class TextParser(Parser):
     version = __version__
 
     def parse(self, path: str, data: bytes) -> ParseResult:
-        language = language_of(path)
+        language = language_of_file(path, data[:256])
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
             text = decode_text(data)
             data = text.encode("utf-8") if text is not None else data
