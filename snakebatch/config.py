@@ -8,6 +8,7 @@ both call `build_config`; nothing past it re-validates or reads options from any
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -18,7 +19,10 @@ import psutil
 
 from .errors import ConfigError
 
+DASK_EXTRA_MISSING = "--executor dask needs the extra: pip install 'snakebatch[dask]'"
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
+_SCHEDULER = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-f:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$", re.I)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -185,6 +189,10 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
     scheduler = merged.get("scheduler")
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
+    if scheduler is not None and not _SCHEDULER.match(str(scheduler)):
+        raise ConfigError(f"--scheduler: {scheduler!r} is not a Dask scheduler address like tcp://HOST:PORT")
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        raise ConfigError(DASK_EXTRA_MISSING)
     max_errors = merged.get("max_errors")
     file_timeout = merged.get("file_timeout", 60.0)
     try:

@@ -184,6 +184,7 @@ class Coordinator:
         )
         self.planner = planner
         executor = make_executor(config)
+        self.governor.attach(executor)
         self.governor.start()
         inflight: dict = {}  # future -> (task, isolated)
         suspects: deque[BatchTask] = deque()

@@ -34,7 +34,16 @@ class MemoryGovernor:
         self._root = psutil.Process(os.getpid())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._remote_rss = None
+        self.peak_remote_rss = 0
         self.sample()
+
+    def attach(self, executor) -> None:
+        """Follow the executor's workers: their count, and for remote workers (Dask) their memory
+        as the executor reports it, with their memory limits as the budget when it knows them."""
+        self.workers = getattr(executor, "workers", self.workers)
+        self._remote_rss = getattr(executor, "memory_rss", None)
+        self.budget = getattr(executor, "memory_limit", None) or self.budget
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="snakebatch-governor", daemon=True)
@@ -50,7 +59,8 @@ class MemoryGovernor:
             self.sample()
 
     def sample(self) -> int:
-        """The RSS of this process and all its descendants (workers, forkserver), now."""
+        """The RSS of this process and all its descendants (workers, forkserver), plus that of
+        remote workers when the executor reports it, now."""
         total = 0
         try:
             processes = [self._root, *self._root.children(recursive=True)]
@@ -61,6 +71,10 @@ class MemoryGovernor:
                 total += process.memory_info().rss
             except psutil.Error:
                 pass  # it ended between the listing and the reading
+        remote = self._remote_rss() if self._remote_rss is not None else None
+        if remote:
+            total += remote
+            self.peak_remote_rss = max(self.peak_remote_rss, remote)
         self.rss = total
         if total > self.peak_rss:
             self.peak_rss = total
@@ -102,6 +116,7 @@ class MemoryGovernor:
         return {
             "budget_bytes": self.budget,
             "peak_rss_bytes": self.peak_rss,
+            "peak_remote_rss_bytes": self.peak_remote_rss,
             "batch_bytes": self.batch_bytes,
             "decisions": self.decisions[-50:],
             "n_decisions": len(self.decisions),
