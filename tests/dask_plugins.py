@@ -46,3 +46,27 @@ class WorkerProbeParser(Parser):
 
 
 probe = WorkerProbeParser()
+
+
+class SleeperParser(Parser):
+    """Takes seconds on `slow_*.py`; the file's content names a folder where it leaves a
+    `sleeping` marker when it starts and, the first time it finishes, a `slept` marker."""
+
+    name = "sleeper"
+    patterns = ("slow_*.py",)
+
+    def parse(self, path: str, data: bytes) -> ParseResult:
+        import time
+
+        markers = data.decode().strip()
+        open(os.path.join(markers, "sleeping"), "a").close()
+        time.sleep(4)
+        try:
+            fd = os.open(os.path.join(markers, "slept"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        return ParseResult()
+
+
+sleeper = SleeperParser()

@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from conftest import ROOT, read_table, stdlib_dir
+from snakebatch.ledger import Ledger
 
 distributed = pytest.importorskip("distributed")
 
@@ -27,7 +28,8 @@ FILE_COLUMNS = ("path", "content_hash", "status", "n_definitions", "n_imports", 
 DEFINITION_COLUMNS = ("path", "kind", "qualname", "parent", "start_line", "end_line", "n_params")
 IMPORT_COLUMNS = ("path", "module", "name", "alias", "level", "line")
 TABLE_COLUMNS = {"files": FILE_COLUMNS, "definitions": DEFINITION_COLUMNS, "imports": IMPORT_COLUMNS}
-PLUGINS = ("--parser", "dask_plugins:killer", "--parser", "dask_plugins:probe")
+# --retries 0: each extra attempt at the culprit costs a worker restart, and proves nothing new.
+PLUGINS = ("--parser", "dask_plugins:killer", "--parser", "dask_plugins:probe", "--retries", "0")
 
 
 def process_env(**extra) -> dict:
@@ -257,6 +259,44 @@ def test_resume_after_the_client_is_killed(corpus, local_out, cli_cluster, tmp_p
     assert summary["state"] == "complete"
     assert 0 < summary["files_this_run"] < summary["files"]
     assert_same_rows(out, local_out)
+
+
+def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_cluster, tmp_path):
+    """A batch still executing on a worker after its client died would write into the staging
+    folder the resumed run reuses: the resume commits nothing before that batch has finished."""
+    source = tmp_path / "src"
+    shutil.copytree(corpus / "json", source)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (source / "slow_one.py").write_text(f"{markers}\n")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(out), "--executor", "dask",
+            "--scheduler", cli_cluster.address, "--parser", "dask_plugins:sleeper", "--no-progress"]
+    proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (markers / "sleeping").exists():
+            assert proc.poll() is None, f"the run ended ({proc.returncode}) before the slow file started"
+            assert time.monotonic() < deadline, "the slow file did not start in 120s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (markers / "slept").exists(), "the slow batch ended before the client was killed"
+    committed_before = len(list(Ledger(str(out)).entries()))
+    summary = check(snakebatch("run", source, "-o", out, "--resume", "--executor", "dask", "--scheduler",
+                               cli_cluster.address, "--parser", "dask_plugins:sleeper", "--no-progress", "--json"))
+    assert summary["state"] == "complete"
+    slept = (markers / "slept").stat().st_mtime
+    resumed = list(Ledger(str(out)).entries())[committed_before:]
+    assert resumed and all(entry.committed_at >= slept for entry in resumed)
+    files = read_table(out, "files").to_pylist()
+    assert sorted(row["path"] for row in files) == sorted(
+        str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+    assert {row["status"] for row in files} == {"ok"}
 
 
 def test_missing_extra_is_a_clear_usage_error(corpus, tmp_path):
