@@ -30,7 +30,9 @@ from .errors import ConfigError
 from .ledger import Ledger
 
 CONNECT_TIMEOUT_S = 10
-WORKERS_BACK_TIMEOUT_S = 60
+WORKERS_AT_START_TIMEOUT_S = 60
+WORKERS_BACK_TIMEOUT_S = 300  # a remote nanny restarting a worker, or an autoscaler adding one
+LOCAL_WORKERS_BACK_TIMEOUT_S = 30
 EARLIER_RUN_TIMEOUT_S = 120
 MEMORY_REFRESH_S = 1.0
 
@@ -43,13 +45,16 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 
-def check_worker_paths(source: str, staging_root: str | None) -> str | None:
-    """Runs on each worker: None when it sees SOURCE and can write the staging folder, else why not."""
+def check_worker_paths(source: str, staging_root: str | None, probe: str | None) -> str | None:
+    """Runs on each worker: None when it sees SOURCE and the coordinator's staging folder (the
+    `probe` file the coordinator just wrote in it) and can write there, else why not."""
     if not os.path.isdir(source):
         return f"SOURCE {source} is not a folder there"
     if staging_root is not None:
         if not os.path.isdir(staging_root):
             return f"OUT staging folder {staging_root} does not exist there"
+        if probe is not None and not os.path.exists(os.path.join(staging_root, probe)):
+            return f"OUT staging folder {staging_root} there is not the coordinator's (not the shared filesystem)"
         try:
             with tempfile.NamedTemporaryFile(dir=staging_root, prefix=".probe-"):
                 pass
@@ -70,11 +75,11 @@ class DaskExecutor:
 
     def __init__(self, config: RunConfig):
         try:
-            import dask
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:
             raise ConfigError(DASK_EXTRA_MISSING) from None
         self.config = config
+        self.client = None
         self.cluster = None
         self.scheduler = config.scheduler
         # Keys name the job's OUT, so a later run can wait for batches a dead client left running.
@@ -90,44 +95,66 @@ class DaskExecutor:
                 except (OSError, TimeoutError) as err:
                     raise ConfigError(f"--scheduler: cannot connect to {self.scheduler} ({err})") from None
             else:
-                with dask.config.set(LOCAL_CLUSTER_CONFIG):
-                    self.cluster = LocalCluster(
-                        n_workers=config.workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=None,
-                        memory_limit=max(config.memory_budget // config.workers, 1),
-                    )
-                self.client = Client(self.cluster, set_as_default=False)
-                self.scheduler = self.cluster.scheduler_address
-            self._wait_for_workers(WORKERS_BACK_TIMEOUT_S)
+                self._start_local_cluster()
+            self._wait_for_workers(WORKERS_AT_START_TIMEOUT_S)
             self._check_paths()
             self._wait_for_earlier_run()
             self._pids = self._fetch_pids()
         except BaseException:
             self._close()
             raise
-        info = self.client.scheduler_info()["workers"]
+        info = self._workers()
         self.workers = sum(w.get("nthreads", 1) for w in info.values()) or config.workers
         limits = [w.get("memory_limit") or 0 for w in info.values()]
         # The governor's budget on a remote cluster is what its workers were given.
         self.memory_limit = sum(limits) if self.cluster is None and limits and all(limits) else None
 
+    def _start_local_cluster(self) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        config = self.config
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):
+            self.cluster = LocalCluster(
+                n_workers=config.workers, threads_per_worker=1, processes=True,
+                host="127.0.0.1", dashboard_address=None,
+                memory_limit=max(config.memory_budget // config.workers, 1),
+            )
+        self.client = Client(self.cluster, set_as_default=False)
+        self.scheduler = self.cluster.scheduler_address
+
     # -- start-up checks -----------------------------------------------------------------------
 
     def _wait_for_workers(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not self.client.scheduler_info()["workers"]:
+        while not self._workers():
             if time.monotonic() > deadline:
-                raise ConfigError(f"--scheduler: no Dask worker is connected to {self.scheduler} "
+                raise ConfigError(f"no Dask worker is connected to the scheduler {self.scheduler} "
                                   f"(waited {timeout:.0f}s)")
             time.sleep(0.2)
 
     def _check_paths(self) -> None:
         staging = Ledger(self.config.output).staging_root if self.config.output else None
-        problems = self.client.run(check_worker_paths, self.config.job.source, staging)
+        probe = None
+        if staging is not None:
+            probe = f".probe-{uuid.uuid4().hex}"
+            open(os.path.join(staging, probe), "wb").close()
+        try:
+            problems = self.client.run(check_worker_paths, self.config.job.source, staging, probe)
+        finally:
+            if probe is not None:
+                os.unlink(os.path.join(staging, probe))
         for address, problem in sorted(problems.items()):
             if problem:
                 raise ConfigError(f"Dask worker {address}: {problem}; SOURCE and OUT must be the same "
                                   f"paths on every worker (a shared filesystem)")
+
+    def _workers(self) -> dict:
+        """Every worker the scheduler knows, by address."""
+        try:
+            return self.client.scheduler_info(n_workers=-1)["workers"]
+        except TypeError:  # distributed before n_workers (it returned all of them)
+            return self.client.scheduler_info()["workers"]
 
     def _wait_for_earlier_run(self) -> None:
         """A client that died leaves its running batches to finish on the workers; they would
@@ -143,7 +170,7 @@ class DaskExecutor:
     def _fetch_pids(self) -> list[int]:
         if self.cluster is None:
             return []  # remote processes: neither sampled nor killed from here
-        return list(self.client.run(os.getpid).values())
+        return list(self.client.run(os.getpid, on_error="ignore").values())
 
     # -- the executor interface ----------------------------------------------------------------
 
@@ -181,11 +208,20 @@ class DaskExecutor:
                 pass
 
     def rebuild(self) -> None:
-        """After a worker died: its nanny restarts it; go on once a worker is connected."""
+        """After a worker died (nothing is in flight): its nanny restarts it; go on once a worker
+        is connected. A local cluster that gets none back is replaced, as the local pool is."""
         from .coordinator import FatalJobError
 
         try:
-            self._wait_for_workers(WORKERS_BACK_TIMEOUT_S)
+            if self.cluster is not None:
+                try:
+                    self._wait_for_workers(LOCAL_WORKERS_BACK_TIMEOUT_S)
+                except ConfigError:
+                    self._close()
+                    self._start_local_cluster()
+                    self._wait_for_workers(WORKERS_AT_START_TIMEOUT_S)
+            else:
+                self._wait_for_workers(WORKERS_BACK_TIMEOUT_S)
         except ConfigError as err:
             raise FatalJobError(str(err)) from None
         self._pids = self._fetch_pids()
@@ -199,7 +235,7 @@ class DaskExecutor:
         if now - self._memory_checked >= MEMORY_REFRESH_S:
             self._memory_checked = now
             try:
-                workers = self.client.scheduler_info()["workers"].values()
+                workers = self._workers().values()
                 self._memory_rss = sum(w.get("metrics", {}).get("memory", 0) for w in workers)
             except Exception:  # noqa: BLE001 - a missed sample keeps the last one
                 pass
@@ -209,7 +245,7 @@ class DaskExecutor:
         with self._lock:
             pending = list(self._dask_futures)
             self._dask_futures.clear()
-        if pending:
+        if pending and self.client is not None:
             try:
                 self.client.cancel(pending)
             except Exception:  # noqa: BLE001 - the scheduler may be gone already
@@ -219,7 +255,7 @@ class DaskExecutor:
         self._close()
 
     def _close(self) -> None:
-        client = getattr(self, "client", None)
+        client, self.client = self.client, None
         if client is not None:
             client.close()
         if self.cluster is not None:

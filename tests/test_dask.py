@@ -18,6 +18,7 @@ import pytest
 
 from conftest import ROOT, read_table, stdlib_dir
 from snakebatch.ledger import Ledger
+from snakebatch.worker import BatchTask, process_batch
 
 distributed = pytest.importorskip("distributed")
 
@@ -299,6 +300,32 @@ def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_clu
     assert {row["status"] for row in files} == {"ok"}
 
 
+def test_a_builtin_local_cluster_without_workers_is_replaced(corpus, tmp_path, monkeypatch):
+    """When no worker comes back after a death (its nanny gave up), `rebuild` replaces the local
+    cluster as the local pool replaces a broken pool, and batches run again."""
+    from snakebatch import dask_executor
+    from snakebatch.config import build_config
+    monkeypatch.setenv("PYTHONPATH", process_env()["PYTHONPATH"])
+    monkeypatch.setattr(dask_executor, "LOCAL_WORKERS_BACK_TIMEOUT_S", 1)
+    out = tmp_path / "out"
+    staging = Path(Ledger(str(out)).staging_root)
+    staging.mkdir(parents=True)
+    config = build_config(corpus, out, executor="dask", workers=1, memory_budget="512MiB")
+    executor = dask_executor.DaskExecutor(config)
+    try:
+        first_cluster = executor.cluster
+        executor.client.retire_workers(close_workers=True, remove=True)
+        assert not executor.client.scheduler_info()["workers"]
+        executor.rebuild()
+        assert executor.cluster is not first_cluster
+        task = BatchTask(batch_id=1, attempt=0, source=str(corpus), staging=str(staging / "b1"),
+                         files=[("json/decoder.py", 0, 0)])
+        outcome = executor.submit(process_batch, task).result(timeout=120)
+        assert outcome.statuses == ["ok"] and outcome.pid in executor.worker_pids()
+    finally:
+        executor.shutdown()
+
+
 def test_missing_extra_is_a_clear_usage_error(corpus, tmp_path):
     blocker = tmp_path / "site"
     blocker.mkdir()
@@ -321,28 +348,29 @@ def _can_unshare_mounts() -> bool:
     return probe.returncode == 0
 
 
-# A worker in its own mount namespace, where SOURCE's folder is an empty tmpfs, or OUT read-only:
-# a machine that did not mount the shared filesystem, or mounted it read-only.
+# A worker in its own mount namespace, where SOURCE's folder is an empty tmpfs, OUT is read-only,
+# or OUT is a local folder of the same name: a machine that did not mount the shared filesystem,
+# mounted it read-only, or has a folder of its own at that path.
 BLIND_WORKERS = {
-    "source": ('mount -t tmpfs none "$0" && exec "$@"', "SOURCE {source} is not a folder there"),
+    "source": ('mount -t tmpfs none "$1" && exec "${@:2}"', "SOURCE {source} is not a folder there"),
     "out": ('mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "${@:2}"',
             "cannot write to OUT staging folder {out}/_snakebatch/staging there"),
+    "unshared": ('mount -t tmpfs none "$1" && mkdir -p "$1/_snakebatch/staging" && exec "${@:2}"',
+                 "OUT staging folder {out}/_snakebatch/staging there is not the coordinator's"),
 }
 
 
 @pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare to hide a folder from a worker")
 @pytest.mark.parametrize("hidden", sorted(BLIND_WORKERS))
-def test_a_worker_that_cannot_see_source_or_write_out_is_a_clear_error(corpus, tmp_path, hidden):
+def test_a_worker_without_the_shared_source_or_out_is_a_clear_error(corpus, tmp_path, hidden):
     """The job is refused (exit 2) with a message naming the path and the worker, before any batch runs."""
     source = tmp_path / "private" / "src"
     shutil.copytree(corpus / "json", source)
     out = tmp_path / "out"
     out.mkdir()
     script, expected = BLIND_WORKERS[hidden]
-    if hidden == "source":
-        prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(source.parent))
-    else:
-        prefix = ("unshare", "--mount", "--propagation", "private", "bash", "-c", script, "bash", str(out))
+    hidden_folder = source.parent if hidden == "source" else out
+    prefix = ("unshare", "--mount", "--propagation", "private", "bash", "-c", script, "bash", str(hidden_folder))
     cluster = DaskCLICluster(tmp_path)
     try:
         cluster.start_scheduler()
