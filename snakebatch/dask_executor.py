@@ -42,7 +42,14 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.memory.target": False,
     "distributed.worker.memory.spill": False,
     "distributed.scheduler.allowed-failures": 0,
+    "distributed.worker.preload": ["snakebatch.dask_executor"],  # runs dask_setup below
 }
+
+
+def dask_setup(worker) -> None:
+    """Preloaded into a local cluster's workers: Ctrl-C in a terminal reaches the whole process
+    group; the coordinator alone decides how to stop, and lets the workers finish their batches."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def check_worker_paths(source: str, staging_root: str | None, probe: str | None) -> str | None:

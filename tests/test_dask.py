@@ -262,6 +262,36 @@ def test_resume_after_the_client_is_killed(corpus, local_out, cli_cluster, tmp_p
     assert_same_rows(out, local_out)
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_builtin_local_cluster_cleanly(corpus, local_out, tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: the workers ignore it, the
+    coordinator commits what is in flight and exits 130; `--resume` completes the same rows."""
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "snakebatch", "run", str(corpus), "-o", str(out), "--executor", "dask",
+            "-j", "2", "--batch-bytes", "16KB", "--no-progress"]
+    proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        ledger = out / "_snakebatch" / "ledger.jsonl"
+        deadline = time.monotonic() + 120
+        while not (ledger.exists() and ledger.read_bytes().count(b"\n") >= 2):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no batch was committed in 120s"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 130, stderr
+    assert "resume with:" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    summary = check(snakebatch("run", corpus, "-o", out, "--resume", "--executor", "dask", "-j", "2",
+                               "--no-progress", "--json"))
+    assert 0 < summary["files_this_run"] < summary["files"]
+    assert_same_rows(out, local_out)
+
+
+@pytest.mark.slow
 def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_cluster, tmp_path):
     """A batch still executing on a worker after its client died would write into the staging
     folder the resumed run reuses: the resume commits nothing before that batch has finished."""
@@ -360,6 +390,7 @@ BLIND_WORKERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_unshare_mounts(), reason="needs root and unshare to hide a folder from a worker")
 @pytest.mark.parametrize("hidden", sorted(BLIND_WORKERS))
 def test_a_worker_without_the_shared_source_or_out_is_a_clear_error(corpus, tmp_path, hidden):
