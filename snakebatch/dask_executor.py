@@ -124,7 +124,7 @@ class DaskExecutor:
         with dask.config.set(LOCAL_CLUSTER_CONFIG):
             self.cluster = LocalCluster(
                 n_workers=config.workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None,
+                host="127.0.0.1", dashboard_address=":0",
                 memory_limit=max(config.memory_budget // config.workers, 1),
             )
         self.client = Client(self.cluster, set_as_default=False)
