@@ -356,6 +356,43 @@ def test_a_builtin_local_cluster_without_workers_is_replaced(corpus, tmp_path, m
         executor.shutdown()
 
 
+@pytest.mark.slow
+def test_losing_the_scheduler_stops_the_job_resumably(corpus, local_out, tmp_path):
+    """The scheduler dies mid-job: exit 1 with the resume command, no file gets an error row for
+    it, and `--resume` (here on the local pool) completes the same rows."""
+    cluster = DaskCLICluster(tmp_path)
+    out = tmp_path / "out"
+    try:
+        cluster.start_scheduler()
+        cluster.start_workers(2)
+        wait_for_workers(cluster.address, 2, cluster.procs)
+        args = [sys.executable, "-m", "snakebatch", "run", str(corpus), "-o", str(out), "--executor", "dask",
+                "--scheduler", cluster.address, "--batch-bytes", "16KB", "--no-progress"]
+        proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ledger = out / "_snakebatch" / "ledger.jsonl"
+            deadline = time.monotonic() + 120
+            while not (ledger.exists() and ledger.read_bytes().count(b"\n") >= 2):
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "no batch was committed in 120s"
+                time.sleep(0.01)
+            os.killpg(cluster.procs[0].pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        cluster.stop()
+    assert proc.returncode == 1, stderr
+    assert "resume with:" in stderr
+    statuses = {row["status"] for row in read_table(out, "files").to_pylist()}
+    assert not statuses & {"crashed", "parser_error"}
+    summary = check(snakebatch("run", corpus, "-o", out, "--resume", "--no-progress", "--json"))
+    assert 0 < summary["files_this_run"] < summary["files"]
+    assert_same_rows(out, local_out)
+
+
 def test_missing_extra_is_a_clear_usage_error(corpus, tmp_path):
     blocker = tmp_path / "site"
     blocker.mkdir()
