@@ -9,6 +9,7 @@ both call `build_config`; nothing past it re-validates or reads options from any
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import tomllib
@@ -19,7 +20,10 @@ import psutil
 
 from .errors import ConfigError
 
+DASK_EXTRA_MISSING = "--executor dask needs the extra: pip install 'snakebatch[dask]'"
+
 _SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
+_SCHEDULER = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-f:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$", re.I)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -237,6 +241,10 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError(f"{label('scheduler')}: expected an address like tcp://HOST:PORT, got {scheduler!r}")
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
+    if scheduler is not None and not _SCHEDULER.match(str(scheduler)):
+        raise ConfigError(f"{label('scheduler')}: {scheduler!r} is not a Dask scheduler address like tcp://HOST:PORT")
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        raise ConfigError(DASK_EXTRA_MISSING)
     max_errors = merged.get("max_errors")
     file_timeout = merged.get("file_timeout", 60.0)
     if isinstance(file_timeout, bool) or not isinstance(file_timeout, (int, float, str)):

@@ -92,6 +92,7 @@ class MemoryGovernor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._holding: str | None = None
+        self.peak_remote_rss = 0
         self.sample()
 
     # -- sampling ------------------------------------------------------------------------------
@@ -100,6 +101,9 @@ class MemoryGovernor:
         """Learn which processes are the executor's workers (and any it runs outside this tree)."""
         self._worker_pids = getattr(executor, "worker_pids", None) or (lambda: ())
         self._external_rss = getattr(executor, "memory_rss", None)
+        # A remote cluster sets the worker count, and its workers' memory limits are the budget.
+        self.workers = getattr(executor, "workers", self.workers)
+        self.budget = getattr(executor, "memory_limit", None) or self.budget
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="snakebatch-governor", daemon=True)
@@ -152,6 +156,7 @@ class MemoryGovernor:
                 external = 0
             total += external
             workers += external
+            self.peak_remote_rss = max(self.peak_remote_rss, external)
         self.rss, self.workers_rss = total, workers
         if total > self.peak_rss:
             self.peak_rss = total
@@ -358,6 +363,7 @@ class MemoryGovernor:
             "peak_rss_bytes": self.peak_rss,
             "baseline_bytes": self.last_baseline,  # as of the last admission (the pool is gone now)
             "worker_rest_rss_bytes": self.worker_rest_rss(),
+            "peak_remote_rss_bytes": self.peak_remote_rss,
             "batch_bytes": self.batch_bytes,
             "in_flight_limit": self.in_flight_limit,
             "ratios": {name: {"bytes_per_source_byte": round(self.ratio(name), 1),
