@@ -52,6 +52,9 @@ from .watchdog import Stuck, Watchdog
 from .worker import BatchOutcome, BatchTask, process_batch
 
 PROGRESS_INTERVAL_S = 0.5
+# Isolated worker deaths, with no batch parsed yet, after which the workers are taken to be
+# unable to run at all (a poison file costs at most two before a half of its batch succeeds).
+WORKERS_NEVER_WORK = 3
 
 
 class Progress(msgspec.Struct):
@@ -141,6 +144,7 @@ class Coordinator:
         self.bytes_run = 0
         self.errors_run = 0
         self.batches_run = 0
+        self.batches_parsed = 0  # committed batches a worker parsed (not forced-status rows)
         self.retries = 0
         self.crashed_isolations = 0
         self.error_samples: list = []
@@ -354,6 +358,14 @@ class Coordinator:
         elif watchdog_broke:
             self._redo.append(task)
         else:
+            if isolated and self.batches_parsed == 0 and self.crashed_isolations >= WORKERS_NEVER_WORK:
+                # Not a poison file: workers that cannot even start (a script calling run() without
+                # the __main__ guard, a plugin that kills its importer) would mark every file crashed.
+                raise FatalJobError(
+                    f"worker processes died {self.crashed_isolations + 1} times in a row without finishing "
+                    "any batch: they cannot start or run; check that --parser modules import cleanly and "
+                    "that a script calling snakebatch.run guards it with `if __name__ == \"__main__\":`"
+                )
             yield from self._after_failure(task, isolated, suspects, "crashed",
                                            "the worker process died while parsing this file")
 
@@ -403,6 +415,8 @@ class Coordinator:
         except OSError as err:
             raise FatalJobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
         self.batches_run += 1
+        if task.forced_status is None:
+            self.batches_parsed += 1
         self.files_run += len(outcome.statuses)
         self.bytes_run += outcome.bytes
         errors = 0

@@ -193,6 +193,9 @@ def open_job(config: RunConfig) -> JobLock:
     lock = JobLock(out)
     lock.acquire()
     try:
+        if holds_job(out) != exists:
+            # Another run started or replaced the job between our look and our lock.
+            raise JobError(f"{out} changed while this run was starting (another snakebatch run?); try again")
         if config.mode == "fresh" and exists:
             for name in os.listdir(out):
                 if name == STATE:

@@ -273,3 +273,33 @@ def test_bad_parser_spec_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert "no_such_module_xyz" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_workers_that_cannot_run_stop_the_job_instead_of_crashing_every_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"m{i:02d}.py").write_text(f"x = {i}\n")
+    plugin = tmp_path / "plug"
+    plugin.mkdir()
+    # Imports cleanly in the coordinator (so the option is valid) but kills every worker process.
+    (plugin / "deadly_import.py").write_text(
+        "import multiprocessing, os\n"
+        "from snakebatch.parsers import Parser, ParseResult\n"
+        "if multiprocessing.parent_process() is not None:\n"
+        "    os._exit(3)\n"
+        "class Never(Parser):\n"
+        "    name = 'never'\n"
+        "    patterns = ('*.never',)\n"
+        "    def parse(self, path, data):\n"
+        "        return ParseResult()\n"
+        "parser = Never()\n"
+    )
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", "-j", "2", "--parser", "deadly_import:parser",
+                   pythonpath=[plugin], timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["state"] == "stopped" and "without finishing any batch" in summary["stop_reason"]
+    assert summary["status_counts"].get("crashed", 0) <= 2  # not every file marked crashed
+    assert "--resume" in proc.stderr
