@@ -293,6 +293,12 @@ class Coordinator:
                 shutil.rmtree(task.staging, ignore_errors=True)
         self.complete = (not self.stop and not suspects and not self._redo and self._next is None
                          and planner.discovery_done)
+        if (self.complete and self.files_before + self.files_run == 0 and self.sink.committed is not None
+                and self.sink.first_batch_id == 1):  # nothing committed yet, not even an empty part
+            # A job of no files still commits one empty part per table: a reader given
+            # `OUT/files/*.parquet` gets zero rows with the schema, not "no files found".
+            empty = self._task(planner.new_id(), [])
+            yield from self._commit(empty, process_batch(empty))
         self._maybe_progress(final=True)
 
     def _fill(self, executor, inflight: dict):

@@ -303,3 +303,15 @@ def test_workers_that_cannot_run_stop_the_job_instead_of_crashing_every_file(tmp
     assert summary["state"] == "stopped" and "without finishing any batch" in summary["stop_reason"]
     assert summary["status_counts"].get("crashed", 0) <= 2  # not every file marked crashed
     assert "--resume" in proc.stderr
+
+
+def test_a_job_of_no_files_is_readable_by_duckdb(tmp_path):
+    src = tmp_path / "empty"
+    src.mkdir()
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
+    assert json.loads(proc.stdout)["files"] == 0
+    con = duckdb.connect()
+    for table in ("files", "definitions", "imports"):
+        assert con.execute(f"select count(*) from read_parquet('{out}/{table}/*.parquet')").fetchall() == [(0,)]
+    assert "status" in read_table(out, "files").schema.names
