@@ -92,6 +92,36 @@ def _json(obj) -> str:
     return msgspec.json.encode(obj).decode()
 
 
+def _job_options(command):
+    """The options `run` and `plan` share: which files, which parsers, how many workers."""
+    for option in reversed([
+        click.option("-j", "--workers", type=int, default=None, help="Worker processes [all usable cores]."),
+        click.option("--memory-budget", default=None,
+                     help="Ceiling for the process tree's RSS, e.g. 512MB, 2GiB [50% of available RAM]."),
+        click.option("--batch-bytes", default=None, help="Target source bytes per batch [adaptive]."),
+        click.option("--include", multiple=True, help="Only files matching this gitignore-style pattern (repeatable)."),
+        click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable)."),
+        click.option("--no-gitignore", is_flag=True, help="Also take what .gitignore files exclude."),
+        click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE."),
+        click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB]."),
+        click.option("--parser", "parsers", multiple=True,
+                     help="A parser name or module:attribute, tried before the built-ins (repeatable)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+                       follow_symlinks, max_file_size, parsers) -> dict:
+    """`_job_options` as API keyword arguments; None where not given, so defaults apply."""
+    return dict(
+        workers=workers, memory_budget=memory_budget, batch_bytes=batch_bytes,
+        include=include or None, exclude=exclude or None, gitignore=False if no_gitignore else None,
+        follow_symlinks=True if follow_symlinks else None, max_file_size=max_file_size,
+        parsers=parsers or None,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="snakebatch")
 def main():
@@ -103,15 +133,7 @@ def main():
 @click.option("-o", "--output", default="snakebatch-out", show_default=True, help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the job in OUT; committed files are not parsed again.")
 @click.option("--fresh", is_flag=True, help="Delete the job in OUT and start over.")
-@click.option("-j", "--workers", type=int, default=None, help="Worker processes [all usable cores].")
-@click.option("--memory-budget", default=None, help="Ceiling for the process tree's RSS, e.g. 512MB, 2GiB [50% of available RAM].")
-@click.option("--batch-bytes", default=None, help="Target source bytes per batch [adaptive].")
-@click.option("--include", multiple=True, help="Only files matching this gitignore-style pattern (repeatable).")
-@click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable).")
-@click.option("--no-gitignore", is_flag=True, help="Also ingest what .gitignore files exclude.")
-@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE.")
-@click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB].")
-@click.option("--parser", "parsers", multiple=True, help="A parser name or module:attribute, tried before the built-ins (repeatable).")
+@_job_options
 @click.option("--content", is_flag=True, help="Also store each text file's content.")
 @click.option("--file-timeout", type=float, default=None, help="Seconds before a file's parse is given up as timeout [60].")
 @click.option("--retries", type=int, default=None, help="Retries of a crashed or timed-out file [1].")
@@ -130,10 +152,9 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
     show_progress = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressBar() if show_progress else None
     options = dict(
-        workers=workers, memory_budget=memory_budget, batch_bytes=batch_bytes,
-        include=include or None, exclude=exclude or None, gitignore=False if no_gitignore else None,
-        follow_symlinks=True if follow_symlinks else None, max_file_size=max_file_size,
-        parsers=parsers or None, content=True if content else None, file_timeout=file_timeout,
+        _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+                           follow_symlinks, max_file_size, parsers),
+        content=True if content else None, file_timeout=file_timeout,
         retries=retries, fail_fast=True if fail_fast else None, max_errors=max_errors,
         executor=executor, scheduler=scheduler,
     )
@@ -183,15 +204,7 @@ def status(out, as_json):
 @click.argument("source", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
 @click.option("-o", "--output", default="snakebatch-out", show_default=True,
               help="The run's output folder (skipped by the walk when inside SOURCE); nothing is written.")
-@click.option("-j", "--workers", type=int, default=None, help="Worker processes to estimate for [all usable cores].")
-@click.option("--memory-budget", default=None, help="Budget to estimate for, e.g. 512MB, 2GiB [50% of available RAM].")
-@click.option("--batch-bytes", default=None, help="Target source bytes per batch [adaptive].")
-@click.option("--include", multiple=True, help="Only files matching this gitignore-style pattern (repeatable).")
-@click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable).")
-@click.option("--no-gitignore", is_flag=True, help="Also count what .gitignore files exclude.")
-@click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE.")
-@click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB].")
-@click.option("--parser", "parsers", multiple=True, help="A parser name or module:attribute (repeatable).")
+@_job_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
 def plan_command(source, output, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
                  follow_symlinks, max_file_size, parsers, as_json):
@@ -201,12 +214,8 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
     """
     from .plan import plan
 
-    options = dict(
-        workers=workers, memory_budget=memory_budget, batch_bytes=batch_bytes,
-        include=include or None, exclude=exclude or None, gitignore=False if no_gitignore else None,
-        follow_symlinks=True if follow_symlinks else None, max_file_size=max_file_size,
-        parsers=parsers or None,
-    )
+    options = _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+                                 follow_symlinks, max_file_size, parsers)
     try:
         result = plan(source, output, **options)
     except ConfigError as err:

@@ -263,13 +263,7 @@ class Coordinator:
                         except BaseException:  # noqa: BLE001
                             shutil.rmtree(task.staging, ignore_errors=True)
                             if not self.stop:
-                                stuck = self.watchdog.take(task.batch_id, task.attempt) if self.watchdog else None
-                                if stuck is not None:
-                                    yield from self._after_timeout(task, stuck)
-                                elif watchdog_broke:
-                                    self._redo.append(task)
-                                else:
-                                    suspects.append(task)
+                                yield from self._after_death(task, False, suspects, watchdog_broke)
                             continue
                         yield from self._commit(task, outcome)
                     time.sleep(0.05)  # a SIGTERM to the group kills workers first; let its handler run
