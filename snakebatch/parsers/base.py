@@ -118,13 +118,14 @@ class _PatternMatcher:
 _HASH_COMMENT = b"#"
 
 
-def count_lines(data: bytes, comment: bytes | tuple[bytes, ...] | re.Pattern[bytes] | None = _HASH_COMMENT
+def count_lines(data: bytes, comment: bytes | re.Pattern[bytes] | None = _HASH_COMMENT
                 ) -> tuple[int, int, int | None, int]:
     """(lines, code_lines, comment_lines, blank_lines) of `data`.
 
-    `comment` is the line-comment prefix (or prefixes, or a pattern matched at the start of the
-    line's text); None means the language has no known line comments and `comment_lines` is
-    None. Splitting and `bytes.lstrip` run in C: 4x faster than a multiline regex here.
+    `comment` is the line-comment prefix, or a pattern matched at the start of a line's text;
+    None means the language has no known line comments and `comment_lines` is None. Splitting,
+    `bytes.lstrip` and counting a prefix after each newline all run in C: 4x faster than a
+    multiline regex, and a loop over lines only where a pattern needs it.
     """
     if not data:
         return 0, 0, (0 if comment is not None else None), 0
@@ -138,5 +139,5 @@ def count_lines(data: bytes, comment: bytes | tuple[bytes, ...] | re.Pattern[byt
     elif isinstance(comment, re.Pattern):
         comments = sum(1 for line in stripped if comment.match(line))
     else:
-        comments = sum(1 for line in stripped if line.startswith(comment))
+        comments = (b"\n" + b"\n".join(stripped)).count(b"\n" + comment)
     return len(lines), len(lines) - blank - (comments or 0), comments, blank

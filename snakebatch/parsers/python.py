@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import inspect
 import platform
 import warnings
 
@@ -96,7 +97,7 @@ def extract(tree: ast.Module) -> tuple[list[Definition], list[Import]]:
                         node.col_offset,
                         [_decorator(d) for d in node.decorator_list],
                         n_params,
-                        ast.get_docstring(node),
+                        _docstring(node),
                     )
                 )
             elif kind is ast.Import:
@@ -126,6 +127,18 @@ def _recover(path: str, data: bytes) -> tuple[list, list] | None:
     except ImportError:
         return None
     return recover_python(path, data)
+
+
+def _docstring(node) -> str | None:
+    """`ast.get_docstring(node)`, without `inspect.cleandoc` for one-line strings (most)."""
+    body = node.body
+    if not body or type(body[0]) is not ast.Expr:
+        return None
+    value = body[0].value
+    if type(value) is not ast.Constant or type(value.value) is not str:
+        return None
+    text = value.value
+    return inspect.cleandoc(text) if "\n" in text else text.expandtabs().lstrip()
 
 
 def _is_decode_error(err: SyntaxError) -> bool:
@@ -172,7 +185,7 @@ class PythonParser(Parser):
                 result.error_type = type(err).__name__
                 result.error_message = str(err)
                 return result
-            result.docstring = ast.get_docstring(tree)
+            result.docstring = _docstring(tree)
             result.definitions, result.imports = extract(tree)
             del tree
         finally:
