@@ -240,7 +240,7 @@ def test_done_when_four_sigkills_and_a_sigint_on_6000_files(tmp_path):
     arbitrary moments, each followed by --resume, ends equal row for row to an uninterrupted run;
     `status --json` describes the job correctly at every stage."""
     corpus = tmp_path / "corpus"
-    assert copy_stdlib(corpus, 6000, max_size=30_000, copies=4) == 6000
+    assert copy_stdlib(corpus, 6000, max_size=30_000, copies=5) == 6000
     options = ("-j", "2")
     environ = env()
     base = Run(run_args(corpus, tmp_path / "base", *options, "--json"), environ, tmp_path / "logs")
