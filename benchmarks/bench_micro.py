@@ -159,3 +159,47 @@ def test_arrow_parquet_part(benchmark, tmp_path):
 
     benchmark.pedantic(build_and_write, rounds=20, iterations=1)
     _report(benchmark, "rows/s", n)
+
+
+@pytest.fixture(scope="module")
+def real_batch_tables(corpus_bytes, tmp_path_factory) -> dict:
+    """The three tables of one real batch (the corpus's first files through process_batch)."""
+    from snakebatch.worker import BatchTask, process_batch
+
+    source = tmp_path_factory.mktemp("batch-src")
+    files = []
+    for i, (path, data) in enumerate(corpus_bytes[:500]):
+        name = f"m{i:04d}.py"
+        (source / name).write_bytes(data)
+        files.append((name, len(data), 0))
+    staging = tmp_path_factory.mktemp("batch-out") / "staging"
+    process_batch(BatchTask(batch_id=1, attempt=0, source=str(source), staging=str(staging), files=files))
+    return {table: pq.read_table(str(staging / f"{table}.parquet")) for table in TABLES}
+
+
+PARQUET_CHOICES = {
+    "zstd-1": {"compression": "zstd", "compression_level": 1},
+    "zstd-3": {"compression": "zstd", "compression_level": 3},
+    "snappy": {"compression": "snappy"},
+    "lz4": {"compression": "lz4"},
+    "none": {"compression": "none"},
+    "zstd-1-no-dict": {"compression": "zstd", "compression_level": 1, "use_dictionary": False},
+}
+
+
+@pytest.mark.parametrize("choice", list(PARQUET_CHOICES))
+def test_parquet_options(benchmark, real_batch_tables, tmp_path, choice):
+    """Writing one real batch's three tables with each compression choice: speed and size."""
+    options = PARQUET_CHOICES[choice]
+
+    def write_all():
+        for table, data in real_batch_tables.items():
+            pq.write_table(data, str(tmp_path / f"{table}.parquet"), **options)
+
+    benchmark.pedantic(write_all, rounds=10, iterations=1, warmup_rounds=1)
+    size = sum(os.path.getsize(tmp_path / f"{t}.parquet") for t in TABLES)
+    in_memory = sum(t.nbytes for t in real_batch_tables.values())
+    benchmark.extra_info["parquet_bytes"] = size
+    benchmark.extra_info["ratio_vs_arrow"] = round(size / in_memory, 3)
+    _report(benchmark, "MB/s (Arrow bytes in)", in_memory / 1e6)
+    print(f"  {choice}: {size / 1e3:,.0f} kB on disk for {in_memory / 1e6:.1f} MB of Arrow data")

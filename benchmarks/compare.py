@@ -157,8 +157,9 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    # The last commit that changed the engine (benchmark commits do not change what is measured).
+    commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--", "snakebatch"],
+                            capture_output=True, text=True).stdout.strip()
     return {
         "cpu": model,
         "cores": os.cpu_count(),
