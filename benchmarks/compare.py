@@ -220,6 +220,26 @@ def limits_summary(runs: list[dict]) -> dict | None:
     return out
 
 
+def scaling_model(rows: list[dict], workers: int, target: int = 16) -> list[str]:
+    """T(n) = a + b/n fitted through the 1-worker and N-worker medians (Amdahl: a is the serial
+    part, b the parallel work), extrapolated to `target` cores; the coordinator's own CPU time
+    (main process) bounds it too, since one process commits every batch."""
+    out = []
+    for tool in TOOLS:
+        one = next((r for r in rows if r["tool"] == tool and r["workers"] == 1), None)
+        many = next((r for r in rows if r["tool"] == tool and r["workers"] == workers), None)
+        if not one or not many or workers < 2:
+            continue
+        b = (one["wall_s"] - many["wall_s"]) * workers / (workers - 1)
+        a = one["wall_s"] - b
+        predicted = max(a + b / target, many["cpu_main"])
+        out.append(f"Scaling model, {tool}: T(n) = {a:.2f} s serial + {b:.2f} s / n (fitted on n = 1 and "
+                   f"{workers}); at n = {target}: {predicted:.2f} s, parallel efficiency "
+                   f"{one['wall_s'] / (target * predicted) * 100:.0f}% (the main process used "
+                   f"{many['cpu_main']:.2f} CPU s per run, a floor no number of workers removes).")
+    return out
+
+
 def _fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -271,6 +291,9 @@ def render(name: str, source: str, workers: int, rows: list[dict], limits: dict 
             lines.append(f"Limit with {workers} workers (bare parse, gc off, perfectly parallel): "
                          f"{limit_s:.2f} s for the .py files; snakebatch end to end {base['wall_s']:.2f} s = "
                          f"{limit_s / base['wall_s'] * 100:.0f}% of the limit.")
+    model = scaling_model(rows, workers)
+    if model:
+        lines += ["", *model]
     for note in notes:
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
