@@ -122,11 +122,11 @@ def _command(tool: str, source: str, out: str, workers: int) -> list[str]:
     return [sys.executable, os.path.join(HERE, "peers", PEER_SCRIPTS[tool]), source, out, "-j", str(workers)]
 
 
-def run_once(tool: str, source: str, workers: int, scratch: str) -> dict:
+def run_once(tool: str, source: str, workers: int, scratch: str, engine: str = ROOT) -> dict:
     out = os.path.join(scratch, f"out-{tool}-{workers}")
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (engine, env.get("PYTHONPATH")) if p)
     parts_dir = os.path.join(out, "files") if tool == "snakebatch" else None
     started = time.perf_counter()
     proc = subprocess.Popen(_command(tool, source, out, workers), stdout=subprocess.PIPE,
@@ -147,7 +147,7 @@ def run_once(tool: str, source: str, workers: int, scratch: str) -> dict:
 
 # -- the machine ---------------------------------------------------------------------------------
 
-def machine() -> dict:
+def machine(engine: str = ROOT) -> dict:
     model = "unknown"
     try:
         with open("/proc/cpuinfo") as fh:
@@ -158,7 +158,7 @@ def machine() -> dict:
     except OSError:
         pass
     # The last commit that changed the engine (benchmark commits do not change what is measured).
-    commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--", "snakebatch"],
+    commit = subprocess.run(["git", "-C", engine, "log", "-1", "--format=%h", "--", "snakebatch"],
                             capture_output=True, text=True).stdout.strip()
     return {
         "cpu": model,
@@ -168,6 +168,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "commit": commit,
+        "engine": engine,
     }
 
 
@@ -302,8 +303,8 @@ def render(name: str, source: str, workers: int, rows: list[dict], limits: dict 
 def machine_section(info: dict) -> str:
     return (
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
-        f"{info['ram_gib']:.1f} GiB RAM, Python {info['python']}, {info['platform']}; snakebatch at "
-        f"commit {info['commit']}. The machine is shared with other jobs: load averages are given with "
+        f"{info['ram_gib']:.1f} GiB RAM, Python {info['python']}, {info['platform']}; snakebatch from "
+        f"{info['engine']} at commit {info['commit']}. The machine is shared with other jobs: load averages are given with "
         f"each table, and figures taken at a load above the core count are noisy.\n"
     )
 
@@ -325,13 +326,13 @@ def write_section(key: str, text: str, path: str = RESULTS) -> None:
 
 # -- scale: peak RSS and first part on trees of different sizes ----------------------------------
 
-def run_scale(names: list[str], workers: int, scratch: str, write: bool) -> None:
+def run_scale(names: list[str], workers: int, scratch: str, write: bool, engine: str) -> None:
     load_start = _load()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results = []
     for name in names:
         source = corpus_path(name)
-        run = run_once("snakebatch", source, workers, scratch)
+        run = run_once("snakebatch", source, workers, scratch, engine)
         report = run["report"]
         results.append((name, run))
         print(f"{name}: {report['files']:,} files in {run['wall_s']:.1f} s, peak RSS {run['peak_rss'] / 1e6:.0f} MB "
@@ -370,17 +371,20 @@ def main(argv=None) -> int:
     ap.add_argument("--limits", action=argparse.BooleanOptionalAction, default=True,
                     help="also run the one-core limits (limits.py) in each round")
     ap.add_argument("--scale", help="comma-separated trees (e.g. tree10k,tree1m): peak RSS and first part only")
+    ap.add_argument("--engine", default=ROOT,
+                    help="checkout whose snakebatch is measured (default: this one), e.g. to compare branches")
     ap.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     args = ap.parse_args(argv)
 
-    info = machine()
+    engine = os.path.abspath(args.engine)
+    info = machine(engine)
     print(machine_section(info))
     scratch = tempfile.mkdtemp(prefix="snakebatch-compare-")
     try:
         if args.write:
             write_section("machine", "## Machine\n\n" + machine_section(info))
         if args.scale:
-            run_scale(args.scale.split(","), args.workers, scratch, args.write)
+            run_scale(args.scale.split(","), args.workers, scratch, args.write, engine)
             return 0
         tools, notes = [], []
         for tool in args.tools.split(","):
@@ -408,7 +412,7 @@ def main(argv=None) -> int:
                     if (tool, n) in failed:
                         continue
                     try:
-                        run = run_once(tool, source, n, scratch)
+                        run = run_once(tool, source, n, scratch, engine)
                     except RuntimeError as err:
                         failed.add((tool, n))
                         corpus_notes.append(f"{tool} -j {n} failed and was dropped: {str(err)[-500:]}")
