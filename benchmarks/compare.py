@@ -338,7 +338,7 @@ def run_scale(names: list[str], workers: int, scratch: str, write: bool, engine:
         print(f"{name}: {report['files']:,} files in {run['wall_s']:.1f} s, peak RSS {run['peak_rss'] / 1e6:.0f} MB "
               f"(snakebatch's own {report['peak_rss_bytes'] / 1e6:.0f} MB), first part at "
               f"{_fmt_s(run['first_part_s'])} s", flush=True)
-    lines = ["### Memory and streaming at scale (snakebatch only)", "",
+    lines = [f"### Memory and streaming at scale: {', '.join(names)} (snakebatch only)", "",
              f"{workers} workers, one run each, {when}; load average at start {load_start}, at end {_load()}.", "",
              "| corpus | files | wall s | files/s | peak RSS MB (sampled tree) | peak RSS MB (governor) | "
              "first part s | RSS vs smallest |",
@@ -352,7 +352,7 @@ def run_scale(names: list[str], workers: int, scratch: str, write: bool, engine:
     text = "\n".join(lines) + "\n"
     print(text)
     if write:
-        write_section("scale", text)
+        write_section("scale-" + "-".join(names), text)
 
 
 # -- main ----------------------------------------------------------------------------------------
