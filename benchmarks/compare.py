@@ -233,6 +233,10 @@ def scaling_model(rows: list[dict], workers: int, target: int = 16) -> list[str]
             continue
         b = (one["wall_s"] - many["wall_s"]) * workers / (workers - 1)
         a = one["wall_s"] - b
+        if a < 0 or b <= 0:
+            out.append(f"Scaling model, {tool}: not fitted (T(1) = {one['wall_s']:.2f} s, T({workers}) = "
+                       f"{many['wall_s']:.2f} s: the machine's load changed between the runs).")
+            continue
         predicted = max(a + b / target, many["cpu_main"])
         out.append(f"Scaling model, {tool}: T(n) = {a:.2f} s serial + {b:.2f} s / n (fitted on n = 1 and "
                    f"{workers}); at n = {target}: {predicted:.2f} s, parallel efficiency "
