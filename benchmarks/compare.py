@@ -206,6 +206,13 @@ def summarize(runs: list[dict], workers: int, corpus_files: int, corpus_bytes: i
         one = by_key.get((tool, 1))
         if n > 1 and one:
             row["efficiency"] = _median(one, lambda r: r["wall_s"]) / (n * wall)
+        # Paired by round: each round's wall time over snakebatch's in the same round, so that a
+        # change of load between rounds cancels out.
+        base_runs = by_key.get(("snakebatch", workers), [])
+        if base_runs and (tool, n) != ("snakebatch", workers):
+            pairs = [r["wall_s"] / b["wall_s"] for r, b in zip(group, base_runs)]
+            if pairs:
+                row["paired_ratio"] = statistics.median(pairs)
         rows.append(row)
     return rows
 
@@ -260,11 +267,13 @@ def render(name: str, source: str, workers: int, rows: list[dict], limits: dict 
     lines.append("")
     base = next((r for r in rows if r["tool"] == "snakebatch" and r["workers"] == workers), None)
     lines.append("| tool | workers | wall s | files/s | MB/s | peak RSS MB | CPU s main + children | "
-                 "wall / snakebatch | parallel efficiency | first part s |")
+                 "wall / snakebatch (medians; paired by round) | parallel efficiency | first part s |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     order = {t: i for i, t in enumerate(TOOLS)}
     for r in sorted(rows, key=lambda r: (order.get(r["tool"], 99), -r["workers"])):
         ratio = f"{r['wall_s'] / base['wall_s']:.2f}x" if base else "-"
+        if "paired_ratio" in r:
+            ratio += f"; {r['paired_ratio']:.2f}x"
         eff = f"{r['efficiency'] * 100:.0f}%" if "efficiency" in r else "-"
         lines.append(
             f"| {r['tool']} | {r['workers']} | {r['wall_s']:.2f} ({r['wall_min']:.2f}-{r['wall_max']:.2f}) | "
@@ -359,6 +368,24 @@ def run_scale(names: list[str], workers: int, scratch: str, write: bool, engine:
         write_section("scale-" + "-".join(names), text)
 
 
+def render_saved(path: str, write: bool) -> int:
+    with open(path) as fh:
+        saved = json.load(fh)
+    name = saved.get("corpus") or re.sub(r"^results-|\.json$", "", os.path.basename(path))
+    workers = saved.get("workers") or max(r["workers"] for r in saved["runs"])
+    when = saved.get("when") or datetime.datetime.fromtimestamp(
+        os.path.getmtime(path), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC (end)")
+    rounds = saved.get("rounds") or sum(1 for r in saved["runs"] if r["tool"] == "snakebatch"
+                                        and r["workers"] == workers)
+    rows = summarize(saved["runs"], workers, 0, 0)
+    text = render(name, saved.get("source", name), workers, rows, limits_summary(saved["runs"]),
+                  saved.get("notes", []), saved["machine"], saved["load_start"], saved["load_end"], when, rounds)
+    print(text)
+    if write:
+        write_section(f"corpus-{name}", text)
+    return 0
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -377,9 +404,13 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", help="comma-separated trees (e.g. tree10k,tree1m): peak RSS and first part only")
     ap.add_argument("--engine", default=ROOT,
                     help="checkout whose snakebatch is measured (default: this one), e.g. to compare branches")
+    ap.add_argument("--render", metavar="JSON", help="print (and write) a corpus table again from the "
+                    "results-*.json of an earlier run, without running anything")
     ap.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     args = ap.parse_args(argv)
 
+    if args.render:
+        return render_saved(args.render, args.write)
     engine = os.path.abspath(args.engine)
     info = machine(engine)
     print(machine_section(info))
@@ -440,7 +471,9 @@ def main(argv=None) -> int:
             if args.write:
                 write_section(f"corpus-{name if not os.path.isdir(name) else os.path.basename(name)}", text)
                 with open(os.path.join(HERE, f"results-{os.path.basename(name)}.json"), "w") as fh:
-                    json.dump({"machine": info, "load_start": load_start, "load_end": _load(), "runs": runs},
+                    json.dump({"machine": info, "corpus": name, "source": source, "workers": args.workers,
+                               "rounds": args.rounds, "when": when, "notes": corpus_notes,
+                               "load_start": load_start, "load_end": _load(), "runs": runs},
                               fh, indent=1)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
