@@ -203,7 +203,8 @@ class Coordinator:
             discover(config.job, skip=config.output or None, stats=self.discovery_stats),
             workers=config.workers,
             first_batch_id=self.sink.first_batch_id,
-            committed=committed,
+            # A fresh job has nothing committed: no look-up per discovered file.
+            committed=committed if committed is not None and committed.files else None,
         )
         self.planner = planner
         executor = make_executor(config)
