@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _treepeak import generated_module, run_sampled
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from treepeak import generated_module, run_sampled  # noqa: E402 - shared with the memory tests
 
 
 def stdlib_files(dest: Path, count: int) -> int:

@@ -9,62 +9,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import threading
-import time
 
-import psutil
 import pytest
 
-from conftest import cli_env, read_table, run_cli
+from conftest import read_table, run_cli
+from treepeak import generated_module
+from treepeak import run_sampled as run_tree_sampled
 
 MB = 1_000_000
-AST_BYTES_PER_SOURCE_BYTE = 265  # measured for generated_module() below
-
-
-def generated_module(size: int, seed: int) -> str:
-    parts, total, i = [], 0, 0
-    while total < size:
-        chunk = (f"def f_{seed}_{i}(a, b=1):\n    x = a + b * {i} - (a // 3) + [a, b, {i}][0]\n"
-                 f"    return {{'k': x, 'v': (a, b)}}\n\n")
-        parts.append(chunk)
-        total += len(chunk)
-        i += 1
-    return "".join(parts)
+AST_BYTES_PER_SOURCE_BYTE = 265  # measured for treepeak.generated_module()
 
 
 def run_sampled(*args) -> tuple[subprocess.CompletedProcess, int]:
     """`snakebatch ARGS` with the RSS of its whole process tree summed every 50 ms; (proc, peak)."""
-    proc = subprocess.Popen([sys.executable, "-m", "snakebatch", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env())
-    peak = 0
-    finished = threading.Event()
-
-    def sample():
-        nonlocal peak
-        root = psutil.Process(proc.pid)
-        while not finished.is_set():
-            total = 0
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                tree = []
-            for process in tree:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    pass
-            peak = max(peak, total)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        out, err = proc.communicate(timeout=600)
-    finally:
-        finished.set()
-        sampler.join()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), peak
+    return run_tree_sampled(list(args), timeout=600)
 
 
 def small_files(root, n: int) -> None:
@@ -90,7 +48,7 @@ def baseline(tmp_path_factory) -> int:
 def big_tree(root, n_big: int, big_size: int, n_small: int = 150):
     small_files(root, n_small)
     for i in range(n_big):
-        (root / "pkg" / f"generated_{i}.py").write_text(generated_module(big_size, seed=i))
+        (root / "pkg" / f"generated_{i}.py").write_bytes(generated_module(big_size, seed=i))
     return root
 
 

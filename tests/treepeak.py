@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: run snakebatch in a subprocess and sample its whole tree's RSS."""
+"""Shared by the memory tests and benchmarks: run snakebatch in a subprocess and sample the RSS
+of its whole process tree from outside."""
 
 from __future__ import annotations
 
