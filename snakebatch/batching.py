@@ -12,7 +12,7 @@ stays busy to the end instead of one worker finishing a large last batch alone.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import msgspec
 
@@ -65,8 +65,7 @@ class BatchPlanner:
     """Batches from a stream of files; `next_batch(target_bytes)` is called when there is room."""
 
     def __init__(self, files: Iterable[SourceFile], workers: int, first_batch_id: int = 1,
-                 committed: CommittedIndex | None = None,
-                 on_discovered: Callable[[SourceFile], None] | None = None):
+                 committed: CommittedIndex | None = None):
         self._files: Iterator[SourceFile] = iter(files)
         self._buffer: deque[SourceFile] = deque()
         self._buffer_bytes = 0
@@ -74,7 +73,6 @@ class BatchPlanner:
         self.workers = workers
         self.next_id = first_batch_id
         self.committed = committed
-        self.on_discovered = on_discovered
         self.discovered = 0  # files discovered and not committed before (to be processed)
         self.discovered_bytes = 0
 
@@ -95,8 +93,6 @@ class BatchPlanner:
             self.discovered_bytes += source_file.size
             self._buffer.append(source_file)
             self._buffer_bytes += source_file.size
-            if self.on_discovered is not None:
-                self.on_discovered(source_file)
 
     def has_more(self) -> bool:
         self._fill(1)

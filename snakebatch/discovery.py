@@ -35,9 +35,6 @@ class DiscoveryStats:
 
     def __init__(self) -> None:
         self.unreadable_folders: list[str] = []
-        self.skipped_links = 0
-        self.vanished = 0
-        self.ignored = 0
 
 
 def display_path(path: str) -> str:
@@ -124,18 +121,15 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
                 is_link = entry.is_symlink()
                 if is_link:
                     if not follow:
-                        stats.skipped_links += 1
                         continue
                     target = os.path.realpath(entry.path)
                     if os.path.commonpath([target, real_root]) != real_root:
-                        stats.skipped_links += 1  # never outside SOURCE
-                        continue
+                        continue  # never outside SOURCE
                     st = os.stat(entry.path)
                 else:
                     st = entry.stat(follow_symlinks=False)
             except OSError:
-                stats.vanished += 1  # vanished, or a broken link
-                continue
+                continue  # vanished, or a broken link
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 if name in VCS_FOLDERS:
@@ -147,7 +141,6 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
                     continue
                 dir_rel = rel + "/"
                 if ignores.rules and ignores.ignored(dir_rel) or exclude and exclude.match_file(dir_rel):
-                    stats.ignored += 1
                     continue
                 if follow:
                     visited.add(key)
@@ -156,10 +149,8 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
                 if name in VCS_FOLDERS:
                     continue  # a `.git` file of a worktree or submodule
                 if ignores.rules and ignores.ignored(rel) or exclude and exclude.match_file(rel):
-                    stats.ignored += 1
                     continue
                 if include is not None and not include.match_file(rel):
-                    stats.ignored += 1
                     continue
                 yield SourceFile(rel, st.st_size, st.st_mtime_ns)
             # FIFOs, sockets and devices are never taken (opening a FIFO would block).
