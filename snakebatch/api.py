@@ -102,6 +102,9 @@ def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
     summary = None
     try:
         yield from coordinator.run()
+        if coordinator.complete:
+            coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
+            coordinator.complete = not coordinator.stop  # a signal during compaction: resumable
         summary = coordinator.summary()
     finally:
         restore()

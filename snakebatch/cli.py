@@ -84,6 +84,9 @@ def _print_summary(summary) -> None:
         lines.append(f"  skipped:   {len(summary.unreadable_folders)} unreadable folder(s), e.g. {summary.unreadable_folders[0]}")
     for path, status, message in summary.error_samples[:3]:
         lines.append(f"  e.g. {status}: {path}: {message}")
+    if summary.compaction:
+        c = summary.compaction
+        lines.append(f"  compacted: {c['parts_before']} parts into {c['parts_after']} in {c['seconds']:.1f}s")
     lines.append(f"  output:    {summary.output}")
     click.echo("\n".join(lines))
 
@@ -142,10 +145,12 @@ def main():
 @click.option("--executor", type=click.Choice(["local", "dask"]), default=None, help="Where batches run [local].")
 @click.option("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT (with --executor dask).")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr [on for a terminal].")
+@click.option("--compact/--no-compact", default=None,
+              help="Once the job is complete, merge each table's parts into a few large ones [on].")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
-        executor, scheduler, progress, as_json):
+        executor, scheduler, progress, compact, as_json):
     """Parse every file under SOURCE into Parquet tables in OUT."""
     from .api import run as api_run
 
@@ -156,7 +161,7 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
                            follow_symlinks, max_file_size, parsers),
         content=True if content else None, file_timeout=file_timeout,
         retries=retries, fail_fast=True if fail_fast else None, max_errors=max_errors,
-        executor=executor, scheduler=scheduler,
+        executor=executor, scheduler=scheduler, compact=compact,
     )
     try:
         result = api_run(source, output, resume=resume, fresh=fresh, on_progress=bar, **options)

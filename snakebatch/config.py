@@ -93,6 +93,7 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     executor: Literal["local", "dask"] = "local"
     scheduler: str | None = None
     progress: bool | None = None
+    compact: bool = True  # once complete, merge each table's parts into a few large ones
 
 
 def usable_cores() -> int:
@@ -255,6 +256,7 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError(f"{label('file_timeout')}: expected seconds, got {file_timeout!r}") from None
     if not file_timeout > 0:
         raise ConfigError(f"{label('file_timeout')}: must be more than 0 seconds, got {file_timeout}")
+    compact = _flag(merged.get("compact", True), label("compact"))
     progress = merged.get("progress")
     if progress is not None:
         _flag(progress, label("progress"))
@@ -277,4 +279,5 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         executor=executor,
         scheduler=scheduler,
         progress=progress,
+        compact=compact,
     )

@@ -98,6 +98,7 @@ class RunSummary(msgspec.Struct):
     governor: dict
     recovery: str | None = None
     watchdog_kills: int = 0  # workers killed while stuck on one file past --file-timeout
+    compaction: dict | None = None  # parts_before, parts_after, rows, seconds (a complete job)
 
 
 class FatalJobError(Exception):
@@ -133,6 +134,7 @@ class Coordinator:
                                        parsers=config.job.parsers)
         self.watchdog: Watchdog | None = None
         self.watchdog_kills = 0
+        self.compaction: dict | None = None  # set by the caller once a complete job is compacted
         self._redo: deque[BatchTask] = deque()  # batches a broken pool took down, to run again
         self._next: tuple[BatchTask, int] | None = None  # the next batch and its estimate, waiting for room
         self.discovery_stats = DiscoveryStats()
@@ -503,4 +505,5 @@ class Coordinator:
             governor=self.governor.stats(),
             recovery=self.sink.recovery,
             watchdog_kills=self.watchdog_kills,
+            compaction=self.compaction,
         )

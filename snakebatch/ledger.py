@@ -16,12 +16,14 @@ staging, which recovery renames (roll forward). A table folder only ever receive
 rename, so a reader never sees a torn file; a part is renamed once and named by its batch, so a
 reader never sees a row twice. Recovery also deletes any part no valid ledger line names (for
 example one whose line was later found corrupt), so the tables always equal the ledger.
+
+Once a job is complete, compaction.py replaces the batch parts by a few large ones; its manifest
+says which batches' rows live there, and recovery settles a cut-off compaction first.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import zlib
 from typing import Iterator
@@ -29,8 +31,6 @@ from typing import Iterator
 import msgspec
 
 from .schema import TABLES
-
-_PART = re.compile(r"^part-(\d+)\.parquet$")
 
 
 class LedgerEntry(msgspec.Struct, array_like=False):
@@ -57,6 +57,8 @@ class RecoveryReport(msgspec.Struct):
     corrupt_lines: list = msgspec.field(default_factory=list)  # line numbers
     removed_staging: int = 0
     removed_orphan_parts: int = 0
+    cut_out_batches: int = 0  # covered by a compaction, but their ledger lines were corrupt
+    manifest: object = None  # the compaction's (compaction.Manifest), if the job was compacted
 
     def describe(self) -> str:
         parts = []
@@ -71,6 +73,8 @@ class RecoveryReport(msgspec.Struct):
             parts.append(f"{self.rolled_back} incomplete commit(s) undone")
         if self.removed_staging:
             parts.append(f"{self.removed_staging} uncommitted batch(es) discarded")
+        if self.cut_out_batches:
+            parts.append(f"rows of {self.cut_out_batches} batch(es) without a valid ledger entry removed from compacted parts")
         if self.removed_orphan_parts:
             parts.append(f"{self.removed_orphan_parts} part file(s) without a valid ledger entry removed")
         return "; ".join(parts)
@@ -174,8 +178,13 @@ class Ledger:
 
         Each table folder is listed once: the cost is one read of the ledger and one listing
         per folder, not a stat per committed batch."""
+        from .compaction import Compactor  # pyarrow: not for `status`, which only reads
+
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
+        report.manifest, report.cut_out_batches = Compactor(self.out).recover({entry.batch_id for entry in entries})
+        manifest = report.manifest
+        covered = set(manifest.covers) if manifest else set()
         present = {}
         for table in TABLES:
             folder = self.table_dir(table)
@@ -185,7 +194,7 @@ class Ledger:
         for entry in entries:
             name = part_name(entry.batch_id)
             missing = [table for table in TABLES if name not in present[table]]
-            if missing:
+            if missing and entry.batch_id not in covered:
                 staged = os.path.join(self.state, entry.staging)
                 sources = [os.path.join(staged, table + ".parquet") for table in missing]
                 if not all(os.path.exists(source) for source in sources):
@@ -202,14 +211,12 @@ class Ledger:
                 _remove_if_empty(staged)
                 report.rolled_forward += 1
             kept.append(entry)
-        valid = {entry.batch_id for entry in kept}
+        own_parts = {part_name(entry.batch_id) for entry in kept if entry.batch_id not in covered}
         for table in TABLES:
-            for name in present[table]:
-                match = _PART.match(name)
-                if name.startswith(".") or (match and int(match.group(1)) in valid):
-                    continue
+            live = own_parts | (manifest.names(table) if manifest else set())
+            for name in present[table] - live:
                 path = os.path.join(self.table_dir(table), name)
-                if os.path.isdir(path):
+                if name.startswith(".") or os.path.isdir(path):
                     continue
                 os.unlink(path)
                 report.removed_orphan_parts += 1

@@ -13,6 +13,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from typing import Callable
+
+import msgspec
 
 import pyarrow.parquet as pq
 
@@ -46,6 +49,8 @@ class OutputSink:
         self.files_committed = 0
         self.bytes_committed = 0
         self.first_batch_id = 1
+        self.batch_ids = [entry.batch_id for entry in entries]
+        self.manifest = report.manifest
         # The whole job's totals, from the ledger: right even when an earlier run was killed.
         self.job_totals = {"batches": 0, "files": 0, "bytes": 0, "parse_s": 0.0, "rows": dict.fromkeys(TABLES, 0)}
         for entry in entries:
@@ -93,6 +98,7 @@ class OutputSink:
             run_started_at=self.started_at,
         )
         self.ledger.commit(entry, outcome.staging)
+        self.batch_ids.append(entry.batch_id)
         self._count_totals(entry)
         self.batch_stats.append(
             {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
@@ -103,6 +109,25 @@ class OutputSink:
 
     def resume_command(self) -> str:
         return resume_command(self.config.job, self.config.output)
+
+    def finish(self, should_stop: Callable[[], bool]) -> dict | None:
+        """Compact the complete job's tables (unless `--no-compact`); what was done, or None."""
+        if not self.config.compact:
+            return None
+        from .compaction import Compactor
+        from .worker import PARQUET_OPTIONS
+
+        compactor = Compactor(self.config.output)
+        try:
+            done = compactor.compact(self.manifest, self.batch_ids, PARQUET_OPTIONS, should_stop)
+        except OSError as err:
+            # The job is complete without it: its batch parts stay (or a resume finishes the swap).
+            print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)
+            return None
+        if done is None:
+            return None
+        self.manifest, report = done
+        return msgspec.structs.asdict(report)
 
     def close(self, summary) -> None:
         """Save the run's stats (and the completion marker) and release the lock.
@@ -157,6 +182,9 @@ class StreamSink:
             shutil.rmtree(outcome.staging, ignore_errors=True)
 
     def resume_command(self) -> None:
+        return None
+
+    def finish(self, should_stop: Callable[[], bool]) -> None:
         return None
 
     def close(self, summary) -> None:

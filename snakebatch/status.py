@@ -13,9 +13,9 @@ import time
 
 import msgspec
 
-from .errors import ConfigError
+from .errors import ConfigError, JobError
 from .jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
-from .ledger import Ledger, part_name
+from .ledger import Ledger
 from .schema import ERROR_STATUSES
 
 ERROR_SAMPLES = 5
@@ -57,12 +57,18 @@ def _error_samples(out: str, errors: list[tuple[int, str, str]]) -> list:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from .compaction import files_part_of, read_manifest
+
     samples = []
+    try:
+        manifest = read_manifest(os.path.join(out, "_snakebatch"))
+    except JobError:
+        manifest = None  # the samples keep no messages; `run --resume` reports the damage
     for batch_id, path, status in errors:
         message = None
         try:
-            table = pq.read_table(os.path.join(out, "files", part_name(batch_id)),
-                                  columns=["path", "error_message"])
+            table = pq.read_table(os.path.join(out, "files", files_part_of(manifest, batch_id)),
+                                  columns=["path", "error_message"], filters=[("path", "==", path)])
             rows = table.filter(pc.equal(table["path"], path))
             if rows.num_rows:
                 message = rows["error_message"][0].as_py()

@@ -46,7 +46,8 @@ def test_status_of_a_complete_job(corpus, tmp_path):
     assert got["status_counts"] == summary["status_counts"]
     assert got["language_counts"] == summary["language_counts"]
     assert got["status_counts"]["syntax_error"] == 2 and got["status_counts"]["decode_error"] == 1
-    assert got["batches"] == summary["batches_this_run"] == len(list((out / "files").glob("*.parquet")))
+    assert got["batches"] == summary["batches_this_run"] > 1
+    assert len(list((out / "files").glob("*.parquet"))) == 1  # compacted once complete
     assert got["runs"] == 1 and got["elapsed_s"] == pytest.approx(summary["elapsed_s"], abs=0.01)
     assert got["files_per_s"] > 0 and got["bytes_done"] == summary["bytes"]
     # Sample errors carry the message stored in the files table.

@@ -1,0 +1,353 @@
+"""Compaction: once a job is complete, each table's many batch parts become a few large ones.
+
+Owns: the manifest `OUT/_snakebatch/compaction.json`, the folders
+`OUT/_snakebatch/compacting/<table>/`, and the swap of a table folder with its compacted twin.
+Must not touch: ledger lines (the ledger reads the manifest, never the other way round),
+parsing, scheduling.
+
+A reader lists a table folder and then opens what it listed; replacing N parts by one with
+renames inside the folder would show the rows twice (new part first) or not at all (old parts
+first). So the compacted parts are built in a twin folder, and the twin and the table folder
+are exchanged in one step (Linux `renameat2(RENAME_EXCHANGE)`): a reader lists either all old
+parts or all new ones. Where the exchange is not available, parts stay as they are.
+
+Protocol (generation g, all tables):
+
+    1. every live part of T, in batch order  ->  compacting/T/part-c<g>-<k>.parquet, fsynced
+    2. compaction.json := {generation, covered batch ids, the new parts}   (tmp + rename:
+       the commit point)
+    3. per table: exchange compacting/T <-> T; then compacting/T (the old parts) is deleted
+
+A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
+leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
+compacted parts, not in `part-<batch>.parquet`. If a covered batch's ledger line is later found
+corrupt, its rows are cut out of the compacted parts (by `batch_id` in `files`, by path in the
+others) so that its files are redone once, as for an uncompacted batch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import time
+from typing import Callable
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import JobError
+from .ledger import part_name
+from .schema import TABLES
+
+MANIFEST = "compaction.json"
+# Input bytes (Parquet on disk) per compacted part: large enough that a big job has few parts,
+# small enough that a reader can spread parts over its threads.
+TARGET_PART_BYTES = 256 * 1024 * 1024
+# Rows per row group: DuckDB and pyarrow skip a row group by its min/max statistics, and rows
+# arrive in discovery order (sorted paths), so path filters skip most of a large table.
+ROW_GROUP_ROWS = 64 * 1024
+
+
+class CompactedPart(msgspec.Struct):
+    name: str
+    batches: list[int]  # batch ids whose rows it holds
+    rows: int
+
+
+class Manifest(msgspec.Struct):
+    generation: int
+    covers: list[int]  # batch ids whose rows live in compacted parts
+    tables: dict[str, list[CompactedPart]]
+    compacted_at: float = 0.0
+
+    def names(self, table: str) -> set[str]:
+        return {part.name for part in self.parts(table)}
+
+    def parts(self, table: str) -> list[CompactedPart]:
+        return self.tables.get(table, [])
+
+
+class CompactionReport(msgspec.Struct):
+    parts_before: int
+    parts_after: int
+    rows: int
+    seconds: float
+
+
+def read_manifest(state: str) -> Manifest | None:
+    path = os.path.join(state, MANIFEST)
+    try:
+        with open(path, "rb") as fh:
+            return msgspec.json.decode(fh.read(), type=Manifest)
+    except FileNotFoundError:
+        return None
+    except (OSError, msgspec.DecodeError) as err:
+        raise JobError(f"{path} is unreadable ({err}); start over with --fresh") from None
+
+
+def files_part_of(manifest: Manifest | None, batch_id: int) -> str:
+    """The name of the `files` part that holds `batch_id`'s rows: compacted, or its own."""
+    for part in manifest.parts("files") if manifest else ():
+        if batch_id in part.batches:
+            return part.name
+    return part_name(batch_id)
+
+
+def _write_manifest(state: str, manifest: Manifest) -> None:
+    tmp = os.path.join(state, MANIFEST + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(msgspec.json.encode(manifest))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, os.path.join(state, MANIFEST))
+    _fsync_dir(state)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_libc = None
+
+
+def exchange(a: str, b: str) -> None:
+    """Swap two folders atomically; OSError(ENOSYS or EINVAL) where the system cannot."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available here", a)
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), a, None, b)
+
+
+def exchange_supported(folder: str) -> bool:
+    """Whether folders in `folder` can be exchanged (kernel, C library and filesystem)."""
+    probe_a, probe_b = os.path.join(folder, ".exchange-a"), os.path.join(folder, ".exchange-b")
+    try:
+        for probe in (probe_a, probe_b):
+            os.makedirs(probe, exist_ok=True)
+        exchange(probe_a, probe_b)
+        return True
+    except OSError:
+        return False
+    finally:
+        for probe in (probe_a, probe_b):
+            shutil.rmtree(probe, ignore_errors=True)
+
+
+class Compactor:
+    """Compaction and its recovery for the job folder `out` (the caller holds the job's lock)."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.state = os.path.join(out, "_snakebatch")
+        self.twins = os.path.join(self.state, "compacting")
+
+    def table_dir(self, table: str) -> str:
+        return os.path.join(self.out, table)
+
+    def twin_dir(self, table: str) -> str:
+        return os.path.join(self.twins, table)
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self, valid_batches: set[int]) -> tuple[Manifest | None, int]:
+        """Finish or drop a cut-off compaction, and cut the rows of covered batches that are no
+        longer valid out of the compacted parts. Returns the manifest and how many batches were
+        cut out."""
+        manifest = read_manifest(self.state)
+        for table in TABLES:
+            twin = self.twin_dir(table)
+            if not os.path.isdir(twin):
+                continue
+            names = manifest.names(table) if manifest else set()
+            if names and names <= set(os.listdir(twin)):
+                exchange(twin, self.table_dir(table))  # committed but not yet swapped in
+                _fsync_dir(self.out)
+            shutil.rmtree(twin)
+        shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
+        if manifest is None:
+            return None, 0
+        lost = set(manifest.covers) - valid_batches
+        if lost:
+            self._cut_out(manifest, lost)
+        return manifest, len(lost)
+
+    def _cut_out(self, manifest: Manifest, lost: set[int]) -> None:
+        """Remove the rows of `lost` batches from the compacted parts (each part replaced whole)."""
+        lost_paths: set[str] = set()
+        for part in manifest.parts("files"):
+            if lost & set(part.batches):
+                files = pq.read_table(os.path.join(self.table_dir("files"), part.name), columns=["path", "batch_id"])
+                hit = pc.is_in(files["batch_id"], pa.array(sorted(lost), type=files.schema.field("batch_id").type))
+                lost_paths.update(files.filter(hit)["path"].to_pylist())
+        for table in TABLES:
+            for part in manifest.parts(table):
+                if not lost & set(part.batches):
+                    continue
+                path = os.path.join(self.table_dir(table), part.name)
+                data = pq.read_table(path)
+                if table == "files":
+                    drop = pc.is_in(data["batch_id"], pa.array(sorted(lost), type=data.schema.field("batch_id").type))
+                else:
+                    drop = pc.is_in(data["path"], pa.array(sorted(lost_paths), type=pa.string()))
+                kept = data.filter(pc.invert(drop))
+                tmp = os.path.join(self.table_dir(table), "." + part.name + ".tmp")
+                _write_whole(kept, tmp)
+                os.replace(tmp, path)  # a reader sees the old part or the new one, whole
+                part.batches = [b for b in part.batches if b not in lost]
+                part.rows = kept.num_rows
+            _fsync_dir(self.table_dir(table))
+        manifest.covers = [b for b in manifest.covers if b not in lost]
+        _write_manifest(self.state, manifest)
+
+    # -- compaction ----------------------------------------------------------------------------
+
+    def live_parts(self, manifest: Manifest | None, batch_ids: list[int], table: str) -> list[tuple[str, list]]:
+        """(part file name, batch ids it holds) of `table`, compacted ones first, then by batch."""
+        covered = set(manifest.covers) if manifest else set()
+        parts = [(p.name, list(p.batches)) for p in manifest.parts(table)] if manifest else []
+        parts += [(part_name(b), [b]) for b in sorted(batch_ids) if b not in covered]
+        return parts
+
+    def compact(self, manifest: Manifest | None, batch_ids: list[int], parquet_options: dict,
+                should_stop: Callable[[], bool]) -> tuple[Manifest, CompactionReport] | None:
+        """Compact every table whose live parts are more than one (see the protocol above).
+
+        Returns the new manifest and a report, or None when there was nothing to do, the
+        system cannot exchange folders, or `should_stop()` turned true (nothing changed then)."""
+        started = time.monotonic()
+        live = {table: self.live_parts(manifest, batch_ids, table) for table in TABLES}
+        if all(len(parts) <= 1 for parts in live.values()):
+            return None
+        os.makedirs(self.twins, exist_ok=True)
+        if not exchange_supported(self.twins):
+            return None
+        generation = (manifest.generation if manifest else 0) + 1
+        new = Manifest(generation=generation, covers=sorted(set(batch_ids) | set(manifest.covers if manifest else ())),
+                       tables={}, compacted_at=time.time())
+        rows = 0
+        try:
+            for table in TABLES:
+                twin = self.twin_dir(table)
+                shutil.rmtree(twin, ignore_errors=True)
+                os.makedirs(twin)
+                new.tables[table] = self._write_twin(table, live[table], generation, parquet_options, should_stop)
+                rows += sum(part.rows for part in new.tables[table])
+                _fsync_dir(twin)
+        except _Stopped:
+            shutil.rmtree(self.twins, ignore_errors=True)
+            return None
+        _write_manifest(self.state, new)
+        for table in TABLES:
+            exchange(self.twin_dir(table), self.table_dir(table))
+            _fsync_dir(self.out)
+            shutil.rmtree(self.twin_dir(table))
+        os.rmdir(self.twins)
+        report = CompactionReport(
+            parts_before=sum(len(parts) for parts in live.values()),
+            parts_after=sum(len(parts) for parts in new.tables.values()),
+            rows=rows, seconds=round(time.monotonic() - started, 3),
+        )
+        return new, report
+
+    def _write_twin(self, table: str, parts: list[tuple[str, list]], generation: int, options: dict,
+                    should_stop: Callable[[], bool]) -> list[CompactedPart]:
+        """Stream `parts` into compacted parts in the twin folder, one input part at a time."""
+        written: list[CompactedPart] = []
+        writer = _PartWriter(self.twin_dir(table), options)
+        for name, batches in parts:
+            if should_stop():
+                writer.abandon()
+                raise _Stopped
+            path = os.path.join(self.table_dir(table), name)
+            if writer.bytes_in >= TARGET_PART_BYTES:
+                written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
+            writer.add(pq.ParquetFile(path), os.path.getsize(path), batches)
+        written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
+        return written
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _PartWriter:
+    """One compacted part being written: row groups of ROW_GROUP_ROWS rows, however small the
+    input parts are."""
+
+    def __init__(self, folder: str, options: dict):
+        self.folder = folder
+        self.options = options
+        self._reset()
+
+    def _reset(self) -> None:
+        self.writer = None
+        self.fh = None
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.bytes_in = 0
+        self.batches: list[int] = []
+        self.tmp = os.path.join(self.folder, f".writing-{time.monotonic_ns()}")
+
+    def add(self, source: pq.ParquetFile, size: int, batches: list) -> None:
+        if self.writer is None:
+            self.fh = open(self.tmp, "wb")
+            self.writer = pq.ParquetWriter(self.fh, source.schema_arrow, **self.options)
+        for batch in source.iter_batches(batch_size=ROW_GROUP_ROWS):
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
+            if self.pending_rows >= ROW_GROUP_ROWS:
+                self._flush(whole_groups_only=True)
+        self.bytes_in += size
+        self.batches.extend(batches)
+
+    def _flush(self, whole_groups_only: bool = False) -> None:
+        """Write the pending rows; with `whole_groups_only`, keep a remainder smaller than a row
+        group pending (each write ends a row group)."""
+        table = pa.Table.from_batches(self.pending, schema=self.writer.schema)
+        take = table.num_rows - table.num_rows % ROW_GROUP_ROWS if whole_groups_only else table.num_rows
+        if take or not self.rows:  # an empty table still gets its (empty) row group
+            self.writer.write_table(table.slice(0, take), row_group_size=ROW_GROUP_ROWS)
+            self.rows += take
+        rest = table.slice(take)
+        self.pending, self.pending_rows = rest.to_batches(), rest.num_rows
+
+    def close(self, name: str) -> CompactedPart:
+        self._flush()
+        self.writer.close()
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.rename(self.tmp, os.path.join(self.folder, name))
+        part = CompactedPart(name=name, batches=self.batches, rows=self.rows)
+        self._reset()
+        return part
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.fh.close()
+
+
+def _write_whole(table: pa.Table, path: str) -> None:
+    from .worker import PARQUET_OPTIONS
+
+    with open(path, "wb") as fh:
+        pq.write_table(table, fh, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
+        fh.flush()
+        os.fsync(fh.fileno())
