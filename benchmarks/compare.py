@@ -203,6 +203,9 @@ def summarize(runs: list[dict], workers: int, corpus_files: int, corpus_bytes: i
             "cpu_children": _median(group, lambda r: r["cpu_s"]["children"]),
             "first_part_s": statistics.median(firsts) if firsts else None,
         }
+        compactions = [r["report"]["compaction"]["seconds"] for r in group if r["report"].get("compaction")]
+        if compactions:
+            row["compaction_s"] = statistics.median(compactions)
         one = by_key.get((tool, 1))
         if n > 1 and one:
             row["efficiency"] = _median(one, lambda r: r["wall_s"]) / (n * wall)
@@ -305,6 +308,11 @@ def render(name: str, source: str, workers: int, rows: list[dict], limits: dict 
             lines.append(f"Limit with {workers} workers (bare parse, gc off, perfectly parallel): "
                          f"{limit_s:.2f} s for the .py files; snakebatch end to end {base['wall_s']:.2f} s = "
                          f"{limit_s / base['wall_s'] * 100:.0f}% of the limit.")
+    compacted = [r for r in rows if "compaction_s" in r]
+    if compacted:
+        lines += ["", "Of snakebatch's wall time, compacting the parts of the complete job into a few large ones "
+                  "took (median): " + ", ".join(f"{r['compaction_s']:.2f} s with {r['workers']} worker(s)"
+                                                for r in compacted) + "."]
     model = scaling_model(rows, workers)
     if model:
         lines += ["", *model]
