@@ -171,6 +171,10 @@ class Compactor:
         cut out."""
         manifest = read_manifest(self.state)
         for table in TABLES:
+            folder = self.table_dir(table)
+            for name in os.listdir(folder) if os.path.isdir(folder) else ():
+                if name.startswith(".part-c") and name.endswith(".tmp"):  # a cut-out cut off
+                    os.unlink(os.path.join(folder, name))
             twin = self.twin_dir(table)
             if not os.path.isdir(twin):
                 continue
