@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import JobError
-from .ledger import part_name
+from .ledger import fsync_dir, part_name
 from .schema import TABLES
 
 MANIFEST = "compaction.json"
@@ -105,15 +105,7 @@ def _write_manifest(state: str, manifest: Manifest) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, os.path.join(state, MANIFEST))
-    _fsync_dir(state)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(state)
 
 
 _AT_FDCWD = -100
@@ -181,7 +173,7 @@ class Compactor:
             names = manifest.names(table) if manifest else set()
             if names and names <= set(os.listdir(twin)):
                 exchange(twin, self.table_dir(table))  # committed but not yet swapped in
-                _fsync_dir(self.out)
+                fsync_dir(self.out)
             shutil.rmtree(twin)
         shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
         if manifest is None:
@@ -215,7 +207,7 @@ class Compactor:
                 os.replace(tmp, path)  # a reader sees the old part or the new one, whole
                 part.batches = [b for b in part.batches if b not in lost]
                 part.rows = kept.num_rows
-            _fsync_dir(self.table_dir(table))
+            fsync_dir(self.table_dir(table))
         manifest.covers = [b for b in manifest.covers if b not in lost]
         _write_manifest(self.state, manifest)
 
@@ -250,7 +242,7 @@ class Compactor:
             shutil.rmtree(twin, ignore_errors=True)
             os.makedirs(twin)
             parts = self._write_twin(table, live[table], generation, parquet_options, should_stop)
-            _fsync_dir(twin)
+            fsync_dir(twin)
             return parts
 
         try:
@@ -266,7 +258,7 @@ class Compactor:
         _write_manifest(self.state, new)
         for table in TABLES:
             exchange(self.twin_dir(table), self.table_dir(table))
-        _fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted
+        fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted
         shutil.rmtree(self.twins)
         report = CompactionReport(
             parts_before=sum(len(parts) for parts in live.values()),

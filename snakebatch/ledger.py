@@ -108,7 +108,7 @@ def part_name(batch_id: int) -> str:
     return f"part-{batch_id:08d}.parquet"
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -147,7 +147,7 @@ class Ledger:
         if not os.path.exists(self.path):
             with open(self.path, "wb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(self.state)
+        fsync_dir(self.state)
 
     def entries(self) -> Iterator[LedgerEntry]:
         """The valid entries, in commit order (read-only: for `status` and readers)."""
@@ -230,7 +230,7 @@ class Ledger:
             self._rewrite(kept)
         if report.rolled_forward or report.rolled_back or report.removed_orphan_parts:
             for table in TABLES:
-                _fsync_dir(self.table_dir(table))
+                fsync_dir(self.table_dir(table))
         report.entries = len(kept)
         return kept, report
 
@@ -242,7 +242,7 @@ class Ledger:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.state)
+        fsync_dir(self.state)
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
@@ -281,4 +281,4 @@ class Ledger:
             self._fh = None
         for table in TABLES:
             if os.path.isdir(self.table_dir(table)):
-                _fsync_dir(self.table_dir(table))
+                fsync_dir(self.table_dir(table))
