@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from snakebatch.parsers.base import count_lines
 from snakebatch.parsers.python import _decorator, _docstring, _source
 
-_TEXT = st.text(alphabet=st.sampled_from(list("ab #\t\n\r\x0c\"'\\é")), max_size=60)
+_TEXT = st.text(alphabet=st.sampled_from(list("ab #/\t\n\r\x0b\x0c\"'\\é")), max_size=60)
 
 
 @settings(max_examples=300, deadline=None)
@@ -37,6 +37,15 @@ def test_comment_prefix_counts_like_a_pattern(text):
     assert blank == sum(1 for line in expected if not line.strip())
     assert comments == sum(1 for line in expected if line.lstrip().startswith(b"#"))
     assert code == lines - blank - comments
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXT)
+def test_line_counts_without_a_prefix_or_with_a_long_one_match_the_line_by_line_count(text):
+    data = text.encode()
+    lines, code, comments, blank = count_lines(data, re.compile(rb"#"))
+    assert count_lines(data, None) == (lines, lines - blank, None, blank)
+    assert count_lines(data, b"//") == count_lines(data, re.compile(rb"//"))
 
 
 _STDLIB = os.path.dirname(ast.__file__)
