@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import gc
 import inspect
+import operator
 import platform
 import warnings
 
@@ -34,24 +35,83 @@ _COMPOUND_BODIES = {
 }
 if hasattr(ast, "TryStar"):
     _COMPOUND_BODIES[ast.TryStar] = ("body", "orelse", "finalbody")
+# Statements `extract` looks at; most statements (assignments, expressions, returns) are none of
+# these, and one set lookup skips them instead of a chain of type tests.
+_VISITED = frozenset({*_FUNCTIONS, ast.ClassDef, ast.Import, ast.ImportFrom, *_COMPOUND_BODIES, ast.Match})
+_BY_POSITION = operator.itemgetter(4, 6)  # (start_line, start_col) of a definition row
+_BY_LINE = operator.itemgetter(4)  # line of an import row
 
 
-def _dotted(node: ast.expr) -> str:
-    """A decorator as written: fast for names and attributes, `ast.unparse` for the rest."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ast.unparse(node) if not parts else ast.unparse(node) + "." + ".".join(reversed(parts))
+# Constants whose `ast.unparse` is their `repr` (floats are not: it spells infinity `1e309`).
+_REPR_CONSTANTS = frozenset({str, bytes, int, bool, type(None)})
+
+
+def _source(node: ast.expr) -> str | None:
+    """`ast.unparse(node)` for the forms decorators mostly take, None for any other.
+
+    Only forms that `ast.unparse` writes the same in any context (no operator precedence) are
+    handled: names, attributes, calls, lists, tuples, dicts and plain constants (outside
+    f-strings `ast.unparse` writes a constant's `repr`). A whole decorator goes to `ast.unparse`
+    as soon as one part is not handled, because parentheses depend on the context of a part.
+    """
+    kind = type(node)
+    if kind is ast.Name:
+        return node.id
+    if kind is ast.Attribute:
+        # `1 .real`: ast.unparse writes a space after an int (or bool) base; constant bases are
+        # left to it.
+        value = None if type(node.value) is ast.Constant else _source(node.value)
+        return None if value is None else value + "." + node.attr
+    if kind is ast.Constant:
+        value = node.value
+        return repr(value) if node.kind is None and type(value) in _REPR_CONSTANTS else None
+    if kind is ast.Call:
+        return _call_source(node)
+    if kind is ast.List:
+        items = _sources(node.elts)
+        return None if items is None else "[" + ", ".join(items) + "]"
+    if kind is ast.Tuple:
+        items = _sources(node.elts)
+        if items is None:
+            return None
+        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if kind is ast.Dict:
+        return _dict_source(node)
+    return None
+
+
+def _sources(nodes: list) -> list[str] | None:
+    items = [_source(node) for node in nodes]
+    return None if None in items else items
+
+
+def _dict_source(node: ast.Dict) -> str | None:
+    if None in node.keys:  # `**mapping` entries
+        return None
+    keys = _sources(node.keys)
+    values = _sources(node.values)
+    if keys is None or values is None:
+        return None
+    return "{" + ", ".join([key + ": " + value for key, value in zip(keys, values)]) + "}"
+
+
+def _call_source(node: ast.Call) -> str | None:
+    func = _source(node.func)
+    items = _sources(node.args)
+    if func is None or items is None:
+        return None
+    for keyword in node.keywords:
+        value = _source(keyword.value)
+        if value is None:
+            return None
+        items.append(("**" if keyword.arg is None else keyword.arg + "=") + value)
+    return func + "(" + ", ".join(items) + ")"
 
 
 def _decorator(node: ast.expr) -> str:
-    if isinstance(node, (ast.Name, ast.Attribute)):
-        return _dotted(node)
-    return ast.unparse(node)
+    """A decorator as `ast.unparse` writes it, without its general (slow) visitor where possible."""
+    text = _source(node)
+    return ast.unparse(node) if text is None else text
 
 
 def _n_params(args: ast.arguments) -> int:
@@ -74,6 +134,8 @@ def extract(tree: ast.Module) -> tuple[list[Definition], list[Import]]:
         body, prefix, parent, in_class = stack.pop()
         for node in body:
             kind = type(node)
+            if kind not in _VISITED:
+                continue
             if kind in _FUNCTIONS or kind is ast.ClassDef:
                 qualname = prefix + node.name
                 if kind is ast.ClassDef:
@@ -111,11 +173,11 @@ def extract(tree: ast.Module) -> tuple[list[Definition], list[Import]]:
                     stack.append((getattr(node, field), prefix, parent, False))
                 for handler in getattr(node, "handlers", ()):
                     stack.append((handler.body, prefix, parent, False))
-            elif kind is getattr(ast, "Match", None):
+            elif kind is ast.Match:
                 for case in node.cases:
                     stack.append((case.body, prefix, parent, False))
-    definitions.sort(key=lambda d: (d[4], d[6]))
-    imports.sort(key=lambda i: i[4])
+    definitions.sort(key=_BY_POSITION)
+    imports.sort(key=_BY_LINE)
     return definitions, imports
 
 
