@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from .errors import JobError
 from .ledger import fsync_dir, part_name
 from .schema import TABLES
+from .worker import PARQUET_OPTIONS  # compacted parts are written as the workers write theirs
 
 MANIFEST = "compaction.json"
 # Input bytes (Parquet on disk) per compacted part: large enough that a big job has few parts,
@@ -158,10 +159,11 @@ class Compactor:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    def recover(self, valid_batches: set[int]) -> tuple[Manifest | None, int]:
-        """Finish or drop a cut-off compaction, and cut the rows of covered batches that are no
-        longer valid out of the compacted parts. Returns the manifest and how many batches were
-        cut out."""
+    def recover(self, entries: dict) -> tuple[Manifest | None, int]:
+        """Finish or drop a cut-off compaction, and cut out of the compacted parts the rows of
+        covered batches that lost their ledger entry (`entries`: the valid ones by batch id) or
+        one of their compacted parts; those batches are no longer covered, so the ledger redoes
+        them. Returns the manifest and how many batches lost their entry."""
         manifest = read_manifest(self.state)
         for table in TABLES:
             folder = self.table_dir(table)
@@ -179,29 +181,36 @@ class Compactor:
         shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
         if manifest is None:
             return None, 0
-        lost = set(manifest.covers) - valid_batches
-        if lost:
-            self._cut_out(manifest, lost)
-        return manifest, len(lost)
+        unlogged = set(manifest.covers) - set(entries)
+        gone = {batch for table in TABLES for part in manifest.parts(table)
+                if not os.path.exists(os.path.join(self.table_dir(table), part.name)) for batch in part.batches}
+        if unlogged or gone:
+            known = {path for batch in gone if batch in entries for path in entries[batch].paths}
+            self._cut_out(manifest, unlogged | gone, known)
+        return manifest, len(unlogged)
 
-    def _cut_out(self, manifest: Manifest, lost: set[int]) -> None:
-        """Remove the rows of `lost` batches from the compacted parts (each part replaced whole)."""
+    def _cut_out(self, manifest: Manifest, lost: set[int], lost_paths: set[str]) -> None:
+        """Remove the rows of `lost` batches from the compacted parts (each part replaced whole;
+        a part that is gone leaves the manifest). Rows are found by `batch_id` in `files`, and
+        in the other tables by path: `lost_paths` plus the paths of those `files` rows."""
         import pyarrow.compute as pc  # 40 ms of import, for a repair that is rarely needed
 
-        lost_paths: set[str] = set()
+        lost_ids = pa.array(sorted(lost), type=pa.int64())
+        present = {table: set(os.listdir(self.table_dir(table))) for table in TABLES}
         for part in manifest.parts("files"):
-            if lost & set(part.batches):
+            if lost & set(part.batches) and part.name in present["files"]:
                 files = pq.read_table(os.path.join(self.table_dir("files"), part.name), columns=["path", "batch_id"])
-                hit = pc.is_in(files["batch_id"], pa.array(sorted(lost), type=files.schema.field("batch_id").type))
-                lost_paths.update(files.filter(hit)["path"].to_pylist())
+                hit = pc.is_in(files["batch_id"], lost_ids.cast(files.schema.field("batch_id").type))
+                lost_paths |= set(files.filter(hit)["path"].to_pylist())
         for table in TABLES:
+            manifest.tables[table] = [part for part in manifest.parts(table) if part.name in present[table]]
             for part in manifest.parts(table):
                 if not lost & set(part.batches):
                     continue
                 path = os.path.join(self.table_dir(table), part.name)
                 data = pq.read_table(path)
                 if table == "files":
-                    drop = pc.is_in(data["batch_id"], pa.array(sorted(lost), type=data.schema.field("batch_id").type))
+                    drop = pc.is_in(data["batch_id"], lost_ids.cast(data.schema.field("batch_id").type))
                 else:
                     drop = pc.is_in(data["path"], pa.array(sorted(lost_paths), type=pa.string()))
                 kept = data.filter(pc.invert(drop))
@@ -223,7 +232,7 @@ class Compactor:
         parts += [(part_name(b), [b]) for b in sorted(batch_ids) if b not in covered]
         return parts
 
-    def compact(self, manifest: Manifest | None, batch_ids: list[int], parquet_options: dict,
+    def compact(self, manifest: Manifest | None, batch_ids: list[int],
                 should_stop: Callable[[], bool]) -> tuple[Manifest, CompactionReport] | None:
         """Compact every table whose live parts are more than one (see the protocol above).
 
@@ -244,7 +253,7 @@ class Compactor:
             twin = self.twin_dir(table)
             shutil.rmtree(twin, ignore_errors=True)
             os.makedirs(twin)
-            parts = self._write_twin(table, live[table], generation, parquet_options, should_stop)
+            parts = self._write_twin(table, live[table], generation, should_stop)
             fsync_dir(twin)
             return parts
 
@@ -270,11 +279,11 @@ class Compactor:
         )
         return new, report
 
-    def _write_twin(self, table: str, parts: list[tuple[str, list]], generation: int, options: dict,
+    def _write_twin(self, table: str, parts: list[tuple[str, list]], generation: int,
                     should_stop: Callable[[], bool]) -> list[CompactedPart]:
         """Stream `parts` into compacted parts in the twin folder, one input part at a time."""
         written: list[CompactedPart] = []
-        writer = _PartWriter(self.twin_dir(table), options)
+        writer = _PartWriter(self.twin_dir(table))
         for name, batches in parts:
             if should_stop():
                 writer.abandon()
@@ -295,9 +304,8 @@ class _PartWriter:
     """One compacted part being written: row groups of ROW_GROUP_ROWS rows, however small the
     input parts are."""
 
-    def __init__(self, folder: str, options: dict):
+    def __init__(self, folder: str):
         self.folder = folder
-        self.options = options
         self._reset()
 
     def _reset(self) -> None:
@@ -316,7 +324,7 @@ class _PartWriter:
         source = pq.ParquetFile(path).read(use_threads=False)
         if self.writer is None:
             self.fh = open(self.tmp, "wb")
-            self.writer = pq.ParquetWriter(self.fh, source.schema, **self.options)
+            self.writer = pq.ParquetWriter(self.fh, source.schema, **PARQUET_OPTIONS)
         for batch in source.to_batches(max_chunksize=ROW_GROUP_ROWS):
             self.pending.append(batch)
             self.pending_rows += batch.num_rows
@@ -354,8 +362,6 @@ class _PartWriter:
 
 
 def _write_whole(table: pa.Table, path: str) -> None:
-    from .worker import PARQUET_OPTIONS
-
     with open(path, "wb") as fh:
         pq.write_table(table, fh, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
         fh.flush()

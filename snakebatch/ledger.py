@@ -182,7 +182,7 @@ class Ledger:
 
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
-        report.manifest, report.cut_out_batches = Compactor(self.out).recover({entry.batch_id for entry in entries})
+        report.manifest, report.cut_out_batches = Compactor(self.out).recover({entry.batch_id: entry for entry in entries})
         manifest = report.manifest
         covered = set(manifest.covers) if manifest else set()
         present = {}

@@ -115,11 +115,9 @@ class OutputSink:
         if not self.config.compact:
             return None
         from .compaction import Compactor
-        from .worker import PARQUET_OPTIONS
 
-        compactor = Compactor(self.config.output)
         try:
-            done = compactor.compact(self.manifest, self.batch_ids, PARQUET_OPTIONS, should_stop)
+            done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop)
         except OSError as err:
             # The job is complete without it: its batch parts stay (or a resume finishes the swap).
             print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)

@@ -114,7 +114,6 @@ def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, mon
     """Compaction in this process, with small limits, on a real uncompacted job: several parts,
     several row groups each, whose path ranges do not overlap (discovery order is path order)."""
     from snakebatch import compaction
-    from snakebatch.worker import PARQUET_OPTIONS
 
     source = tmp_path / "src"
     for folder in range(30):
@@ -129,7 +128,7 @@ def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, mon
     monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 64)
     files_bytes = sum((out / "files" / name).stat().st_size for name in _parts(out, "files"))
     monkeypatch.setattr(compaction, "TARGET_PART_BYTES", files_bytes // 3)
-    manifest, report = compaction.Compactor(str(out)).compact(None, batch_ids, PARQUET_OPTIONS, lambda: False)
+    manifest, report = compaction.Compactor(str(out)).compact(None, batch_ids, lambda: False)
     assert report.parts_before == 3 * len(batch_ids) and 3 < report.parts_after < report.parts_before
     assert_same_output(snapshot(out), want)
     names = _parts(out, "files")
@@ -300,3 +299,25 @@ def test_sigint_during_compaction_stops_with_130_and_the_resume_compacts(corpus,
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["compaction"]["parts_after"] == 3
     assert_same_output(snapshot(out), want)
+
+
+def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone(corpus, uncompacted, tmp_path,
+                                                                               monkeypatch):
+    from snakebatch import compaction
+
+    out = _copy(uncompacted, tmp_path / "out")
+    entries = {entry.batch_id: entry for entry in Ledger(str(out)).entries()}
+    files_bytes = sum((out / "files" / name).stat().st_size for name in _parts(out, "files"))
+    monkeypatch.setattr(compaction, "TARGET_PART_BYTES", files_bytes // 4)
+    manifest, _ = compaction.Compactor(str(out)).compact(None, sorted(entries), lambda: False)
+    assert len(manifest.parts("files")) >= 3
+    lost = manifest.parts("files")[1]
+    (out / "files" / lost.name).unlink()
+    redo = {path for batch in lost.batches for path in entries[batch].paths}
+
+    log = tmp_path / "parses.log"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(lost.batches)} incomplete commit(s) undone" in proc.stdout
+    assert Counter(parse_log(log)) == Counter(redo)
+    assert_same_output(snapshot(out), snapshot(uncompacted))
