@@ -21,8 +21,9 @@ Protocol (generation g, all tables):
 A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
 leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
 compacted parts, not in `part-<batch>.parquet`. If a covered batch's ledger line is later found
-corrupt, its rows are cut out of the compacted parts (by `batch_id` in `files`, by path in the
-others) so that its files are redone once, as for an uncompacted batch.
+corrupt, or one of its compacted parts is lost, its rows are cut out of the compacted parts (by
+`batch_id` in `files`, by path in the others) so that its files are redone once, as for an
+uncompacted batch.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from collections import Counter
 from typing import Callable
 
 import msgspec
-
 import pyarrow.parquet as pq
 
 from .batching import CommittedIndex
