@@ -71,6 +71,11 @@ class Manifest(msgspec.Struct):
     def names(self, table: str) -> set[str]:
         return {part.name for part in self.parts(table)}
 
+    def written(self, table: str) -> set[str]:
+        """The parts this generation wrote (the others it linked from earlier ones)."""
+        prefix = f"part-c{self.generation:04d}-"
+        return {name for name in self.names(table) if name.startswith(prefix)}
+
     def parts(self, table: str) -> list[CompactedPart]:
         return self.tables.get(table, [])
 
@@ -174,9 +179,11 @@ class Compactor:
             twin = self.twin_dir(table)
             if not os.path.isdir(twin):
                 continue
-            names = manifest.names(table) if manifest else set()
-            if names and names <= set(os.listdir(twin)):
-                exchange(twin, self.table_dir(table))  # committed but not yet swapped in
+            # This generation's new parts in the twin: committed but not yet swapped in. (After
+            # the swap the twin holds the old parts, which may share the names of linked ones.)
+            written = manifest.written(table) if manifest else set()
+            if written and written <= set(os.listdir(twin)):
+                exchange(twin, self.table_dir(table))
                 fsync_dir(self.out)
             shutil.rmtree(twin)
         shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
@@ -226,11 +233,12 @@ class Compactor:
 
     # -- compaction ----------------------------------------------------------------------------
 
-    def live_parts(self, manifest: Manifest | None, batch_ids: list[int], table: str) -> list[tuple[str, list]]:
-        """(part file name, batch ids it holds) of `table`, compacted ones first, then by batch."""
+    def live_parts(self, manifest: Manifest | None, batch_ids: list[int], table: str) -> list[CompactedPart]:
+        """The parts of `table`: compacted ones first, then one per batch not yet compacted
+        (`rows` -1: not counted)."""
         covered = set(manifest.covers) if manifest else set()
-        parts = [(p.name, list(p.batches)) for p in manifest.parts(table)] if manifest else []
-        parts += [(part_name(b), [b]) for b in sorted(batch_ids) if b not in covered]
+        parts = list(manifest.parts(table)) if manifest else []
+        parts += [CompactedPart(part_name(b), [b], -1) for b in sorted(batch_ids) if b not in covered]
         return parts
 
     def compact(self, manifest: Manifest | None, batch_ids: list[int],
@@ -241,8 +249,8 @@ class Compactor:
         system cannot exchange folders, or `should_stop()` turned true (nothing changed then)."""
         started = time.monotonic()
         live = {table: self.live_parts(manifest, batch_ids, table) for table in TABLES}
-        if all(len(parts) <= 1 for parts in live.values()):
-            return None
+        if set(batch_ids) <= set(manifest.covers if manifest else ()) or all(len(p) <= 1 for p in live.values()):
+            return None  # nothing new since the last compaction, or one part already
         os.makedirs(self.twins, exist_ok=True)
         if not exchange_supported(self.twins):
             return None
@@ -280,20 +288,32 @@ class Compactor:
         )
         return new, report
 
-    def _write_twin(self, table: str, parts: list[tuple[str, list]], generation: int,
+    def _write_twin(self, table: str, parts: list[CompactedPart], generation: int,
                     should_stop: Callable[[], bool]) -> list[CompactedPart]:
-        """Stream `parts` into compacted parts in the twin folder, one input part at a time."""
+        """Stream `parts` into compacted parts in the twin folder, one input part at a time.
+        Compacted parts that were closed full (all but a table's last) are linked into the twin
+        as they are: a resume that adds a few files rewrites at most one part's worth, not the
+        whole job."""
+        full = {part.name for part in parts if part.rows >= 0}
+        full.discard(next((part.name for part in reversed(parts) if part.rows >= 0), None))
         written: list[CompactedPart] = []
         writer = _PartWriter(self.twin_dir(table))
-        for name, batches in parts:
+        for part in parts:
             if should_stop():
                 writer.abandon()
                 raise _Stopped
-            path = os.path.join(self.table_dir(table), name)
+            path = os.path.join(self.table_dir(table), part.name)
+            if part.name in full:
+                os.link(path, os.path.join(self.twin_dir(table), part.name))
+                written.append(part)
+                continue
             if writer.bytes_in >= TARGET_PART_BYTES:
                 written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
-            writer.add(path, batches)
-        written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
+            writer.add(path, part.batches)
+        if writer.bytes_in:
+            written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
+        else:
+            writer.abandon()
         return written
 
 

@@ -321,3 +321,37 @@ def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone
     assert f"{len(lost.batches)} incomplete commit(s) undone" in proc.stdout
     assert Counter(parse_log(log)) == Counter(redo)
     assert_same_output(snapshot(out), snapshot(uncompacted))
+
+
+def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus, tmp_path, monkeypatch):
+    """Compacted parts closed full are kept as they are (hard links into the twin), so adding a
+    few files does not rewrite the whole job; the last, partly filled one is rewritten."""
+    from snakebatch import compaction
+
+    source = _copy(corpus, tmp_path / "src")
+    out = tmp_path / "out"
+    assert run_sb(*run_args(source, out, *OPTIONS, "--no-compact")).returncode == 0
+    files_bytes = sum((out / "files" / name).stat().st_size for name in _parts(out, "files"))
+    monkeypatch.setattr(compaction, "TARGET_PART_BYTES", files_bytes // 3)
+    first, _ = compaction.Compactor(str(out)).compact(None, [e.batch_id for e in Ledger(str(out)).entries()],
+                                                      lambda: False)
+    full = [part.name for part in first.parts("files")[:-1]]
+    assert len(full) >= 2
+    inodes = {name: (out / "files" / name).stat().st_ino for name in full}
+
+    (source / "added").mkdir()
+    for index in range(5):
+        (source / "added" / f"n{index}.py").write_text(f"def g{index}():\n    pass\n")
+    assert run_sb(*run_args(source, out, *OPTIONS, "--no-compact", resume=True)).returncode == 0
+    entries = list(Ledger(str(out)).entries())
+    second, report = compaction.Compactor(str(out)).compact(first, [e.batch_id for e in entries], lambda: False)
+    names = [part.name for part in second.parts("files")]
+    assert names[:len(full)] == full and all(n.startswith("part-c0002-") for n in names[len(full):])
+    assert {name: (out / "files" / name).stat().st_ino for name in full} == inodes  # not rewritten
+    assert sorted(second.covers) == sorted(e.batch_id for e in entries)
+    got = snapshot(out)
+    assert len(got["files"]) == 246 and {f"added/n{i}.py" for i in range(5)} <= set(got["files"])
+    # A later recovery keeps every part: the linked ones are named by the manifest too.
+    proc = run_sb(*run_args(source, out, *OPTIONS, "--json", resume=True))
+    assert proc.returncode == 0 and json.loads(proc.stdout)["files_this_run"] == 0, proc.stderr
+    assert _parts(out, "files") == sorted(names)
