@@ -178,7 +178,7 @@ class Ledger:
 
         Each table folder is listed once: the cost is one read of the ledger and one listing
         per folder, not a stat per committed batch."""
-        from .compaction import Compactor  # pyarrow: not for `status`, which only reads
+        from .compaction import Compactor  # here: compaction.py imports this module
 
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)

@@ -16,7 +16,7 @@ import msgspec
 from .errors import ConfigError, JobError
 from .jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from .ledger import Ledger
-from .schema import ERROR_STATUSES
+from .schema import ERROR_STATUSES, TABLES
 
 ERROR_SAMPLES = 5
 
@@ -44,26 +44,25 @@ class JobStatus(msgspec.Struct):
     created_at: float
     completed_at: float | None
     resume_command: str | None
+    parts: dict  # table -> part files in its folder now
+    compaction_generation: int | None  # of the compaction the tables are in, if compacted
 
 
 def _sorted_counts(counts: dict) -> dict:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _error_samples(out: str, errors: list[tuple[int, str, str]]) -> list:
-    """(path, status, message) of a few error files, the message read from their batch's part."""
+def _error_samples(out: str, errors: list[tuple[int, str, str]], manifest) -> list:
+    """(path, status, message) of a few error files, the message read from the part that holds
+    their batch's rows (`manifest`: the compaction's, or None)."""
     if not errors:
         return []
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .compaction import files_part_of, read_manifest
+    from .compaction import files_part_of
 
     samples = []
-    try:
-        manifest = read_manifest(os.path.join(out, "_snakebatch"))
-    except JobError:
-        manifest = None  # the samples keep no messages; `run --resume` reports the damage
     for batch_id, path, status in errors:
         message = None
         try:
@@ -137,6 +136,14 @@ def job_status(out: str | os.PathLike) -> JobStatus:
     else:
         state = "incomplete"
     elapsed, run_count = _elapsed(entries, runs, current_start)
+    from .compaction import read_manifest  # pyarrow, as the error samples need it anyway
+
+    try:
+        manifest = read_manifest(state_dir(out))
+    except JobError:
+        manifest = None  # `run --resume` reports the damage; status only reads
+    parts = {table: sum(1 for name in _listdir(os.path.join(out, table)) if name.endswith(".parquet"))
+             for table in TABLES}
     return JobStatus(
         state=state,
         output=out,
@@ -152,13 +159,22 @@ def job_status(out: str | os.PathLike) -> JobStatus:
         files_per_s=round(files_done / elapsed, 1) if elapsed > 0 else 0.0,
         stale_files=int(last.get("stale_files") or 0),
         stale_sample=list(last.get("stale_sample") or []),
-        error_samples=_error_samples(out, errors),
+        error_samples=_error_samples(out, errors, manifest),
         corrupt_ledger_lines=0 if holder is not None else len(corrupt),
         last_stop_reason=last.get("stop_reason") if state != "complete" else None,
         created_at=record.created_at,
         completed_at=completed.get("completed_at") if state == "complete" else None,
         resume_command=resume_command(record.job, out) if state == "incomplete" else None,
+        parts=parts,
+        compaction_generation=manifest.generation if manifest else None,
     )
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def format_status(status: JobStatus) -> str:
@@ -179,6 +195,8 @@ def format_status(status: JobStatus) -> str:
     lines.append("  languages: " + (shown or "-"))
     lines.append(f"  elapsed:   {status.elapsed_s:.1f}s over {status.runs} run{'s' if status.runs != 1 else ''}, "
                  f"{status.files_per_s:.0f} files/s")
+    compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
+    lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
     if status.stale_files:
         lines.append(f"  stale:     {status.stale_files} committed files changed on disk since "
                      f"(kept as committed), e.g. {status.stale_sample[0] if status.stale_sample else '?'}")

@@ -97,10 +97,13 @@ def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, u
     stats = meta.row_group(0).column(path_column).statistics
     assert stats is not None and stats.has_min_max and stats.min <= stats.max
 
-    # `status` reads an error's message from the compacted part.
+    # `status` reads an error's message from the compacted part, and counts the parts.
     status = run_sb("status", out)
     assert status.returncode == 0, status.stderr
     assert "broken.py" in status.stdout and "invalid syntax" in status.stdout
+    assert "parts:     files 1, definitions 1, imports 1 (compacted, generation 1)" in status.stdout
+    got = json.loads(run_sb("status", out, "--json").stdout)
+    assert got["parts"] == dict.fromkeys(TABLES, 1) and got["compaction_generation"] == 1
 
     # A resume with nothing new to do leaves the compacted parts as they are.
     before = {t: (out / t / _parts(out, t)[0]).stat().st_ino for t in TABLES}
@@ -270,6 +273,8 @@ def test_no_compact_keeps_one_part_per_batch_and_is_refused_with_a_bad_value(cor
     entries = list(Ledger(str(uncompacted)).entries())
     assert _parts(uncompacted, "files") == sorted(f"part-{e.batch_id:08d}.parquet" for e in entries)
     assert not (uncompacted / "_snakebatch" / MANIFEST).exists()
+    got = json.loads(run_sb("status", uncompacted, "--json").stdout)
+    assert got["parts"] == dict.fromkeys(TABLES, len(entries)) and got["compaction_generation"] is None
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "snakebatch.toml").write_text("compact = 'yes'\n")
     proc = run_sb(*run_args(tmp_path / "src", tmp_path / "out"))
