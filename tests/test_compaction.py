@@ -360,3 +360,28 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
     proc = run_sb(*run_args(source, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0 and json.loads(proc.stdout)["files_this_run"] == 0, proc.stderr
     assert _parts(out, "files") == sorted(names)
+
+
+def test_a_compaction_that_cannot_write_leaves_the_batch_parts_and_the_job_complete(corpus, uncompacted, tmp_path):
+    """A file size limit below the compacted parts' size (none of the batch parts reaches it):
+    the compaction fails with a warning, the job is complete with its batch parts, and a later
+    resume compacts."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG
+
+    out = _copy(uncompacted, tmp_path / "out")
+    before = {table: _parts(out, table) for table in TABLES}
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True), preexec_fn=limit)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: cannot compact the tables" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["compaction"] is None
+    assert {table: _parts(out, table) for table in TABLES} == before
+    assert not (out / "_snakebatch" / "compacting").exists() and not (out / "_snakebatch" / MANIFEST).exists()
+    assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "complete"
+
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    assert proc.returncode == 0 and json.loads(proc.stdout)["compaction"]["parts_after"] == 3, proc.stderr
+    assert_same_output(snapshot(out), snapshot(uncompacted))
