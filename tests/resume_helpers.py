@@ -6,6 +6,7 @@ Every check reads the real Parquet parts back (pyarrow, DuckDB); nothing here mo
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -103,6 +104,14 @@ class Run:
     @property
     def stderr(self) -> str:
         return self.stderr_path.read_text()
+
+
+def file_size_limit(limit: int):
+    """A preexec_fn that caps the size of any file the run (and its workers) writes."""
+    def apply():  # in the child, before exec: every process of the run inherits it
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG instead
+    return apply
 
 
 def run_args(source: Path, out: Path, *options, resume: bool = False) -> list:

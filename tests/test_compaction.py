@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from resume_helpers import (
-    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, parse_log, read_parts, run_args, run_sb, snapshot,
+    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
+    run_sb, snapshot,
 )
 from snakebatch.compaction import MANIFEST, read_manifest
 from snakebatch.ledger import Ledger
@@ -366,15 +367,9 @@ def test_a_compaction_that_cannot_write_leaves_the_batch_parts_and_the_job_compl
     """A file size limit below the compacted parts' size (none of the batch parts reaches it):
     the compaction fails with a warning, the job is complete with its batch parts, and a later
     resume compacts."""
-    import resource
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG
-
     out = _copy(uncompacted, tmp_path / "out")
     before = {table: _parts(out, table) for table in TABLES}
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True), preexec_fn=limit)
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True), preexec_fn=file_size_limit(30_000))
     assert proc.returncode == 0, proc.stderr
     assert "warning: cannot compact the tables" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout)["compaction"] is None

@@ -10,9 +10,7 @@ import base64
 import json
 import os
 import random
-import resource
 import shutil
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +20,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from resume_helpers import (
-    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, parse_log, read_parts, run_args, run_sb, snapshot,
+    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
+    run_sb, snapshot,
 )
 from snakebatch import ledger as ledger_module
 from snakebatch.ledger import Ledger, LedgerEntry, part_name
@@ -138,13 +137,6 @@ def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
     assert proc.returncode == 2 and "--parser" in proc.stderr
 
 
-def _file_size_limit(limit: int):
-    def apply():  # in the child, before exec: every process of the run inherits it
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG instead
-    return apply
-
-
 def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     source = tmp_path / "src"
     shutil.copytree(corpus, source)
@@ -155,7 +147,7 @@ def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     assert want.returncode == 0, want.stderr
 
     out = tmp_path / "out"
-    proc = run_sb(*run_args(source, out, *options), preexec_fn=_file_size_limit(1_000_000))
+    proc = run_sb(*run_args(source, out, *options), preexec_fn=file_size_limit(1_000_000))
     assert proc.returncode == 1, proc.stderr
     assert "cannot write batch" in proc.stderr and "File too large" in proc.stderr
     assert "snakebatch: resume with: " in proc.stderr and "--content" in proc.stderr
@@ -174,7 +166,7 @@ def test_a_ledger_write_failure_stops_with_exit_1_and_resumes(corpus, baseline, 
     out = tmp_path / "out"
     # One file per batch: many ledger lines. The ledger outgrows a 30 kB limit, no part does.
     options = (*OPTIONS, "--batch-bytes", "1KB")
-    proc = run_sb(*run_args(corpus, out, *options), preexec_fn=_file_size_limit(30_000))
+    proc = run_sb(*run_args(corpus, out, *options), preexec_fn=file_size_limit(30_000))
     assert proc.returncode == 1, proc.stderr
     assert "cannot commit batch" in proc.stderr and "File too large" in proc.stderr
     assert "Traceback" not in proc.stderr
