@@ -243,7 +243,8 @@ class Compactor:
 
     def compact(self, manifest: Manifest | None, batch_ids: list[int],
                 should_stop: Callable[[], bool]) -> tuple[Manifest, CompactionReport] | None:
-        """Compact every table whose live parts are more than one (see the protocol above).
+        """Compact the tables if batches were committed since the last compaction and a table
+        has more than one part (see the protocol above).
 
         Returns the new manifest and a report, or None when there was nothing to do, the
         system cannot exchange folders, or `should_stop()` turned true (nothing changed then)."""
