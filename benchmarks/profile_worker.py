@@ -59,7 +59,7 @@ STAGES = (
     ("binary sniff", [("worker.py", "_is_binary")], "ct"),
     ("routing", [("parsers/__init__.py", "route")], "ct"),
     ("Arrow tables from columns", [("worker.py", "table"), ("worker.py", "_rows_table")], "ct"),
-    ("Parquet write (incl. its fsync)", [("worker.py", "_write_part")], "ct"),
+    ("Parquet write (incl. its fsync)", [("worker.py", "write_part")], "ct"),
     ("fsync of staging folder", [("worker.py", "_fsync_dir")], "ct"),
 )
 

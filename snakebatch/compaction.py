@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from .errors import JobError
 from .ledger import fsync_dir, part_name
 from .schema import TABLES
-from .worker import PARQUET_OPTIONS  # compacted parts are written as the workers write theirs
+from .worker import PARQUET_OPTIONS, write_part  # compacted parts are written as the workers write theirs
 
 MANIFEST = "compaction.json"
 # Input bytes (Parquet on disk) per compacted part: large enough that a big job has few parts,
@@ -223,7 +223,7 @@ class Compactor:
                     drop = pc.is_in(data["path"], pa.array(sorted(lost_paths), type=pa.string()))
                 kept = data.filter(pc.invert(drop))
                 tmp = os.path.join(self.table_dir(table), "." + part.name + ".tmp")
-                _write_whole(kept, tmp)
+                write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS)
                 os.replace(tmp, path)  # a reader sees the old part or the new one, whole
                 part.batches = [b for b in part.batches if b not in lost]
                 part.rows = kept.num_rows
@@ -381,10 +381,3 @@ class _PartWriter:
         if self.writer is not None:
             self.writer.close()
             self.fh.close()
-
-
-def _write_whole(table: pa.Table, path: str) -> None:
-    with open(path, "wb") as fh:
-        pq.write_table(table, fh, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
-        fh.flush()
-        os.fsync(fh.fileno())

@@ -170,9 +170,10 @@ class _Columns:
         )
 
 
-def _write_part(table: pa.Table, path: str) -> None:
+def write_part(table: pa.Table, path: str, row_group_size: int | None = None) -> None:
+    """Write `table` to `path` as one durable Parquet file (also compaction's cut-outs)."""
     with open(path, "wb") as fh:
-        pq.write_table(table, fh, **PARQUET_OPTIONS)
+        pq.write_table(table, fh, row_group_size=row_group_size, **PARQUET_OPTIONS)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -336,7 +337,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     }
     os.makedirs(task.staging, exist_ok=True)
     for name in TABLES:
-        _write_part(tables[name], os.path.join(task.staging, name + ".parquet"))
+        write_part(tables[name], os.path.join(task.staging, name + ".parquet"))
     _fsync_dir(task.staging)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return BatchOutcome(
