@@ -86,7 +86,7 @@ def sampling_cost() -> None:
     """The sampling thread runs in both: its CPU time over a few seconds, on a tree like a run's."""
     import multiprocessing
 
-    from snakebatch.governor import MemoryGovernor
+    from snakebatch.engine.governor import MemoryGovernor
 
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=time.sleep, args=(30,)) for _ in range(3)]

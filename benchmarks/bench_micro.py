@@ -24,10 +24,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from snakebatch.batching import BatchPlanner  # noqa: E402
+from snakebatch.engine.batching import BatchPlanner  # noqa: E402
 from snakebatch.config import JobConfig  # noqa: E402
-from snakebatch.discovery import SourceFile, discover  # noqa: E402
-from snakebatch.ledger import Ledger, LedgerEntry  # noqa: E402
+from snakebatch.engine.discovery import SourceFile, discover  # noqa: E402
+from snakebatch.store.ledger import Ledger, LedgerEntry  # noqa: E402
 from snakebatch.parsers import get  # noqa: E402
 from snakebatch.schema import TABLES, table_schema  # noqa: E402
 
@@ -142,7 +142,7 @@ def test_discovery(benchmark, generated_tree):
 
 def test_arrow_parquet_part(benchmark, tmp_path):
     """Building one batch's files table from column lists and writing it as the worker does."""
-    from snakebatch.worker import PARQUET_OPTIONS
+    from snakebatch.store.durable import PARQUET_OPTIONS
     from snakebatch.schema import FILES_SCHEMA
 
     n = 1000
@@ -164,7 +164,7 @@ def test_arrow_parquet_part(benchmark, tmp_path):
 @pytest.fixture(scope="module")
 def real_batch_tables(corpus_bytes, tmp_path_factory) -> dict:
     """The three tables of one real batch (the corpus's first files through process_batch)."""
-    from snakebatch.worker import BatchTask, process_batch
+    from snakebatch.engine.worker import BatchTask, process_batch
 
     source = tmp_path_factory.mktemp("batch-src")
     files = []

@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import snakebatch  # noqa: E402
-from snakebatch import coordinator  # noqa: E402
+from snakebatch.engine import coordinator  # noqa: E402
 
 IMPORTED = since_start()
 

@@ -34,10 +34,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from snakebatch.batching import BatchPlanner  # noqa: E402
+from snakebatch.engine.batching import BatchPlanner  # noqa: E402
 from snakebatch.config import JobConfig  # noqa: E402
-from snakebatch.discovery import discover  # noqa: E402
-from snakebatch.worker import BatchTask, process_batch  # noqa: E402
+from snakebatch.engine.discovery import discover  # noqa: E402
+from snakebatch.engine.worker import BatchTask, process_batch  # noqa: E402
 
 BATCH_BYTES = 4 * 1024 * 1024
 
@@ -60,7 +60,7 @@ STAGES = (
     ("routing", [("parsers/__init__.py", "route")], "ct"),
     ("Arrow tables from columns", [("worker.py", "table"), ("worker.py", "_rows_table")], "ct"),
     ("Parquet write (incl. its fsync)", [("worker.py", "write_part")], "ct"),
-    ("fsync of staging folder", [("worker.py", "_fsync_dir")], "ct"),
+    ("fsync of staging folder", [("durable.py", "fsync_dir")], "ct"),
 )
 
 

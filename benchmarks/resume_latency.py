@@ -30,12 +30,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import snakebatch.coordinator as coordinator_module  # noqa: E402
-import snakebatch.sinks as sinks_module  # noqa: E402
+import snakebatch.engine.coordinator as coordinator_module  # noqa: E402
+import snakebatch.engine.sinks as sinks_module  # noqa: E402
 from snakebatch.api import run  # noqa: E402
 from snakebatch.config import build_config  # noqa: E402
-from snakebatch.discovery import discover  # noqa: E402
-from snakebatch.ledger import Ledger  # noqa: E402
+from snakebatch.engine.discovery import discover  # noqa: E402
+from snakebatch.store.ledger import Ledger  # noqa: E402
 
 TEMPLATE = "import os\n\n\ndef f{i}(x, y=1):\n    \"\"\"File {i}.\"\"\"\n    return os.path.join(str(x), str(y + {i}))\n"
 

@@ -14,9 +14,9 @@ from typing import Callable, Iterator
 import pyarrow as pa
 
 from .config import build_config
-from .coordinator import Coordinator, Progress, RunSummary
+from .engine.coordinator import Coordinator, Progress, RunSummary
 from .errors import ConfigError
-from .sinks import OutputSink, StreamSink
+from .engine.sinks import OutputSink, StreamSink
 
 
 class RunResult:
@@ -80,7 +80,7 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     """
     import pyarrow.dataset as ds
 
-    from .jobfolder import holds_job, read_record
+    from .store.jobfolder import holds_job, read_record
     from .schema import TABLES, table_schema
 
     if table not in TABLES:

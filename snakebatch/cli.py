@@ -12,7 +12,7 @@ import sys
 import click
 import msgspec
 
-from . import __version__
+from ._version import __version__
 from .errors import ConfigError, JobError
 
 EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -196,7 +196,7 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 def status(out, as_json):
     """The state of the job in OUT: complete, incomplete or running, with its counts."""
-    from .status import format_status, job_status
+    from .report.status import format_status, job_status
 
     try:
         job = job_status(out)
@@ -217,7 +217,7 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
 
     Reads only metadata and a small sample (parsed here to calibrate the estimate); writes nothing.
     """
-    from .plan import plan
+    from .report.plan import plan
 
     options = _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
                                  follow_symlinks, max_file_size, parsers)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakebatch.batching import LOOKAHEAD_FILES, BatchPlanner, CommittedIndex
-from snakebatch.discovery import SourceFile
+from snakebatch.engine.batching import LOOKAHEAD_FILES, BatchPlanner, CommittedIndex
+from snakebatch.engine.discovery import SourceFile
 
 
 def _files(sizes):

@@ -25,8 +25,8 @@ from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
     run_sb, snapshot,
 )
-from snakebatch.compaction import MANIFEST, read_manifest
-from snakebatch.ledger import Ledger
+from snakebatch.store.compaction import MANIFEST, read_manifest
+from snakebatch.store.ledger import Ledger
 
 TABLES = ("files", "definitions", "imports")
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "8KB", "-j", "2")
@@ -117,7 +117,7 @@ def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, u
 def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, monkeypatch):
     """Compaction in this process, with small limits, on a real uncompacted job: several parts,
     several row groups each, whose path ranges do not overlap (discovery order is path order)."""
-    from snakebatch import compaction
+    from snakebatch.store import compaction
 
     source = tmp_path / "src"
     for folder in range(30):
@@ -309,7 +309,7 @@ def test_sigint_during_compaction_stops_with_130_and_the_resume_compacts(corpus,
 
 def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone(corpus, uncompacted, tmp_path,
                                                                                monkeypatch):
-    from snakebatch import compaction
+    from snakebatch.store import compaction
 
     out = _copy(uncompacted, tmp_path / "out")
     entries = {entry.batch_id: entry for entry in Ledger(str(out)).entries()}
@@ -332,7 +332,7 @@ def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone
 def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus, tmp_path, monkeypatch):
     """Compacted parts closed full are kept as they are (hard links into the twin), so adding a
     few files does not rewrite the whole job; the last, partly filled one is rewritten."""
-    from snakebatch import compaction
+    from snakebatch.store import compaction
 
     source = _copy(corpus, tmp_path / "src")
     out = tmp_path / "out"

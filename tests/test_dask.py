@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from conftest import ROOT, read_table, stdlib_dir
-from snakebatch.ledger import Ledger
-from snakebatch.worker import BatchTask, process_batch
+from snakebatch.store.ledger import Ledger
+from snakebatch.engine.worker import BatchTask, process_batch
 
 distributed = pytest.importorskip("distributed")
 
@@ -333,7 +333,7 @@ def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_clu
 def test_a_builtin_local_cluster_without_workers_is_replaced(corpus, tmp_path, monkeypatch):
     """When no worker comes back after a death (its nanny gave up), `rebuild` replaces the local
     cluster as the local pool replaces a broken pool, and batches run again."""
-    from snakebatch import dask_executor
+    from snakebatch.executors import dask as dask_executor
     from snakebatch.config import build_config
     monkeypatch.setenv("PYTHONPATH", process_env()["PYTHONPATH"])
     monkeypatch.setattr(dask_executor, "LOCAL_WORKERS_BACK_TIMEOUT_S", 1)

@@ -28,7 +28,7 @@ from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, committed_paths, copy_stdlib, env, holds_job, parse_log,
     read_parts, run_args, snapshot,
 )
-from snakebatch.ledger import Ledger
+from snakebatch.store.ledger import Ledger
 
 SLEEP_PER_FILE = 0.003
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")

@@ -23,9 +23,10 @@ from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
     run_sb, snapshot,
 )
-from snakebatch import ledger as ledger_module
-from snakebatch.ledger import Ledger, LedgerEntry, part_name
-from snakebatch.worker import BatchTask, process_batch
+from snakebatch.store import ledger as ledger_module
+from snakebatch.store.layout import part_name
+from snakebatch.store.ledger import Ledger, LedgerEntry
+from snakebatch.engine.worker import BatchTask, process_batch
 
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2")
 

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, run_args, run_sb
-from snakebatch.ledger import Ledger
+from snakebatch.store.ledger import Ledger
 
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2")
 

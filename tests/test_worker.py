@@ -6,7 +6,7 @@ import os
 
 import pyarrow.parquet as pq
 
-from snakebatch.worker import BatchTask, process_batch
+from snakebatch.engine.worker import BatchTask, process_batch
 
 
 def _task(src, staging, names, **kw) -> BatchTask:

@@ -5,7 +5,7 @@ Owns: decoding checks and line counts of plain text. Must not touch: anything ou
 
 from __future__ import annotations
 
-from .. import __version__
+from .._version import __version__
 from ..languages import language_of_file
 from .base import ParseResult, Parser, count_lines
 

@@ -31,6 +31,7 @@ import importlib
 import importlib.util
 import re
 import threading
+from functools import lru_cache
 from importlib import metadata, resources
 
 import tree_sitter
@@ -60,9 +61,7 @@ CPP_SNIFF_BYTES = 64 * 1024
 
 def _cpp_parser() -> TreeSitterParser | None:
     """The built-in C++ parser, or None when its grammar is not installed (the header is read as C)."""
-    from . import builtin_parsers
-
-    return next((p for p in builtin_parsers() if isinstance(p, TreeSitterParser) and p.name == "cpp"), None)
+    return next((p for p in treesitter_parsers() if p.name == "cpp"), None)
 
 
 def _text(node) -> str:
@@ -240,6 +239,8 @@ def recover_python(path: str, data: bytes) -> tuple[list, list] | None:
     return result.definitions, result.imports
 
 
-def treesitter_parsers() -> list[Parser]:
-    """A parser for each grammar whose package is installed (found without importing it)."""
-    return [TreeSitterParser(g) for g in GRAMMARS if importlib.util.find_spec(g.module) is not None]
+@lru_cache(maxsize=None)
+def treesitter_parsers() -> tuple[TreeSitterParser, ...]:
+    """A parser for each grammar whose package is installed (found without importing it); one
+    instance each, shared by the router and the C++ sniffing of `.h` files."""
+    return tuple(TreeSitterParser(g) for g in GRAMMARS if importlib.util.find_spec(g.module) is not None)

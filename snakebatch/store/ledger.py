@@ -30,7 +30,10 @@ from typing import Iterator
 
 import msgspec
 
-from .schema import TABLES
+from ..schema import TABLES
+from .compaction import Compactor
+from .durable import atomic_write, fsync_dir
+from .layout import JobLayout, part_name
 
 
 class LedgerEntry(msgspec.Struct, array_like=False):
@@ -104,18 +107,6 @@ def _decode_line(line: bytes) -> LedgerEntry | None:
         return None
 
 
-def part_name(batch_id: int) -> str:
-    return f"part-{batch_id:08d}.parquet"
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_if_empty(folder: str) -> bool:
     """Remove `folder` if it is empty (or already gone); False when it holds something."""
     try:
@@ -132,17 +123,15 @@ class Ledger:
 
     def __init__(self, out: str):
         self.out = out
-        self.state = os.path.join(out, "_snakebatch")
-        self.path = os.path.join(self.state, "ledger.jsonl")
-        self.staging_root = os.path.join(self.state, "staging")
+        self.layout = JobLayout(out)
+        self.state = self.layout.state
+        self.path = self.layout.ledger
+        self.staging_root = self.layout.staging_root
         self._fh = None
-
-    def table_dir(self, table: str) -> str:
-        return os.path.join(self.out, table)
 
     def create(self) -> None:
         for table in TABLES:
-            os.makedirs(self.table_dir(table), exist_ok=True)
+            os.makedirs(self.layout.table_dir(table), exist_ok=True)
         os.makedirs(self.staging_root, exist_ok=True)
         if not os.path.exists(self.path):
             with open(self.path, "wb") as fh:
@@ -178,7 +167,6 @@ class Ledger:
 
         Each table folder is listed once: the cost is one read of the ledger and one listing
         per folder, not a stat per committed batch."""
-        from .compaction import Compactor  # here: compaction.py imports this module
 
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
@@ -187,7 +175,7 @@ class Ledger:
         covered = set(manifest.covers) if manifest else set()
         present = {}
         for table in TABLES:
-            folder = self.table_dir(table)
+            folder = self.layout.table_dir(table)
             os.makedirs(folder, exist_ok=True)
             present[table] = set(os.listdir(folder))
         kept = []
@@ -201,12 +189,12 @@ class Ledger:
                     # A part is gone from both places: undo the whole batch (its files are redone).
                     for table in TABLES:
                         if name in present[table]:
-                            os.unlink(os.path.join(self.table_dir(table), name))
+                            os.unlink(os.path.join(self.layout.table_dir(table), name))
                             present[table].discard(name)
                     report.rolled_back += 1
                     continue
                 for table, source in zip(missing, sources):
-                    os.rename(source, os.path.join(self.table_dir(table), name))
+                    os.rename(source, os.path.join(self.layout.table_dir(table), name))
                     present[table].add(name)
                 _remove_if_empty(staged)
                 report.rolled_forward += 1
@@ -215,7 +203,7 @@ class Ledger:
         for table in TABLES:
             live = own_parts | (manifest.names(table) if manifest else set())
             for name in present[table] - live:
-                path = os.path.join(self.table_dir(table), name)
+                path = os.path.join(self.layout.table_dir(table), name)
                 if name.startswith(".") or os.path.isdir(path):
                     continue
                 os.unlink(path)
@@ -230,22 +218,15 @@ class Ledger:
             self._rewrite(kept)
         if report.rolled_forward or report.rolled_back or report.removed_orphan_parts:
             for table in TABLES:
-                fsync_dir(self.table_dir(table))
+                fsync_dir(self.layout.table_dir(table))
         report.entries = len(kept)
         return kept, report
 
     def _rewrite(self, entries: list[LedgerEntry]) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "wb") as fh:
-            for entry in entries:
-                fh.write(_encode_line(entry))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.state)
+        atomic_write(self.path, b"".join(map(_encode_line, entries)))
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
-        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
+        return self.layout.staging_for(batch_id, attempt)
 
     def commit(self, entry: LedgerEntry, staging: str) -> None:
         """Commit one batch whose parts are whole in `staging` (see the protocol above).
@@ -271,7 +252,7 @@ class Ledger:
         for table in TABLES:
             os.rename(
                 os.path.join(staging, table + ".parquet"),
-                os.path.join(self.table_dir(table), part_name(entry.batch_id)),
+                os.path.join(self.layout.table_dir(table), part_name(entry.batch_id)),
             )
         os.rmdir(staging)
 
@@ -280,5 +261,5 @@ class Ledger:
             self._fh.close()
             self._fh = None
         for table in TABLES:
-            if os.path.isdir(self.table_dir(table)):
-                fsync_dir(self.table_dir(table))
+            if os.path.isdir(self.layout.table_dir(table)):
+                fsync_dir(self.layout.table_dir(table))

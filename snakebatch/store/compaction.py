@@ -40,10 +40,10 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import JobError
-from .ledger import fsync_dir, part_name
-from .schema import TABLES
-from .worker import PARQUET_OPTIONS, write_part  # compacted parts are written as the workers write theirs
+from ..errors import JobError
+from ..schema import TABLES
+from .durable import PARQUET_OPTIONS, atomic_write, fsync_dir, write_part
+from .layout import JobLayout, part_name
 
 MANIFEST = "compaction.json"
 # Input bytes (Parquet on disk) per compacted part: large enough that a big job has few parts,
@@ -107,13 +107,7 @@ def files_part_of(manifest: Manifest | None, batch_id: int) -> str:
 
 
 def _write_manifest(state: str, manifest: Manifest) -> None:
-    tmp = os.path.join(state, MANIFEST + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(msgspec.json.encode(manifest))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, os.path.join(state, MANIFEST))
-    fsync_dir(state)
+    atomic_write(os.path.join(state, MANIFEST), msgspec.json.encode(manifest))
 
 
 _AT_FDCWD = -100
@@ -154,14 +148,9 @@ class Compactor:
 
     def __init__(self, out: str):
         self.out = out
-        self.state = os.path.join(out, "_snakebatch")
-        self.twins = os.path.join(self.state, "compacting")
-
-    def table_dir(self, table: str) -> str:
-        return os.path.join(self.out, table)
-
-    def twin_dir(self, table: str) -> str:
-        return os.path.join(self.twins, table)
+        self.layout = JobLayout(out)
+        self.state = self.layout.state
+        self.twins = self.layout.twins
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -172,18 +161,18 @@ class Compactor:
         them. Returns the manifest and how many batches lost their entry."""
         manifest = read_manifest(self.state)
         for table in TABLES:
-            folder = self.table_dir(table)
+            folder = self.layout.table_dir(table)
             for name in os.listdir(folder) if os.path.isdir(folder) else ():
                 if name.startswith(".part-c") and name.endswith(".tmp"):  # a cut-out cut off
                     os.unlink(os.path.join(folder, name))
-            twin = self.twin_dir(table)
+            twin = self.layout.twin_dir(table)
             if not os.path.isdir(twin):
                 continue
             # This generation's new parts in the twin: committed but not yet swapped in. (After
             # the swap the twin holds the old parts, which may share the names of linked ones.)
             written = manifest.written(table) if manifest else set()
             if written and written <= set(os.listdir(twin)):
-                exchange(twin, self.table_dir(table))
+                exchange(twin, self.layout.table_dir(table))
                 fsync_dir(self.out)
             shutil.rmtree(twin)
         shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
@@ -191,7 +180,7 @@ class Compactor:
             return None, 0
         unlogged = set(manifest.covers) - set(entries)
         gone = {batch for table in TABLES for part in manifest.parts(table)
-                if not os.path.exists(os.path.join(self.table_dir(table), part.name)) for batch in part.batches}
+                if not os.path.exists(os.path.join(self.layout.table_dir(table), part.name)) for batch in part.batches}
         if unlogged or gone:
             known = {path for batch in gone if batch in entries for path in entries[batch].paths}
             self._cut_out(manifest, unlogged | gone, known)
@@ -204,10 +193,10 @@ class Compactor:
         import pyarrow.compute as pc  # 40 ms of import, for a repair that is rarely needed
 
         lost_ids = pa.array(sorted(lost), type=pa.int64())
-        present = {table: set(os.listdir(self.table_dir(table))) for table in TABLES}
+        present = {table: set(os.listdir(self.layout.table_dir(table))) for table in TABLES}
         for part in manifest.parts("files"):
             if lost & set(part.batches) and part.name in present["files"]:
-                files = pq.read_table(os.path.join(self.table_dir("files"), part.name), columns=["path", "batch_id"])
+                files = pq.read_table(os.path.join(self.layout.table_dir("files"), part.name), columns=["path", "batch_id"])
                 hit = pc.is_in(files["batch_id"], lost_ids.cast(files.schema.field("batch_id").type))
                 lost_paths |= set(files.filter(hit)["path"].to_pylist())
         for table in TABLES:
@@ -215,19 +204,19 @@ class Compactor:
             for part in manifest.parts(table):
                 if not lost & set(part.batches):
                     continue
-                path = os.path.join(self.table_dir(table), part.name)
+                path = os.path.join(self.layout.table_dir(table), part.name)
                 data = pq.read_table(path)
                 if table == "files":
                     drop = pc.is_in(data["batch_id"], lost_ids.cast(data.schema.field("batch_id").type))
                 else:
                     drop = pc.is_in(data["path"], pa.array(sorted(lost_paths), type=pa.string()))
                 kept = data.filter(pc.invert(drop))
-                tmp = os.path.join(self.table_dir(table), "." + part.name + ".tmp")
+                tmp = os.path.join(self.layout.table_dir(table), "." + part.name + ".tmp")
                 write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS)
                 os.replace(tmp, path)  # a reader sees the old part or the new one, whole
                 part.batches = [b for b in part.batches if b not in lost]
                 part.rows = kept.num_rows
-            fsync_dir(self.table_dir(table))
+            fsync_dir(self.layout.table_dir(table))
         manifest.covers = [b for b in manifest.covers if b not in lost]
         _write_manifest(self.state, manifest)
 
@@ -260,7 +249,7 @@ class Compactor:
                        tables={}, compacted_at=time.time())
 
         def build(table: str) -> list[CompactedPart]:
-            twin = self.twin_dir(table)
+            twin = self.layout.twin_dir(table)
             shutil.rmtree(twin, ignore_errors=True)
             os.makedirs(twin)
             parts = self._write_twin(table, live[table], generation, should_stop)
@@ -279,7 +268,7 @@ class Compactor:
         rows = sum(part.rows for parts in new.tables.values() for part in parts)
         _write_manifest(self.state, new)
         for table in TABLES:
-            exchange(self.twin_dir(table), self.table_dir(table))
+            exchange(self.layout.twin_dir(table), self.layout.table_dir(table))
         fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted
         shutil.rmtree(self.twins)
         report = CompactionReport(
@@ -298,14 +287,14 @@ class Compactor:
         full = {part.name for part in parts if part.rows >= 0}
         full.discard(next((part.name for part in reversed(parts) if part.rows >= 0), None))
         written: list[CompactedPart] = []
-        writer = _PartWriter(self.twin_dir(table))
+        writer = _PartWriter(self.layout.twin_dir(table))
         for part in parts:
             if should_stop():
                 writer.abandon()
                 raise _Stopped
-            path = os.path.join(self.table_dir(table), part.name)
+            path = os.path.join(self.layout.table_dir(table), part.name)
             if part.name in full:
-                os.link(path, os.path.join(self.twin_dir(table), part.name))
+                os.link(path, os.path.join(self.layout.twin_dir(table), part.name))
                 written.append(part)
                 continue
             if writer.bytes_in >= TARGET_PART_BYTES:

@@ -6,11 +6,11 @@ folder, submitting batches as `concurrent.futures` futures, and reading worker m
 scheduler for the governor. Must not touch: what a batch does (worker.py) or what is committed
 (the coordinator and the ledger stay on the client side: workers only write staging folders).
 
-Failures reach the coordinator in the shapes it already knows: a worker that dies while running
-a batch makes the scheduler raise `KilledWorker` (a local cluster sets `allowed-failures` to 0 so
-that happens on the first death, and the coordinator isolates and bisects as for a dead local
-worker); losing the scheduler becomes a `ConnectionError`, which stops the job resumably rather
-than turning its files into error rows.
+Failures reach the coordinator as the `Executor` protocol says (executors/base.py): a worker
+that dies while running a batch makes the scheduler raise `KilledWorker` (a local cluster sets
+`allowed-failures` to 0 so that happens on the first death), which becomes `WorkerDied`, and the
+coordinator isolates and bisects as for a dead local worker; losing the scheduler becomes a
+`ConnectionError`, which stops the job resumably rather than turning its files into error rows.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ import time
 import uuid
 from concurrent.futures import CancelledError, Future
 
+import dask
 import xxhash
+from distributed import Client, KilledWorker, LocalCluster
 
-from .config import DASK_EXTRA_MISSING, RunConfig
-from .errors import ConfigError
-from .ledger import Ledger
+from ..config import RunConfig
+from ..errors import ConfigError, JobError
+from ..store.layout import JobLayout
+from .base import WorkerDied
 
 CONNECT_TIMEOUT_S = 10
 WORKERS_AT_START_TIMEOUT_S = 60
@@ -42,7 +45,7 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.memory.target": False,
     "distributed.worker.memory.spill": False,
     "distributed.scheduler.allowed-failures": 0,
-    "distributed.worker.preload": ["snakebatch.dask_executor"],  # runs dask_setup below
+    "distributed.worker.preload": ["snakebatch.executors.dask"],  # runs dask_setup below
 }
 
 
@@ -76,15 +79,11 @@ def executing_keys(prefix: str, dask_worker=None) -> list[str]:
 
 
 class DaskExecutor:
-    """`submit(fn, task) -> concurrent.futures.Future` on a Dask cluster."""
+    """`submit(fn, task) -> concurrent.futures.Future` on a Dask cluster (an `Executor`)."""
 
-    kind = "dask"
+    runs_heartbeats = False  # its workers may be on other machines
 
     def __init__(self, config: RunConfig):
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ConfigError(DASK_EXTRA_MISSING) from None
         self.config = config
         self.client = None
         self.cluster = None
@@ -117,9 +116,6 @@ class DaskExecutor:
         self.memory_limit = sum(limits) if self.cluster is None and limits and all(limits) else None
 
     def _start_local_cluster(self) -> None:
-        import dask
-        from distributed import Client, LocalCluster
-
         config = self.config
         with dask.config.set(LOCAL_CLUSTER_CONFIG):
             self.cluster = LocalCluster(
@@ -141,7 +137,7 @@ class DaskExecutor:
             time.sleep(0.2)
 
     def _check_paths(self) -> None:
-        staging = Ledger(self.config.output).staging_root if self.config.output else None
+        staging = JobLayout(self.config.output).staging_root if self.config.output else None
         probe = None
         if staging is not None:
             probe = f".probe-{uuid.uuid4().hex}"
@@ -201,24 +197,30 @@ class DaskExecutor:
             future.set_result(dask_future.result())
         except CancelledError as err:
             future.set_exception(ConnectionError(f"Dask cancelled the batch (scheduler {self.scheduler}: {err})"))
-        except BaseException as err:  # noqa: BLE001 - the worker's exception, for the coordinator
+        except KilledWorker as err:
+            future.set_exception(WorkerDied(f"a Dask worker died running the batch ({err})"))
+        except BaseException as err:  # noqa: BLE001 - the batch's own exception, for the coordinator
             future.set_exception(err)
 
     def worker_pids(self) -> list[int]:
         return list(self._pids)
 
+    def kill_worker(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def kill_workers(self) -> None:
         for pid in self.worker_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.kill_worker(pid)
+
+    def recycle(self) -> bool:
+        return False  # a nanny restarts a worker only when it dies or passes its memory limit
 
     def rebuild(self) -> None:
         """After a worker died (nothing is in flight): its nanny restarts it; go on once a worker
         is connected. A local cluster that gets none back is replaced, as the local pool is."""
-        from .coordinator import FatalJobError
-
         try:
             if self.cluster is not None:
                 try:
@@ -230,7 +232,7 @@ class DaskExecutor:
             else:
                 self._wait_for_workers(WORKERS_BACK_TIMEOUT_S)
         except ConfigError as err:
-            raise FatalJobError(str(err)) from None
+            raise JobError(str(err)) from None
         self._pids = self._fetch_pids()
 
     def memory_rss(self) -> int | None:

@@ -16,7 +16,7 @@ from typing import Iterator, NamedTuple
 
 import pathspec
 
-from .config import JobConfig
+from ..config import JobConfig
 
 VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj", ".pijul"})
 

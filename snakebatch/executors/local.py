@@ -1,9 +1,8 @@
-"""Executors: where batches run. A local process pool, or a Dask cluster (optional extra).
+"""The local executor: a process pool on this machine.
 
-Owns: starting, rebuilding and stopping worker processes, and reporting their PIDs for memory
-sampling. Must not touch: what a batch does (worker.py) or what happens to its result.
-
-Both are `concurrent.futures.Executor`s to the coordinator: `submit(fn, task)` returns a Future.
+Owns: starting, rebuilding and stopping worker processes, reporting their PIDs for memory
+sampling, and turning the pool's failures into `WorkerDied`. Must not touch: what a batch does
+(engine/worker.py) or what happens to its result.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from .config import RunConfig
+from .base import WorkerDied
 
 
 def _init_worker() -> None:
@@ -24,34 +23,40 @@ def _init_worker() -> None:
 
 
 class LocalExecutor:
-    """A `ProcessPoolExecutor` that can be rebuilt after a worker died."""
+    """A `ProcessPoolExecutor` that can be rebuilt after a worker died (an `Executor`)."""
 
-    kind = "local"
+    memory_limit = None  # the governor's budget holds: the workers are this process's children
+    runs_heartbeats = True
 
     def __init__(self, workers: int):
         self.workers = workers
         # forkserver: workers start from a clean, single-threaded process with the worker module
         # preloaded, unaffected by the coordinator's threads.
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["snakebatch.worker"])
+        self._context.set_forkserver_preload(["snakebatch.engine.worker"])
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_init_worker)
 
     def submit(self, fn, task) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
         try:
-            return self._pool.submit(fn, task)
+            pooled = self._pool.submit(fn, task)
         except BrokenProcessPool as err:
             # The pool broke since the coordinator last looked: fail like the batches in flight,
             # so the coordinator's one path for worker deaths handles this one too.
-            future: Future = Future()
-            future.set_exception(err)
+            future.set_exception(WorkerDied(str(err)))
             return future
+        pooled.add_done_callback(lambda done: _settle(done, future))
+        return future
 
     def worker_pids(self) -> list[int]:
-        processes = getattr(self._pool, "_processes", None) or {}
-        return list(processes)
+        return list(self._pool._processes or {})  # the pool has no public list of its processes
+
+    def memory_rss(self) -> None:
+        return None  # its workers are children: the governor samples them itself
 
     def kill_worker(self, pid: int) -> None:
         """Kill one worker (stuck in a parse); the pool breaks and must be rebuilt."""
@@ -64,10 +69,11 @@ class LocalExecutor:
         for pid in self.worker_pids():
             self.kill_worker(pid)
 
-    def recycle(self) -> None:
+    def recycle(self) -> bool:
         """Replace idle workers with fresh processes (to give memory a worker holds back)."""
         self._pool.shutdown(wait=True)
         self._pool = self._new_pool()
+        return True
 
     def rebuild(self) -> None:
         """Replace a broken pool (a worker died) with a fresh one."""
@@ -81,9 +87,16 @@ class LocalExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(config: RunConfig):
-    if config.executor == "dask":
-        from .dask_executor import DaskExecutor  # imported lazily: an optional extra
 
-        return DaskExecutor(config)
-    return LocalExecutor(config.workers)
+def _settle(pooled: Future, future: Future) -> None:
+    """Pass a pool future's end on, a broken pool as `WorkerDied` (runs in the pool's thread)."""
+    if pooled.cancelled():
+        future.set_exception(WorkerDied("the pool was shut down before the batch ran"))
+        return
+    err = pooled.exception()
+    if err is None:
+        future.set_result(pooled.result())
+    elif isinstance(err, BrokenProcessPool):
+        future.set_exception(WorkerDied(str(err)))
+    else:
+        future.set_exception(err)

@@ -13,10 +13,10 @@ import time
 
 import msgspec
 
-from .errors import ConfigError, JobError
-from .jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
-from .ledger import Ledger
-from .schema import ERROR_STATUSES, TABLES
+from ..errors import ConfigError, JobError
+from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
+from ..store.ledger import Ledger
+from ..schema import ERROR_STATUSES, TABLES
 
 ERROR_SAMPLES = 5
 
@@ -60,7 +60,7 @@ def _error_samples(out: str, errors: list[tuple[int, str, str]], manifest) -> li
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .compaction import files_part_of
+    from ..store.compaction import files_part_of
 
     samples = []
     for batch_id, path, status in errors:
@@ -136,7 +136,7 @@ def job_status(out: str | os.PathLike) -> JobStatus:
     else:
         state = "incomplete"
     elapsed, run_count = _elapsed(entries, runs, current_start)
-    from .compaction import read_manifest  # pyarrow, as the error samples need it anyway
+    from ..store.compaction import read_manifest  # pyarrow, as the error samples need it anyway
 
     try:
         manifest = read_manifest(state_dir(out))

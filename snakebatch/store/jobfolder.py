@@ -15,12 +15,12 @@ import time
 
 import msgspec
 
-from . import __version__
-from .config import JOB_OPTION_NAMES, JobConfig, RunConfig
-from .errors import ConfigError, JobError
-from .schema import TABLES
-
-STATE = "_snakebatch"
+from .._version import __version__
+from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig
+from ..errors import ConfigError, JobError
+from ..schema import TABLES
+from .durable import atomic_write
+from .layout import STATE_DIR_NAME as STATE
 
 
 class JobRecord(msgspec.Struct):
@@ -49,15 +49,6 @@ def read_record(out: str) -> JobRecord:
         raise ConfigError(f"{out} holds no snakebatch job (no {STATE}/job.json)") from None
     except (OSError, msgspec.DecodeError) as err:
         raise JobError(f"{path} is unreadable ({err}); start over with --fresh") from None
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def job_arguments(job: JobConfig) -> list[str]:
@@ -216,7 +207,7 @@ def open_job(config: RunConfig) -> JobLock:
         else:
             _clear_state(out)
             record = JobRecord(job=config.job, snakebatch_version=__version__, created_at=time.time())
-            _atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(record))
+            atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(record))
     except BaseException:
         lock.release()
         raise
@@ -224,7 +215,7 @@ def open_job(config: RunConfig) -> JobLock:
 
 
 def write_json(out: str, name: str, obj: object) -> None:
-    _atomic_write(os.path.join(state_dir(out), name), msgspec.json.format(msgspec.json.encode(obj)))
+    atomic_write(os.path.join(state_dir(out), name), msgspec.json.format(msgspec.json.encode(obj)))
 
 
 def read_json(out: str, name: str):

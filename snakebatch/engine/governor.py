@@ -25,6 +25,8 @@ from collections import deque
 
 import psutil
 
+from ..executors.base import Executor
+
 MIN_BATCH_BYTES = 256 * 1024
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
@@ -97,13 +99,13 @@ class MemoryGovernor:
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def attach(self, executor) -> None:
+    def attach(self, executor: Executor) -> None:
         """Learn which processes are the executor's workers (and any it runs outside this tree)."""
-        self._worker_pids = getattr(executor, "worker_pids", None) or (lambda: ())
-        self._external_rss = getattr(executor, "memory_rss", None)
+        self._worker_pids = executor.worker_pids
+        self._external_rss = executor.memory_rss
         # A remote cluster sets the worker count, and its workers' memory limits are the budget.
-        self.workers = getattr(executor, "workers", self.workers)
-        self.budget = getattr(executor, "memory_limit", None) or self.budget
+        self.workers = executor.workers
+        self.budget = executor.memory_limit or self.budget
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="snakebatch-governor", daemon=True)
@@ -191,7 +193,7 @@ class MemoryGovernor:
 
     def _parser_of(self, path: str) -> str:
         if self._router is None:
-            from .parsers import ParserRouter
+            from ..parsers import ParserRouter
 
             self._router = ParserRouter(self.parser_specs)
         return self._router.route(path).name
@@ -308,7 +310,7 @@ class MemoryGovernor:
         Batches that parse in under a quarter second spend too much on per-batch overhead
         (three part files and a commit), so they grow while two of them fit a worker's share.
         """
-        for parser, size, extra in getattr(outcome, "memory_samples", ()) or ():
+        for parser, size, extra in outcome.memory_samples:
             if size > 0 and extra > 0:
                 window = self._samples.setdefault(parser, deque(maxlen=RATIO_WINDOW))
                 before = self.ratio(parser)

@@ -19,10 +19,10 @@ import msgspec
 import pyarrow.parquet as pq
 
 from .batching import CommittedIndex
-from .config import RunConfig
-from .jobfolder import clear_complete, open_job, read_json, resume_command, write_json
-from .ledger import Ledger, LedgerEntry
-from .schema import TABLES
+from ..config import RunConfig
+from ..store.jobfolder import clear_complete, open_job, read_json, resume_command, write_json
+from ..store.ledger import Ledger, LedgerEntry
+from ..schema import TABLES
 from .worker import BatchOutcome, BatchTask
 
 
@@ -113,7 +113,7 @@ class OutputSink:
         """Compact the complete job's tables (unless `--no-compact`); what was done, or None."""
         if not self.config.compact:
             return None
-        from .compaction import Compactor
+        from ..store.compaction import Compactor
 
         try:
             done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop)

@@ -32,13 +32,13 @@ import time
 import msgspec
 import psutil
 
-from .batching import BatchPlanner
-from .config import RunConfig, build_config, usable_cores
-from .discovery import DiscoveryStats, SourceFile, discover
-from .governor import MemoryGovernor
-from .languages import language_of
-from .parsers import ParserRouter
-from .worker import BatchOutcome, BatchTask, process_batch
+from ..engine.batching import BatchPlanner
+from ..config import RunConfig, build_config, usable_cores
+from ..engine.discovery import DiscoveryStats, SourceFile, discover
+from ..engine.governor import MemoryGovernor
+from ..languages import language_of
+from ..parsers import ParserRouter
+from ..engine.worker import BatchOutcome, BatchTask, process_batch
 
 SAMPLE_FILES = 50
 SAMPLE_BYTES = 4 * 1024 * 1024

@@ -37,17 +37,18 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, wait
-from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 import msgspec
 
-from .batching import Batch, BatchPlanner, CommittedIndex
-from .config import RunConfig
+from ..config import RunConfig
+from ..errors import JobError
+from ..executors import make_executor
+from ..executors.base import WorkerDied
+from ..schema import ERROR_STATUSES
+from .batching import BatchPlanner
 from .discovery import DiscoveryStats, discover
-from .executor import make_executor
 from .governor import MemoryGovernor
-from .schema import ERROR_STATUSES
 from .watchdog import Stuck, Watchdog
 from .worker import BatchOutcome, BatchTask, process_batch
 
@@ -101,10 +102,6 @@ class RunSummary(msgspec.Struct):
     compaction: dict | None = None  # parts_before, parts_after, rows, seconds (a complete job)
 
 
-class FatalJobError(Exception):
-    """The job cannot go on (e.g. the output cannot be written); it stays resumable."""
-
-
 class _Stop:
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -118,12 +115,6 @@ class _Stop:
         return self.reason is not None
 
 
-def _is_worker_death(err: BaseException) -> bool:
-    if isinstance(err, BrokenProcessPool):
-        return True
-    return type(err).__name__ == "KilledWorker"  # dask.distributed, without importing it
-
-
 class Coordinator:
     def __init__(self, config: RunConfig, sink, on_progress: Callable[[Progress], None] | None = None):
         self.config = config
@@ -133,6 +124,7 @@ class Coordinator:
         self.governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes,
                                        parsers=config.job.parsers)
         self.watchdog: Watchdog | None = None
+        self.planner: BatchPlanner | None = None
         self.watchdog_kills = 0
         self.compaction: dict | None = None  # set by the caller once a complete job is compacted
         self._redo: deque[BatchTask] = deque()  # batches a broken pool took down, to run again
@@ -211,7 +203,7 @@ class Coordinator:
         self.planner = planner
         executor = make_executor(config)
         self.governor.attach(executor)
-        if getattr(executor, "kind", None) == "local":
+        if executor.runs_heartbeats:
             self.watchdog = Watchdog(config.file_timeout)
         self.governor.start()
         inflight: dict = {}  # future -> (task, isolated, estimated peak bytes)
@@ -246,7 +238,7 @@ class Coordinator:
                         shutil.rmtree(task.staging, ignore_errors=True)
                         if self.stop:
                             continue  # stopping: unfinished work stays undone, to resume
-                        if _is_worker_death(err):
+                        if isinstance(err, WorkerDied):
                             broken = True
                             yield from self._after_death(task, isolated, suspects, watchdog_broke)
                         elif isinstance(err, OSError):
@@ -279,7 +271,7 @@ class Coordinator:
             self.stop.request("interrupted", 130)
             self.stop.reason += "; a second signal stopped it at once, without the batches in flight"
             killed = True
-        except FatalJobError as err:
+        except JobError as err:
             self.stop.request(str(err), 1)
         finally:
             self.governor.stop()
@@ -304,12 +296,10 @@ class Coordinator:
         if governor.recycle_wanted:
             if inflight:
                 return  # let the pool go idle first
-            can_recycle = hasattr(executor, "recycle")
-            if can_recycle:
-                executor.recycle()
-                if self.watchdog is not None:
-                    self.watchdog.reset()
-            governor.recycled(can_recycle)
+            recycled = executor.recycle()
+            if recycled and self.watchdog is not None:
+                self.watchdog.reset()
+            governor.recycled(recycled)
         while governor.may_submit(len(inflight)):
             if self._next is None:
                 self._next = yield from self._next_task()
@@ -364,7 +354,7 @@ class Coordinator:
             if isolated and self.batches_parsed == 0 and self.crashed_isolations >= WORKERS_NEVER_WORK:
                 # Not a poison file: workers that cannot even start (a script calling run() without
                 # the __main__ guard, a plugin that kills its importer) would mark every file crashed.
-                raise FatalJobError(
+                raise JobError(
                     f"worker processes died {self.crashed_isolations + 1} times in a row without finishing "
                     "any batch: they cannot start or run; check that --parser modules import cleanly and "
                     "that a script calling snakebatch.run guards it with `if __name__ == \"__main__\":`"
@@ -416,7 +406,7 @@ class Coordinator:
         try:
             yield from self.sink.commit(task, outcome)
         except OSError as err:
-            raise FatalJobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
+            raise JobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
         self.batches_run += 1
         if task.forced_status is None:
             self.batches_parsed += 1
@@ -443,7 +433,7 @@ class Coordinator:
     # -- reporting -----------------------------------------------------------------------------
 
     def progress(self) -> Progress:
-        planner = getattr(self, "planner", None)
+        planner = self.planner
         total = None
         if planner is not None and planner.discovery_done:
             seen_before = self.sink.committed.seen if self.sink.committed is not None else 0

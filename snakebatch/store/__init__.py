@@ -1,0 +1,6 @@
+"""The storage layer: everything under OUT and how it is made durable.
+
+`layout` names every path, `durable` writes files that survive a crash, `ledger` commits batches,
+`compaction` replaces a complete job's batch parts, `jobfolder` owns the job's identity and lock.
+Nothing here imports the engine, the executors or the reports.
+"""
