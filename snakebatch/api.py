@@ -1,6 +1,6 @@
 """The Python API: `run`, `stream`, and the `RunResult` they describe a job with.
 
-Owns: the embedding surface of CONTRACT.md. Must not touch: anything a Coordinator or a sink
+Owns: the embedding surface of docs/reference.md. Must not touch: anything a Coordinator or a sink
 owns; this module only builds the config, wires them together and hands back results. The CLI
 is a thin layer over these functions.
 """

@@ -1,7 +1,7 @@
 """The command line (click): a thin layer over the Python API.
 
 Owns: argument parsing, the progress bar, the printed summary and the exit codes of
-CONTRACT.md. Must not touch: job logic; every option goes into `build_config` unchanged.
+docs/reference.md. Must not touch: job logic; every option goes into `build_config` unchanged.
 """
 
 from __future__ import annotations

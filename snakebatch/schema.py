@@ -1,6 +1,6 @@
 """The three output tables: their Arrow schemas and the field order of their rows.
 
-Owns: column names and types of `files`, `definitions` and `imports` (CONTRACT.md), and the
+Owns: column names and types of `files`, `definitions` and `imports` (docs/reference.md), and the
 file statuses. Must not touch: how rows are produced (parsers, worker) or stored (ledger).
 """
 

@@ -1,6 +1,6 @@
 """What a parser is: the `Parser` base class, the `ParseResult` it returns, and its row types.
 
-Owns: the parser interface of CONTRACT.md, pattern matching of parsers against paths, and the
+Owns: the parser interface of docs/reference.md, pattern matching of parsers against paths, and the
 shared line counter. Must not touch: files on disk, Arrow, or which parser is chosen (registry).
 """
 
