@@ -10,6 +10,7 @@ Commit protocol (one batch):
                   staging/<batch>/T.parquet -> T/part-<batch>.parquet    atomic renames
                   rmdir staging/<batch>
 
+A staging folder is named by batch id, attempt and a token of the run: no two runs share one.
 A batch is committed exactly when its ledger line is whole. A crash before the line leaves only
 staging files, which recovery deletes (roll back); a crash after it leaves parts still in
 staging, which recovery renames (roll forward). A table folder only ever receives whole parts by
@@ -24,6 +25,7 @@ says which batches' rows live there, and recovery settles a cut-off compaction f
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import zlib
 from typing import Iterator
@@ -135,6 +137,9 @@ class Ledger:
         self.state = os.path.join(out, "_snakebatch")
         self.path = os.path.join(self.state, "ledger.jsonl")
         self.staging_root = os.path.join(self.state, "staging")
+        # In every staging folder's name: a worker of a killed run that is still finishing a
+        # batch never writes into a folder this run uses (recovery deletes its folders anyway).
+        self.run_token = secrets.token_hex(4)
         self._fh = None
 
     def table_dir(self, table: str) -> str:
@@ -245,7 +250,7 @@ class Ledger:
         fsync_dir(self.state)
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
-        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
+        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}.{self.run_token}")
 
     def commit(self, entry: LedgerEntry, staging: str) -> None:
         """Commit one batch whose parts are whole in `staging` (see the protocol above).
