@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .config import build_config
 from .coordinator import Coordinator, Progress, RunSummary
-from .errors import ConfigError
+from .errors import ConfigError, JobError
 from .sinks import OutputSink, StreamSink
 
 
@@ -103,7 +103,10 @@ def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
     try:
         yield from coordinator.run()
         if coordinator.complete:
-            coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
+            try:
+                coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
+            except JobError as err:  # the job's lock is no longer this run's
+                coordinator.stop.request(str(err), 1)
             coordinator.complete = not coordinator.stop  # a signal during compaction: resumable
         summary = coordinator.summary()
     finally:

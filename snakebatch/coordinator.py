@@ -45,6 +45,7 @@ import msgspec
 from .batching import Batch, BatchPlanner, CommittedIndex
 from .config import RunConfig
 from .discovery import DiscoveryStats, discover
+from .errors import JobError
 from .executor import make_executor
 from .governor import MemoryGovernor
 from .schema import ERROR_STATUSES
@@ -417,6 +418,8 @@ class Coordinator:
             yield from self.sink.commit(task, outcome)
         except OSError as err:
             raise FatalJobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
+        except JobError as err:  # the job's lock is no longer this run's
+            raise FatalJobError(str(err)) from err
         self.batches_run += 1
         if task.forced_status is None:
             self.batches_parsed += 1

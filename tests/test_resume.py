@@ -112,6 +112,33 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
     assert proc.returncode == 0, proc.stderr
 
 
+def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_write_on(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    # One worker on large, slow batches: the first commit comes seconds after the job's start.
+    first = Run(run_args(corpus, out, *OPTIONS, "-j", "1", "--batch-bytes", "400KB"), env(sleep=0.03),
+                tmp_path / "logs")
+    try:
+        while not (out / "files").is_dir():  # the job is recorded and its lock held
+            assert first.proc.poll() is None, first.stderr
+            time.sleep(0.01)
+        (out / "_snakebatch" / "lock").unlink()
+        second = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"another snakebatch run (PID {first.proc.pid}) is writing" in second.stderr
+        assert first.proc.poll() is None  # the refusal was the lock's, not the first run's end
+        assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "running"
+        # The holder finds its lock file gone at its next commit and stops, resumable.
+        assert first.wait(timeout=120) == 1, first.stderr
+    finally:
+        first.kill_group()
+    assert "lock" in first.stderr and "was removed while this run held it" in first.stderr
+    assert "resume with: " in first.stderr
+    assert len(snapshot(out)["files"]) < len(baseline["files"])
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), baseline)
+
+
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
     out = tmp_path / "out"
     proc = run_sb(*run_args(corpus, out, *OPTIONS, "--exclude", "email/"))
