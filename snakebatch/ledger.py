@@ -31,6 +31,7 @@ import zlib
 from typing import Iterator
 
 import msgspec
+import xxhash
 
 from .schema import TABLES
 
@@ -50,6 +51,17 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     language_counts: dict
     committed_at: float
     run_started_at: float = 0.0  # which run committed it (for `status`: elapsed over all runs)
+    # table -> [size, xxh3-64 hex] of its part as written (empty in ledgers before checksums)
+    parts: dict = msgspec.field(default_factory=dict)
+
+
+class Damage(msgspec.Struct, array_like=True):
+    """A part file that is not as committed: `problem` is missing, size, checksum or unlisted
+    (a part no ledger entry or compaction names)."""
+
+    table: str
+    part: str
+    problem: str
 
 
 class RecoveryReport(msgspec.Struct):
@@ -60,6 +72,8 @@ class RecoveryReport(msgspec.Struct):
     removed_staging: int = 0
     removed_orphan_parts: int = 0
     cut_out_batches: int = 0  # covered by a compaction, but their ledger lines were corrupt
+    damaged_parts: list = msgspec.field(default_factory=list)  # [Damage] found and removed (then redone)
+    manifest_rebuilt: bool = False  # compaction.json was unreadable and was rebuilt from the parts
     manifest: object = None  # the compaction's (compaction.Manifest), if the job was compacted
 
     def describe(self) -> str:
@@ -69,6 +83,11 @@ class RecoveryReport(msgspec.Struct):
                 f"{len(self.corrupt_lines)} corrupt ledger entr{'y' if len(self.corrupt_lines) == 1 else 'ies'} "
                 f"(line {', '.join(map(str, self.corrupt_lines[:5]))}) ignored; their files will be redone"
             )
+        if self.manifest_rebuilt:
+            parts.append("unreadable compaction.json rebuilt from the compacted parts")
+        if self.damaged_parts:
+            shown = ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in self.damaged_parts[:5])
+            parts.append(f"{len(self.damaged_parts)} damaged part file(s) removed, their batches redone: {shown}")
         if self.rolled_forward:
             parts.append(f"{self.rolled_forward} interrupted commit(s) finished")
         if self.rolled_back:
@@ -108,6 +127,34 @@ def _decode_line(line: bytes) -> LedgerEntry | None:
 
 def part_name(batch_id: int) -> str:
     return f"part-{batch_id:08d}.parquet"
+
+
+def file_checksum(path: str) -> tuple[int, str]:
+    """(size, xxh3-64 hex) of a file: what the ledger records of each part it commits."""
+    digest = xxhash.xxh3_64()
+    size = 0
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def check_part(path: str, recorded, deep: bool) -> str | None:
+    """What is wrong with the part at `path` against its `recorded` [size, xxh3] (empty: not
+    recorded, only its existence is checked): None, or missing, size or checksum. Without
+    `deep` the checksum is not computed."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return "missing"
+    if not recorded or recorded[0] < 0:
+        return None
+    if size != recorded[0]:
+        return "size"
+    if deep and file_checksum(path)[1] != recorded[1]:
+        return "checksum"
+    return None
 
 
 def fsync_dir(path: str) -> None:
@@ -187,14 +234,30 @@ class Ledger:
 
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
-        report.manifest, report.cut_out_batches = Compactor(self.out).recover({entry.batch_id: entry for entry in entries})
+        compactor = Compactor(self.out)
+        report.manifest, report.cut_out_batches = compactor.recover({entry.batch_id: entry for entry in entries})
         manifest = report.manifest
         covered = set(manifest.covers) if manifest else set()
+        report.manifest_rebuilt = compactor.rebuilt
+        report.damaged_parts = list(compactor.damaged)
         present = {}
         for table in TABLES:
             folder = self.table_dir(table)
             os.makedirs(folder, exist_ok=True)
             present[table] = set(os.listdir(folder))
+        for entry in entries:
+            # A damaged part is removed: its batch is then undone below and its files redone.
+            name = part_name(entry.batch_id)
+            if entry.batch_id in covered:
+                continue
+            for table in TABLES:
+                if name not in present[table]:
+                    continue
+                problem = check_part(os.path.join(self.table_dir(table), name), entry.parts.get(table), deep=True)
+                if problem:
+                    os.unlink(os.path.join(self.table_dir(table), name))
+                    present[table].discard(name)
+                    report.damaged_parts.append(Damage(table, name, problem))
         kept = []
         for entry in entries:
             name = part_name(entry.batch_id)

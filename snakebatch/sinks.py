@@ -95,6 +95,7 @@ class OutputSink:
             language_counts=outcome.language_counts,
             committed_at=time.time(),
             run_started_at=self.started_at,
+            parts=outcome.parts,
         )
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)

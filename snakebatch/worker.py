@@ -28,6 +28,7 @@ import xxhash
 from . import memprobe
 from .discovery import display_path
 from .languages import language_of
+from .ledger import file_checksum
 from .parsers import ParseResult, ParserRouter
 from .schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
 from .watchdog import Heartbeat
@@ -83,6 +84,7 @@ class BatchOutcome(msgspec.Struct):
     pid: int
     # (parser name, source bytes, peak extra RSS bytes) of each file >= MEASURE_MIN_BYTES parsed
     memory_samples: list = []
+    parts: dict = {}  # table -> [size, xxh3-64 hex] of its staged part, for the ledger
 
 
 class FileTimeout(Exception):
@@ -170,12 +172,14 @@ class _Columns:
         )
 
 
-def write_part(table: pa.Table, path: str, row_group_size: int | None = None) -> None:
-    """Write `table` to `path` as one durable Parquet file (also compaction's cut-outs)."""
+def write_part(table: pa.Table, path: str, row_group_size: int | None = None) -> tuple[int, str]:
+    """Write `table` to `path` as one durable Parquet file (also compaction's cut-outs); returns
+    its size and checksum, for the ledger (read back from the page cache: see file_checksum)."""
     with open(path, "wb") as fh:
         pq.write_table(table, fh, row_group_size=row_group_size, **PARQUET_OPTIONS)
         fh.flush()
         os.fsync(fh.fileno())
+    return file_checksum(path)
 
 
 def _fsync_dir(path: str) -> None:
@@ -336,8 +340,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         "imports": _rows_table(IMPORTS_SCHEMA, imp_paths, imp_rows, imp_langs, IMPORT_FIELDS),
     }
     os.makedirs(task.staging, exist_ok=True)
-    for name in TABLES:
-        write_part(tables[name], os.path.join(task.staging, name + ".parquet"))
+    parts = {name: list(write_part(tables[name], os.path.join(task.staging, name + ".parquet"))) for name in TABLES}
     _fsync_dir(task.staging)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return BatchOutcome(
@@ -355,6 +358,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         max_rss_bytes=usage.ru_maxrss * 1024,
         pid=os.getpid(),
         memory_samples=memory_samples,
+        parts=parts,
     )
 
 
