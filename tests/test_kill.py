@@ -270,6 +270,7 @@ def test_sigkill_of_the_coordinator_alone_ends_every_process_it_started(corpus, 
     after = Ledger(str(out)).read()[0][len(before):]
     assert after and not {e.staging for e in after} & {f"staging/b{e.batch_id:08d}.0" for e in after}
     assert len({e.staging.rsplit(".", 1)[1] for e in before} | {e.staging.rsplit(".", 1)[1] for e in after}) == 2
+    assert not os.listdir(out / "_snakebatch" / "staging")  # the killed run's folders were removed
 
 
 @pytest.mark.slow
