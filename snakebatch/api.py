@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from .config import build_config
 from .engine.coordinator import Coordinator, Progress, RunSummary
-from .errors import ConfigError
 from .engine.sinks import OutputSink, StreamSink
+from .errors import ConfigError, JobError
 
 
 class RunResult:
@@ -103,7 +103,10 @@ def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
     try:
         yield from coordinator.run()
         if coordinator.complete:
-            coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
+            try:
+                coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
+            except JobError as err:  # the job's lock is no longer this run's
+                coordinator.stop.request(str(err), 1)
             coordinator.complete = not coordinator.stop  # a signal during compaction: resumable
         summary = coordinator.summary()
     finally:

@@ -193,16 +193,20 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=str))
+@click.option("--verify", is_flag=True, help="Also check every part's checksum (reads every part).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
-def status(out, as_json):
-    """The state of the job in OUT: complete, incomplete or running, with its counts."""
+def status(out, verify, as_json):
+    """The state of the job in OUT: complete, incomplete or running, with its counts.
+
+    Exits 1 when a part is damaged (missing, another size, or with --verify another checksum)."""
     from .report.status import format_status, job_status
 
     try:
-        job = job_status(out)
+        job = job_status(out, verify=verify)
     except (ConfigError, JobError) as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(_json(job) if as_json else format_status(job))
+    sys.exit(EXIT_STOPPED if job.damage else EXIT_OK)
 
 
 @main.command(name="plan")

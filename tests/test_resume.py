@@ -89,6 +89,59 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     assert status["state"] == "complete" and status["corrupt_ledger_lines"] == 0
 
 
+def _flip_middle(path: Path, count: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(corpus, baseline, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    environ = env(log=log)
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact"), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    entries = _entries(out)
+    assert all(set(entry.parts) == {"files", "definitions", "imports"} for entry in entries)
+    corrupt, deleted = entries[len(entries) // 2], entries[1]
+    _flip_middle(out / "files" / part_name(corrupt.batch_id))  # same size: only a checksum tells
+    assert run_sb("status", out).returncode == 0
+    proc = run_sb("status", out, "--verify", "--json")
+    assert proc.returncode == 1, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["state"] == "incomplete"
+    assert status["damage"] == [["files", part_name(corrupt.batch_id), "checksum"]]
+    (out / "definitions" / part_name(deleted.batch_id)).unlink()
+    proc = run_sb("status", out)  # existence and size are checked without --verify
+    assert proc.returncode == 1 and "DAMAGED:   1 part(s)" in proc.stdout
+    assert f"definitions/{part_name(deleted.batch_id)} (missing)" in proc.stdout
+
+    log.unlink()
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    assert f"files/{part_name(corrupt.batch_id)} (checksum)" in proc.stdout
+    assert Counter(parse_log(log)) == Counter(corrupt.paths + deleted.paths)  # exactly those batches, once
+    assert_same_output(snapshot(out), baseline)
+    proc = run_sb("status", out, "--verify")
+    assert proc.returncode == 0 and ": complete" in proc.stdout and "verified:" in proc.stdout, proc.stdout
+
+
+def test_an_emptied_ledger_is_damage_and_a_resume_repairs_it(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    assert proc.returncode == 0, proc.stderr
+    (out / "_snakebatch" / "ledger.jsonl").write_bytes(b"")
+    proc = run_sb("status", out, "--json")
+    assert proc.returncode == 1
+    status = json.loads(proc.stdout)
+    assert status["state"] == "incomplete" and status["damage"]
+    assert ["_snakebatch", "ledger.jsonl", "0 files, not the 150 of the complete job"] in status["damage"]
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), baseline)
+    assert run_sb("status", out, "--verify").returncode == 0
+
+
 def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path):
     out = tmp_path / "out"
     first = Run(run_args(corpus, out, *OPTIONS), env(sleep=0.05), tmp_path / "logs")
@@ -111,6 +164,33 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
     assert status["state"] == "incomplete" and status["running_pid"] is None
     proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_write_on(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    # One worker on large, slow batches: the first commit comes seconds after the job's start.
+    first = Run(run_args(corpus, out, *OPTIONS, "-j", "1", "--batch-bytes", "400KB"), env(sleep=0.03),
+                tmp_path / "logs")
+    try:
+        while not (out / "files").is_dir():  # the job is recorded and its lock held
+            assert first.proc.poll() is None, first.stderr
+            time.sleep(0.01)
+        (out / "_snakebatch" / "lock").unlink()
+        second = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"another snakebatch run (PID {first.proc.pid}) is writing" in second.stderr
+        assert first.proc.poll() is None  # the refusal was the lock's, not the first run's end
+        assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "running"
+        # The holder finds its lock file gone at its next commit and stops, resumable.
+        assert first.wait(timeout=120) == 1, first.stderr
+    finally:
+        first.kill_group()
+    assert "lock" in first.stderr and "was removed while this run held it" in first.stderr
+    assert "resume with: " in first.stderr
+    assert len(snapshot(out)["files"]) < len(baseline["files"])
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), baseline)
 
 
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):

@@ -407,6 +407,8 @@ class Coordinator:
             yield from self.sink.commit(task, outcome)
         except OSError as err:
             raise JobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
+        except JobError:  # the job's lock is no longer this run's
+            raise
         self.batches_run += 1
         if task.forced_status is None:
             self.batches_parsed += 1

@@ -95,7 +95,9 @@ class OutputSink:
             language_counts=outcome.language_counts,
             committed_at=time.time(),
             run_started_at=self.started_at,
+            parts=outcome.parts,
         )
+        self.lock.check()
         self.ledger.commit(entry, outcome.staging)
         self.batch_ids.append(entry.batch_id)
         self._count_totals(entry)
@@ -110,11 +112,13 @@ class OutputSink:
         return resume_command(self.config.job, self.config.output)
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
-        """Compact the complete job's tables (unless `--no-compact`); what was done, or None."""
+        """Compact the complete job's tables (unless `--no-compact`); what was done, or None.
+        JobError when the job's lock is no longer this run's."""
         if not self.config.compact:
             return None
         from ..store.compaction import Compactor
 
+        self.lock.check()
         try:
             done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop)
         except OSError as err:

@@ -77,6 +77,7 @@ class BatchOutcome(msgspec.Struct):
     pid: int
     # (parser name, source bytes, peak extra RSS bytes) of each file >= MEASURE_MIN_BYTES parsed
     memory_samples: list = []
+    parts: dict = {}  # table -> [size, xxh3-64 hex] of its staged part, for the ledger
 
 
 class FileTimeout(Exception):
@@ -314,8 +315,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         "imports": _rows_table(IMPORTS_SCHEMA, imp_paths, imp_rows, imp_langs, IMPORT_FIELDS),
     }
     os.makedirs(task.staging, exist_ok=True)
-    for name in TABLES:
-        write_part(tables[name], os.path.join(task.staging, name + ".parquet"))
+    parts = {name: list(write_part(tables[name], os.path.join(task.staging, name + ".parquet"))) for name in TABLES}
     fsync_dir(task.staging)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return BatchOutcome(
@@ -333,6 +333,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         max_rss_bytes=usage.ru_maxrss * 1024,
         pid=os.getpid(),
         memory_samples=memory_samples,
+        parts=parts,
     )
 
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from ..errors import JobError
 from ..schema import TABLES
-from .durable import PARQUET_OPTIONS, atomic_write, fsync_dir, write_part
+from .durable import PARQUET_OPTIONS, Damage, atomic_write, check_part, file_checksum, fsync_dir, write_part
 from .layout import JobLayout, part_name
 
 MANIFEST = "compaction.json"
@@ -60,6 +60,8 @@ class CompactedPart(msgspec.Struct):
     name: str
     batches: list[int]  # batch ids whose rows it holds
     rows: int
+    size: int = -1  # bytes and xxh3-64 hex of the file as written (-1, "": not recorded)
+    xxh3: str = ""
 
 
 class Manifest(msgspec.Struct):
@@ -151,6 +153,8 @@ class Compactor:
         self.layout = JobLayout(out)
         self.state = self.layout.state
         self.twins = self.layout.twins
+        self.damaged: list[Damage] = []  # compacted parts `recover` found damaged and removed
+        self.rebuilt = False  # whether `recover` rebuilt an unreadable manifest from the parts
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -158,8 +162,14 @@ class Compactor:
         """Finish or drop a cut-off compaction, and cut out of the compacted parts the rows of
         covered batches that lost their ledger entry (`entries`: the valid ones by batch id) or
         one of their compacted parts; those batches are no longer covered, so the ledger redoes
-        them. Returns the manifest and how many batches lost their entry."""
-        manifest = read_manifest(self.state)
+        them. A compacted part that is not as written (size, checksum) counts as lost, and an
+        unreadable manifest is rebuilt from the parts. Returns the manifest and how many batches
+        lost their entry."""
+        try:
+            manifest = read_manifest(self.state)
+        except JobError:
+            manifest = self._rebuild_manifest()
+            self.rebuilt = True
         for table in TABLES:
             folder = self.layout.table_dir(table)
             for name in os.listdir(folder) if os.path.isdir(folder) else ():
@@ -178,6 +188,13 @@ class Compactor:
         shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
         if manifest is None:
             return None, 0
+        for table in TABLES:
+            for part in manifest.parts(table):
+                path = os.path.join(self.layout.table_dir(table), part.name)
+                problem = check_part(path, [part.size, part.xxh3], deep=True)
+                if problem and problem != "missing":
+                    os.unlink(path)  # then lost like a deleted part: its batches are cut out and redone
+                    self.damaged.append(Damage(table, part.name, problem))
         unlogged = set(manifest.covers) - set(entries)
         gone = {batch for table in TABLES for part in manifest.parts(table)
                 if not os.path.exists(os.path.join(self.layout.table_dir(table), part.name)) for batch in part.batches}
@@ -185,6 +202,49 @@ class Compactor:
             known = {path for batch in gone if batch in entries for path in entries[batch].paths}
             self._cut_out(manifest, unlogged | gone, known)
         return manifest, len(unlogged)
+
+    def _rebuild_manifest(self) -> Manifest | None:
+        """A manifest for an unreadable compaction.json, from the compacted parts in the table
+        folders: a `files` part's batches are its `batch_id`s, another table's are those of its
+        paths' `files` rows. A part that cannot be read is removed (its batches are then redone).
+        With a compaction cut off (twins left), which parts are live is unknown: every
+        compacted part is then removed, and the batches they held are redone."""
+        cut_off = os.path.isdir(self.twins)
+        shutil.rmtree(self.twins, ignore_errors=True)
+        found: dict[str, list[str]] = {}
+        for table in TABLES:
+            folder = self.layout.table_dir(table)
+            found[table] = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else ())
+                                  if name.startswith("part-c") and name.endswith(".parquet"))
+            if cut_off:
+                for name in found[table]:
+                    os.unlink(os.path.join(folder, name))
+                found[table] = []
+        if not any(found.values()):
+            return None
+        batch_of: dict[str, int] = {}
+        tables: dict[str, list[CompactedPart]] = {table: [] for table in TABLES}
+        for table in TABLES:  # files first: the other tables' batches come from its rows
+            for name in found[table]:
+                path = os.path.join(self.layout.table_dir(table), name)
+                try:
+                    data = pq.read_table(path, columns=["path", "batch_id"] if table == "files" else ["path"])
+                except (OSError, ValueError):
+                    os.unlink(path)
+                    continue
+                paths = data["path"].to_pylist()
+                if table == "files":
+                    batch_of.update(zip(paths, data["batch_id"].to_pylist()))
+                    batches = set(data["batch_id"].to_pylist())
+                else:
+                    batches = {batch_of[p] for p in paths if p in batch_of}
+                size, digest = file_checksum(path)
+                tables[table].append(CompactedPart(name, sorted(batches), data.num_rows, size, digest))
+        generation = max(int(name[6:10]) for names in found.values() for name in names)
+        manifest = Manifest(generation=generation, covers=sorted(set(batch_of.values())), tables=tables,
+                            compacted_at=time.time())
+        _write_manifest(self.state, manifest)
+        return manifest
 
     def _cut_out(self, manifest: Manifest, lost: set[int], lost_paths: set[str]) -> None:
         """Remove the rows of `lost` batches from the compacted parts (each part replaced whole;
@@ -212,7 +272,7 @@ class Compactor:
                     drop = pc.is_in(data["path"], pa.array(sorted(lost_paths), type=pa.string()))
                 kept = data.filter(pc.invert(drop))
                 tmp = os.path.join(self.layout.table_dir(table), "." + part.name + ".tmp")
-                write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS)
+                part.size, part.xxh3 = write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS)
                 os.replace(tmp, path)  # a reader sees the old part or the new one, whole
                 part.batches = [b for b in part.batches if b not in lost]
                 part.rows = kept.num_rows
@@ -361,8 +421,10 @@ class _PartWriter:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
-        os.rename(self.tmp, os.path.join(self.folder, name))
-        part = CompactedPart(name=name, batches=self.batches, rows=self.rows)
+        path = os.path.join(self.folder, name)
+        os.rename(self.tmp, path)
+        size, digest = file_checksum(path)  # from the page cache: ~0.1 s per GB
+        part = CompactedPart(name=name, batches=self.batches, rows=self.rows, size=size, xxh3=digest)
         self._reset()
         return part
 

@@ -1,7 +1,7 @@
 """The job's own folder `OUT/_snakebatch/`: identity, lock, stats and completion marker.
 
 Owns: deciding whether OUT holds a job, `--fresh` / `--resume` / refusal, the OS lock that keeps
-two runs off one OUT, `job.json` (the options that change rows), `stats.json` and `complete.json`.
+two runs off one OUT (on the folder `_snakebatch` itself, with the holder's PID in its `lock`), `job.json` (the options that change rows), `stats.json` and `complete.json`.
 Must not touch: the ledger's entries or the table parts (ledger.py owns those).
 """
 
@@ -80,52 +80,98 @@ def resume_command(job: JobConfig, output: str) -> str:
 
 
 class JobLock:
-    """An exclusive `flock` on OUT/_snakebatch/lock, released by the OS when the process dies."""
+    """An exclusive `flock` on the state folder OUT/_snakebatch itself, with the holder's PID in
+    OUT/_snakebatch/lock; the OS releases it when the process dies.
+
+    Why the folder and not the `lock` file: a file's lock dies with its name, so deleting the
+    file lets the next run lock a new one and write the same OUT. The folder cannot be deleted
+    while it holds the job; if it is moved away or removed whole, the next run finds no job
+    there and is refused anyway. The holder checks before each commit that the folder and its
+    PID file at OUT are still the ones it locked and wrote (`check`), and stops, resumable,
+    when they are not."""
 
     def __init__(self, out: str):
-        self.path = os.path.join(state_dir(out), "lock")
+        self.out = out
+        self.folder = state_dir(out)
+        self.path = os.path.join(self.folder, "lock")
+        self.folder_fd: int | None = None
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        folder_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
+            holder = _holder_pid(self.folder, folder_fd)
+            os.close(folder_fd)
             raise JobError(
-                f"another snakebatch run (PID {holder or '?'}) is writing {os.path.dirname(os.path.dirname(self.path))}; "
-                "wait for it to finish or stop it first"
+                f"another snakebatch run (PID {holder}) is writing {self.out}; wait for it to finish or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd = fd
+        self.folder_fd = folder_fd
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+            self.check()  # the folder may have been replaced between its open and its lock
+        except BaseException:
+            self.release()
+            raise
+
+    def check(self) -> None:
+        """JobError unless the state folder and the PID file at OUT are still this lock's."""
+        for fd, path in ((self.folder_fd, self.folder), (self.fd, self.path)):
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path)
+            except OSError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                raise JobError(
+                    f"the job's lock in {self.folder} was {'removed' if now is None else 'replaced'} while this "
+                    "run held it: stopped so as not to write where another run may be writing now"
+                )
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd, self.folder_fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.folder_fd = None
 
 
-def _read_pid(fd: int) -> str:
+def _holder_pid(folder: str, folder_fd: int) -> str:
+    """The PID of the run holding the lock on `folder`: from its PID file, or (that file deleted)
+    from the kernel's table of locks; "?" when neither tells."""
     try:
-        return os.pread(fd, 32, 0).decode().strip()
+        with open(os.path.join(folder, "lock"), "rb") as fh:
+            pid = fh.read(32).decode().strip()
+        if pid:
+            return pid
     except (OSError, UnicodeDecodeError):
-        return ""
+        pass
+    st = os.fstat(folder_fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as fh:
+            for line in fh:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
+                words = line.split()
+                if "FLOCK" in words and inode in words:
+                    return words[words.index(inode) - 1]
+    except OSError:
+        pass
+    return "?"
 
 
 def lock_holder(out: str) -> str | None:
     """The PID holding OUT's lock, or None when no run holds it."""
-    path = os.path.join(state_dir(out), "lock")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(state_dir(out), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(fd) or "?"
+            return _holder_pid(state_dir(out), fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

@@ -8,7 +8,7 @@ modules that own each file read and write it; this one only names them).
       files/ definitions/ imports/      the tables: part-<batch>.parquet, part-c<gen>-<n>.parquet
       _snakebatch/
         job.json  ledger.jsonl  lock  stats.json  complete.json  compaction.json
-        staging/b<batch>.<attempt>/     a batch's parts, written by a worker
+        staging/b<batch>.<attempt>.<run>/  a batch's parts, written by run <run>'s workers
         compacting/<table>/             a table's compacted twin, before the swap
 """
 
@@ -46,8 +46,8 @@ class JobLayout:
     def twin_dir(self, table: str) -> str:
         return os.path.join(self.twins, table)
 
-    def staging_for(self, batch_id: int, attempt: int) -> str:
-        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
+    def staging_for(self, batch_id: int, attempt: int, run_token: str) -> str:
+        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}.{run_token}")
 
     def state_file(self, name: str) -> str:
         return os.path.join(self.state, name)

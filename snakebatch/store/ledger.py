@@ -10,6 +10,7 @@ Commit protocol (one batch):
                   staging/<batch>/T.parquet -> T/part-<batch>.parquet    atomic renames
                   rmdir staging/<batch>
 
+A staging folder is named by batch id, attempt and a token of the run: no two runs share one.
 A batch is committed exactly when its ledger line is whole. A crash before the line leaves only
 staging files, which recovery deletes (roll back); a crash after it leaves parts still in
 staging, which recovery renames (roll forward). A table folder only ever receives whole parts by
@@ -24,6 +25,7 @@ says which batches' rows live there, and recovery settles a cut-off compaction f
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import zlib
 from typing import Iterator
@@ -32,7 +34,7 @@ import msgspec
 
 from ..schema import TABLES
 from .compaction import Compactor
-from .durable import atomic_write, fsync_dir
+from .durable import Damage, atomic_write, check_part, fsync_dir
 from .layout import JobLayout, part_name
 
 
@@ -51,6 +53,8 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     language_counts: dict
     committed_at: float
     run_started_at: float = 0.0  # which run committed it (for `status`: elapsed over all runs)
+    # table -> [size, xxh3-64 hex] of its part as written (empty in ledgers before checksums)
+    parts: dict = msgspec.field(default_factory=dict)
 
 
 class RecoveryReport(msgspec.Struct):
@@ -61,6 +65,8 @@ class RecoveryReport(msgspec.Struct):
     removed_staging: int = 0
     removed_orphan_parts: int = 0
     cut_out_batches: int = 0  # covered by a compaction, but their ledger lines were corrupt
+    damaged_parts: list = msgspec.field(default_factory=list)  # [Damage] found and removed (then redone)
+    manifest_rebuilt: bool = False  # compaction.json was unreadable and was rebuilt from the parts
     manifest: object = None  # the compaction's (compaction.Manifest), if the job was compacted
 
     def describe(self) -> str:
@@ -70,6 +76,11 @@ class RecoveryReport(msgspec.Struct):
                 f"{len(self.corrupt_lines)} corrupt ledger entr{'y' if len(self.corrupt_lines) == 1 else 'ies'} "
                 f"(line {', '.join(map(str, self.corrupt_lines[:5]))}) ignored; their files will be redone"
             )
+        if self.manifest_rebuilt:
+            parts.append("unreadable compaction.json rebuilt from the compacted parts")
+        if self.damaged_parts:
+            shown = ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in self.damaged_parts[:5])
+            parts.append(f"{len(self.damaged_parts)} damaged part file(s) removed, their batches redone: {shown}")
         if self.rolled_forward:
             parts.append(f"{self.rolled_forward} interrupted commit(s) finished")
         if self.rolled_back:
@@ -127,6 +138,9 @@ class Ledger:
         self.state = self.layout.state
         self.path = self.layout.ledger
         self.staging_root = self.layout.staging_root
+        # In every staging folder's name: a worker of a killed run that is still finishing a
+        # batch never writes into a folder this run uses (recovery deletes its folders anyway).
+        self.run_token = secrets.token_hex(4)
         self._fh = None
 
     def create(self) -> None:
@@ -170,14 +184,30 @@ class Ledger:
 
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
-        report.manifest, report.cut_out_batches = Compactor(self.out).recover({entry.batch_id: entry for entry in entries})
+        compactor = Compactor(self.out)
+        report.manifest, report.cut_out_batches = compactor.recover({entry.batch_id: entry for entry in entries})
         manifest = report.manifest
         covered = set(manifest.covers) if manifest else set()
+        report.manifest_rebuilt = compactor.rebuilt
+        report.damaged_parts = list(compactor.damaged)
         present = {}
         for table in TABLES:
             folder = self.layout.table_dir(table)
             os.makedirs(folder, exist_ok=True)
             present[table] = set(os.listdir(folder))
+        for entry in entries:
+            # A damaged part is removed: its batch is then undone below and its files redone.
+            name = part_name(entry.batch_id)
+            if entry.batch_id in covered:
+                continue
+            for table in TABLES:
+                if name not in present[table]:
+                    continue
+                problem = check_part(os.path.join(self.layout.table_dir(table), name), entry.parts.get(table), deep=True)
+                if problem:
+                    os.unlink(os.path.join(self.layout.table_dir(table), name))
+                    present[table].discard(name)
+                    report.damaged_parts.append(Damage(table, name, problem))
         kept = []
         for entry in entries:
             name = part_name(entry.batch_id)
@@ -226,7 +256,7 @@ class Ledger:
         atomic_write(self.path, b"".join(map(_encode_line, entries)))
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
-        return self.layout.staging_for(batch_id, attempt)
+        return self.layout.staging_for(batch_id, attempt, self.run_token)
 
     def commit(self, entry: LedgerEntry, staging: str) -> None:
         """Commit one batch whose parts are whole in `staging` (see the protocol above).
