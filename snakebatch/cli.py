@@ -225,6 +225,8 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
         result = plan(source, output, **options)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
+    for warning in result.warnings:
+        click.echo(f"snakebatch: warning: {warning}", err=True)
     if as_json:
         click.echo(_json(result))
         return
