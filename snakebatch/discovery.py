@@ -11,6 +11,7 @@ folder would double the cost of a large walk.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Iterator, NamedTuple
 
@@ -38,12 +39,52 @@ class DiscoveryStats:
 
 
 def display_path(path: str) -> str:
-    """The path as it appears in the tables: valid UTF-8, undecodable bytes shown as `\\xNN`."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """The path as it appears in the tables: valid UTF-8, unique per file and reversible
+    (`source_path` turns it back into the name's bytes).
+
+    A byte that is not UTF-8 is written `\\xNN` (two lower-case hex digits). A backslash of the
+    name is written doubled, `\\\\`, exactly where it would otherwise read as the start of an
+    escape: before another backslash, before an undecodable byte, or before `x` and two hex
+    digits. Every other name is its own path, backslashes included.
+    """
+    if "\\" not in path:
+        try:
+            path.encode("utf-8")
+            return path
+        except UnicodeEncodeError:
+            pass
+    out = []
+    end = len(path)
+    for i, char in enumerate(path):
+        if "\udc80" <= char <= "\udcff":  # a byte surrogateescape could not decode
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif char == "\\" and i + 1 < end and (
+                path[i + 1] == "\\" or "\udc80" <= path[i + 1] <= "\udcff"
+                or path[i + 1] == "x" and _HEX.fullmatch(path[i + 2:i + 4])):
+            out.append("\\\\")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_HEX = re.compile(r"[0-9a-fA-F]{2}")
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+
+
+def source_path(path: str) -> bytes:
+    """The bytes of the name a table's `path` stands for (relative to SOURCE): the inverse of
+    `display_path`. `\\\\` is a backslash, `\\xNN` the byte NN, any other character itself."""
+    def unescape(match: re.Match) -> bytes:
+        code = match.group(1)
+        return b"\\" if code == "\\" else bytes([int(code[1:], 16)])
+
+    parts, last = [], 0
+    for match in _ESCAPE.finditer(path):
+        parts.append(path[last:match.start()].encode("utf-8"))
+        parts.append(unescape(match))
+        last = match.end()
+    parts.append(path[last:].encode("utf-8"))
+    return b"".join(parts)
 
 
 class _Ignores(NamedTuple):

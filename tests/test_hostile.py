@@ -6,8 +6,11 @@ import json
 import os
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from conftest import read_table, run_cli
+from snakebatch.discovery import display_path, source_path
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +133,39 @@ def test_no_gitignore_takes_ignored_files(hostile, tmp_path):
     paths = {r["path"] for r in read_table(out, "files").to_pylist()}
     assert {"app.log", "build/out.py", "pkg/drop.log", "pkg/local/secret.py"} <= paths
     assert not any(p.startswith(".git/") for p in paths)  # VCS folders are always skipped
+
+
+def test_a_name_that_is_not_utf8_and_its_escaped_spelling_get_two_paths(tmp_path):
+    """The bytes `bad\\xff\\xfe` and a name spelled with the characters `bad\\xff\\xfe` both became
+    the path `bad\\xff\\xfe`, and a resume took the second for the first, committed already."""
+    src = tmp_path / "src"
+    src.mkdir()
+    raw = b"bad\xff\xfe.py"
+    spelled = rb"bad\xff\xfe.py"
+    with open(os.fsencode(src) + b"/" + raw, "wb") as fh:
+        fh.write(b"raw = 1\n")
+    out = tmp_path / "out"
+    run_cli("run", src, "-o", out, "--no-progress", check_codes=[0])
+    with open(os.fsencode(src) + b"/" + spelled, "wb") as fh:
+        fh.write(b"spelled = 2\n")
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
+    assert json.loads(proc.stdout)["files_this_run"] == 1  # the new file, not taken as committed
+    rows = read_table(out, "files").to_pylist()
+    assert len(rows) == 2 and len({r["path"] for r in rows}) == 2
+    assert {source_path(r["path"]) for r in rows} == {raw, spelled}  # each path gives its name back
+
+    # A fresh run with both present: the same two rows.
+    run_cli("run", src, "-o", out, "--no-progress", "--fresh", check_codes=[0])
+    assert sorted(r["path"] for r in read_table(out, "files").to_pylist()) == sorted(r["path"] for r in rows)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b),
+                min_size=1, max_size=3))
+@example([rb"bad\xff"]).via("the spelled name of the test above")
+@example([b"a\\\xff"]).via("a backslash before an undecodable byte")
+@example([rb"a\\b", rb"\x4", b"\\"]).via("backslashes that are not escapes")
+def test_every_name_has_a_path_that_gives_it_back(components):
+    name = b"/".join(components)
+    path = display_path(os.fsdecode(name))
+    path.encode("utf-8")  # valid UTF-8: a Parquet string
+    assert source_path(path) == name
