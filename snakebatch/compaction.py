@@ -16,7 +16,8 @@ Protocol (generation g, all tables):
     1. every live part of T, in batch order  ->  compacting/T/part-c<g>-<k>.parquet, fsynced
     2. compaction.json := {generation, covered batch ids, the new parts}   (tmp + rename:
        the commit point)
-    3. per table: exchange compacting/T <-> T; then compacting/T (the old parts) is deleted
+    3. per table: exchange compacting/T <-> T; then the old parts in compacting/T are deleted,
+       and anything else the table folder held (not snakebatch's) is moved back into it
 
 A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
 leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
@@ -41,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import JobError
-from .ledger import fsync_dir, part_name
+from .ledger import fsync_dir, is_own_part, part_name
 from .schema import TABLES
 from .worker import PARQUET_OPTIONS, write_part  # compacted parts are written as the workers write theirs
 
@@ -185,8 +186,8 @@ class Compactor:
             if written and written <= set(os.listdir(twin)):
                 exchange(twin, self.table_dir(table))
                 fsync_dir(self.out)
-            shutil.rmtree(twin)
-        shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
+            self._empty_twin(table)
+        self._remove_twins()  # what a compaction stopped before its manifest left
         if manifest is None:
             return None, 0
         unlogged = set(manifest.covers) - set(entries)
@@ -231,6 +232,32 @@ class Compactor:
         manifest.covers = [b for b in manifest.covers if b not in lost]
         _write_manifest(self.state, manifest)
 
+    def _empty_twin(self, table: str) -> None:
+        """Delete the parts in `table`'s twin and the twin itself. After an exchange the twin is
+        the old table folder: whatever else it holds (a user's file) goes back into the table
+        folder, never deleted; should its name be taken there, it stays in the twin."""
+        twin, folder = self.twin_dir(table), self.table_dir(table)
+        for name in os.listdir(twin):
+            path = os.path.join(twin, name)
+            if (is_own_part(name) or name.startswith(".writing-")) and not os.path.isdir(path):
+                os.unlink(path)
+            elif not os.path.lexists(os.path.join(folder, name)):
+                os.rename(path, os.path.join(folder, name))
+        _rmdir_if_empty(twin)
+
+    def _remove_twins(self) -> None:
+        """Remove the twins' folder: what a compaction left in it is snakebatch's (parts being
+        written, the exchange probes), except what `_empty_twin` kept."""
+        if not os.path.isdir(self.twins):
+            return
+        for name in os.listdir(self.twins):
+            path = os.path.join(self.twins, name)
+            if name in TABLES:
+                self._empty_twin(name)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        _rmdir_if_empty(self.twins)
+
     # -- compaction ----------------------------------------------------------------------------
 
     def live_parts(self, manifest: Manifest | None, batch_ids: list[int], table: str) -> list[CompactedPart]:
@@ -261,7 +288,8 @@ class Compactor:
 
         def build(table: str) -> list[CompactedPart]:
             twin = self.twin_dir(table)
-            shutil.rmtree(twin, ignore_errors=True)
+            if os.path.isdir(twin):
+                self._empty_twin(table)
             os.makedirs(twin)
             parts = self._write_twin(table, live[table], generation, should_stop)
             fsync_dir(twin)
@@ -281,7 +309,7 @@ class Compactor:
         for table in TABLES:
             exchange(self.twin_dir(table), self.table_dir(table))
         fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted
-        shutil.rmtree(self.twins)
+        self._remove_twins()
         report = CompactionReport(
             parts_before=sum(len(parts) for parts in live.values()),
             parts_after=sum(len(parts) for parts in new.tables.values()),
@@ -316,6 +344,14 @@ class Compactor:
         else:
             writer.abandon()
         return written
+
+
+def _rmdir_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 class _Stopped(Exception):

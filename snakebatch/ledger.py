@@ -24,6 +24,7 @@ says which batches' rows live there, and recovery settles a cut-off compaction f
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zlib
 from typing import Iterator
@@ -106,6 +107,30 @@ def _decode_line(line: bytes) -> LedgerEntry | None:
 
 def part_name(batch_id: int) -> str:
     return f"part-{batch_id:08d}.parquet"
+
+
+# Every name snakebatch gives a file in a table folder: a batch's part, a compacted part
+# (compaction.py), and the temporary of a compacted part being rewritten. Cleanup deletes
+# nothing else: a table folder may hold what a user put there.
+_OWN_NAME = re.compile(r"part-(?:\d{8,}|c\d{4,}-\d{5,})\.parquet|\.part-c\d{4,}-\d{5,}\.parquet\.tmp")
+
+
+def is_own_part(name: str) -> bool:
+    return _OWN_NAME.fullmatch(name) is not None
+
+
+def remove_tables(out: str) -> None:
+    """Delete the part files of the job in `out` (`--fresh`), and each table folder once it is
+    empty; anything else in a table folder stays where it is."""
+    for table in TABLES:
+        folder = os.path.join(out, table)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if is_own_part(name) and not os.path.isdir(path):
+                os.unlink(path)
+        _remove_if_empty(folder)
 
 
 def fsync_dir(path: str) -> None:
@@ -216,7 +241,7 @@ class Ledger:
             live = own_parts | (manifest.names(table) if manifest else set())
             for name in present[table] - live:
                 path = os.path.join(self.table_dir(table), name)
-                if name.startswith(".") or os.path.isdir(path):
+                if not is_own_part(name) or name.startswith(".") or os.path.isdir(path):
                     continue
                 os.unlink(path)
                 report.removed_orphan_parts += 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -169,3 +171,66 @@ def test_every_name_has_a_path_that_gives_it_back(components):
     path = display_path(os.fsdecode(name))
     path.encode("utf-8")  # valid UTF-8: a Parquet string
     assert source_path(path) == name
+
+
+def _small_job(tmp_path, n=12):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(n):
+        (src / f"m{i:02d}.py").write_text(f"def f{i}(x):\n    return x + {i}\n" + "# pad\n" * 40)
+    return src
+
+
+def test_fresh_refuses_a_source_inside_out_and_deletes_nothing(tmp_path):
+    """`run p3/files/jsrc -o p3 --fresh` deleted `p3/files/jsrc` with the table folder."""
+    src = _small_job(tmp_path)
+    out = tmp_path / "p3"
+    run_cli("run", src, "-o", out, "--no-progress", check_codes=[0])
+    def rows():  # the parts, as `read_parquet('p3/files/*.parquet')` would read them
+        return pq.read_table(sorted((out / "files").glob("*.parquet"))).num_rows
+
+    before = rows()
+    jsrc = out / "files" / "jsrc"
+    shutil.copytree(src, jsrc)
+    proc = run_cli("run", jsrc, "-o", out, "--no-progress", "--fresh")
+    assert proc.returncode == 2, proc.stderr
+    assert "inside OUT" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(os.listdir(jsrc)) == sorted(os.listdir(src))
+    assert rows() == before  # the job is untouched too
+    # OUT inside a job's table or state folders: refused, not created.
+    for inner in (out / "files" / "sub", out / "_snakebatch" / "sub", out / "imports"):
+        proc = run_cli("run", src, "-o", inner, "--no-progress")
+        assert proc.returncode == 2 and "own folders" in proc.stderr, proc.stderr
+    assert not (out / "files" / "sub").exists() and not (out / "_snakebatch" / "sub").exists()
+
+
+def test_fresh_recovery_and_compaction_delete_only_what_snakebatch_wrote(tmp_path):
+    src = _small_job(tmp_path)
+    out = tmp_path / "out"
+    # Many parts, not compacted yet.
+    run_cli("run", src, "-o", out, "--no-progress", "-j", "1", "--batch-bytes", "1KB", "--no-compact",
+            check_codes=[0])
+    assert len(os.listdir(out / "files")) > 2
+    (out / "files" / "notes.txt").write_text("mine\n")
+    (out / "definitions" / "mine").mkdir()
+    (out / "definitions" / "mine" / "keep.parquet").write_bytes(b"mine")
+    # Recovery (a file no ledger line names) and compaction (the table folders are exchanged).
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
+    assert json.loads(proc.stdout)["compaction"] is not None
+    assert (out / "files" / "notes.txt").read_text() == "mine\n"
+    assert (out / "definitions" / "mine" / "keep.parquet").read_bytes() == b"mine"
+    assert not (out / "_snakebatch" / "compacting").exists()
+    # --fresh: the job's parts go, the user's files stay.
+    run_cli("run", src, "-o", out, "--no-progress", "--fresh", "--no-compact", check_codes=[0])
+    assert (out / "files" / "notes.txt").read_text() == "mine\n"
+    assert (out / "definitions" / "mine" / "keep.parquet").read_bytes() == b"mine"
+    parts = sorted((out / "files").glob("*.parquet"))
+    assert not any(p.name.startswith("part-c") for p in parts)  # the old job's compacted parts are gone
+    assert pq.read_table(parts).num_rows == 12
+    # A `_snakebatch` folder no run created (no lock in it) is not taken for a killed run's.
+    other = tmp_path / "other"
+    (other / "_snakebatch").mkdir(parents=True)
+    (other / "_snakebatch" / "diary.txt").write_text("mine\n")
+    proc = run_cli("run", src, "-o", other, "--no-progress")
+    assert proc.returncode == 2 and "not empty" in proc.stderr, proc.stderr
+    assert (other / "_snakebatch" / "diary.txt").read_text() == "mine\n"
