@@ -107,7 +107,7 @@ def files_part_of(manifest: Manifest | None, batch_id: int) -> str:
     return part_name(batch_id)
 
 
-def _write_manifest(state: str, manifest: Manifest) -> None:
+def write_manifest(state: str, manifest: Manifest) -> None:
     tmp = os.path.join(state, MANIFEST + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(msgspec.json.encode(manifest))
@@ -230,7 +230,7 @@ class Compactor:
                 part.rows = kept.num_rows
             fsync_dir(self.table_dir(table))
         manifest.covers = [b for b in manifest.covers if b not in lost]
-        _write_manifest(self.state, manifest)
+        write_manifest(self.state, manifest)
 
     def _empty_twin(self, table: str) -> None:
         """Delete the parts in `table`'s twin and the twin itself. After an exchange the twin is
@@ -305,7 +305,7 @@ class Compactor:
                 return None
             raise
         rows = sum(part.rows for parts in new.tables.values() for part in parts)
-        _write_manifest(self.state, new)
+        write_manifest(self.state, new)
         for table in TABLES:
             exchange(self.twin_dir(table), self.table_dir(table))
         fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted

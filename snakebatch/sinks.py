@@ -38,6 +38,10 @@ class OutputSink:
             self.ledger.create()
             clear_complete(config.output)
             entries, report = self.ledger.recover()
+            # --resume re-checks files that could not be read: their rows go, and those that
+            # are there now are parsed again (a fresh or new job has none).
+            entries, self.io_errors_rechecked = self.ledger.forget_io_errors(
+                entries, report.manifest, config.job.source)
         except BaseException:
             self.lock.release()
             raise
@@ -155,6 +159,7 @@ class StreamSink:
     that outlives the run."""
 
     recovery = None
+    io_errors_rechecked = {"gone": 0, "back": 0}
 
     def __init__(self, config: RunConfig):
         self.config = config
