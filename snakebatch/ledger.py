@@ -270,22 +270,21 @@ class Ledger:
         row counts, then the ledger. A crash in between leaves the ledger naming files whose rows
         are gone; the next resume finds them again, removes nothing more, and rewrites the
         ledger. io_error rows have no definitions or imports, so only `files` parts change."""
-        from .compaction import files_part_of, write_manifest  # compaction.py imports this module
+        # Imported here: compaction.py and worker.py import this module.
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from .compaction import ROW_GROUP_ROWS, files_part_of, write_manifest
         from .discovery import source_path
         from .languages import language_of
+        from .worker import write_part
 
         doomed = {entry.batch_id: {i for i, status in enumerate(entry.statuses) if status == "io_error"}
                   for entry in entries if "io_error" in entry.statuses}
         counts = {"gone": 0, "back": 0}
         if not doomed:
             return entries, counts
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        from .compaction import ROW_GROUP_ROWS
-        from .worker import write_part
-
         by_id = {entry.batch_id: entry for entry in entries}
         by_part: dict[str, list[int]] = {}
         for batch_id in doomed:

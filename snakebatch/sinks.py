@@ -159,11 +159,11 @@ class StreamSink:
     that outlives the run."""
 
     recovery = None
-    io_errors_rechecked = {"gone": 0, "back": 0}
 
     def __init__(self, config: RunConfig):
         self.config = config
         self.tmp = tempfile.mkdtemp(prefix="snakebatch-stream-")
+        self.io_errors_rechecked = {"gone": 0, "back": 0}
         self.committed = None
         self.status_counts: dict[str, int] = {}
         self.language_counts: dict[str, int] = {}
