@@ -78,6 +78,13 @@ def _print_summary(summary) -> None:
     lines.append("  languages: " + (shown or "-"))
     if summary.recovery:
         lines.append(f"  recovered: {summary.recovery}")
+    rechecked = summary.io_errors_rechecked
+    if rechecked["gone"] or rechecked["back"]:
+        lines.append(f"  rechecked: {_plural(rechecked['gone'] + rechecked['back'], 'io_error file')} of earlier runs: "
+                     f"{rechecked['gone']} gone (rows removed), {rechecked['back']} there again (parsed again)")
+    if summary.status_counts.get("io_error"):
+        lines.append(f"  io_error:  {_plural(summary.status_counts['io_error'], 'file')} could not be read (deleted or "
+                     "replaced during the run?); --resume re-checks them")
     if summary.stale_files:
         lines.append(f"  stale:     {summary.stale_files} committed files changed on disk since (kept as committed)")
     if summary.unreadable_folders:
@@ -229,6 +236,8 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
         result = plan(source, output, **options)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
+    for warning in result.warnings:
+        click.echo(f"snakebatch: warning: {warning}", err=True)
     if as_json:
         click.echo(_json(result))
         return

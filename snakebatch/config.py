@@ -107,6 +107,19 @@ def default_memory_budget() -> int:
     return psutil.virtual_memory().available // 2
 
 
+def low_budget(budget: int, workers: int) -> str | None:
+    """Why `budget` is too low for `workers` local workers to parse anything, or None."""
+    from .engine.governor import PRIOR_WORKER_RSS, human, minimum_budget  # the governor's model of a pool at rest
+
+    minimum, coordinator = minimum_budget(workers)
+    if budget >= minimum:
+        return None
+    return (f"{human(budget)} is below the {human(minimum)} a run with {workers} worker(s) needs: "
+            f"this process ({human(coordinator)}, measured now), the forkserver and each worker at rest "
+            f"(about {human(PRIOR_WORKER_RSS)} each) and the parse of one small file; give at least "
+            f"{human(minimum)}, or fewer workers (-j)")
+
+
 def file_defaults(source: str) -> tuple[dict, str | None]:
     """Options from `SOURCE/snakebatch.toml`, or else `[tool.snakebatch]` in `SOURCE/pyproject.toml`,
     and the name they are reported under in messages (None when there are none)."""
@@ -195,10 +208,11 @@ def _positive_int(value: object, option: str, minimum: int = 1) -> int:
 
 def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  resume: bool = False, fresh: bool = False, use_config_file: bool = True,
-                 require_output: bool = True, **options) -> RunConfig:
+                 require_output: bool = True, check_budget: bool = True, **options) -> RunConfig:
     """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`).
 
-    `None` means "not given": the file's value or the default applies.
+    `None` means "not given": the file's value or the default applies. `check_budget`: refuse a
+    memory budget below what the local pool needs at rest (a plan only warns about it).
     """
     if resume and fresh:
         raise ConfigError("--resume and --fresh exclude each other: choose one")
@@ -264,13 +278,24 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError(f"-o/--output: expected a path to a folder, got {output!r}")
     if output is None and require_output:
         output = "snakebatch-out"
+    workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
+    if "memory_budget" in merged:
+        memory_budget = parse_size(merged.get("memory_budget"), label("memory_budget"))
+    else:
+        memory_budget = default_memory_budget()
+    # A remote Dask cluster's own memory limits replace the budget (governor.attach).
+    if check_budget and not (executor == "dask" and scheduler is not None):
+        budget_problem = low_budget(memory_budget, workers)
+        if budget_problem:
+            given = label("memory_budget") if "memory_budget" in merged else (
+                "--memory-budget (default: half the available RAM)")
+            raise ConfigError(f"{given}: {budget_problem}")
     return RunConfig(
         job=job,
         output=os.path.abspath(os.fspath(output)) if output else "",
         mode="resume" if resume else "fresh" if fresh else "new",
-        workers=_positive_int(merged.get("workers", usable_cores()), label("workers")),
-        memory_budget=parse_size(merged.get("memory_budget"), label("memory_budget"))
-        if "memory_budget" in merged else default_memory_budget(),
+        workers=workers,
+        memory_budget=memory_budget,
         batch_bytes=parse_size(merged.get("batch_bytes"), label("batch_bytes")) if "batch_bytes" in merged else None,
         file_timeout=file_timeout,
         retries=_positive_int(merged.get("retries", 1), label("retries"), minimum=0),

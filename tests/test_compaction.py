@@ -383,7 +383,7 @@ def test_a_compaction_that_cannot_write_leaves_the_batch_parts_and_the_job_compl
 
 
 def test_a_corrupt_compacted_part_is_found_and_exactly_its_batches_redone(corpus, uncompacted, tmp_path, monkeypatch):
-    from snakebatch import compaction
+    from snakebatch.store import compaction
 
     out = _copy(uncompacted, tmp_path / "out")
     entries = {entry.batch_id: entry for entry in Ledger(str(out)).entries()}

@@ -187,3 +187,30 @@ def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, t
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("budget", ["200MB", "50MB", "1KB"])
+def test_budget_below_what_the_pool_needs_at_rest_is_refused(source, tmp_path, budget):
+    """A budget the workers at rest already exceed crashed the governor (division by zero) after
+    committing a job of `too_large` rows; now it is a usage error naming the minimum, before OUT
+    is touched."""
+    out = tmp_path / "out"
+    proc = run_cli("run", source, "-o", out, "-j", "2", "--memory-budget", budget)
+    _assert_usage_error(proc, ["--memory-budget", "is below the", "needs", "give at least"])
+    assert not out.exists()
+    with pytest.raises(snakebatch.ConfigError, match="give at least") as info:
+        snakebatch.run(source, output=out, workers=2, memory_budget=budget)
+    assert "--memory-budget" in str(info.value)
+    assert not out.exists()
+    with pytest.raises(snakebatch.ConfigError, match="give at least"):
+        snakebatch.stream(source, workers=2, memory_budget=budget)
+
+
+def test_budget_check_names_the_minimum_it_measured(source, tmp_path):
+    from snakebatch.engine.governor import minimum_budget
+
+    minimum, coordinator = minimum_budget(1)
+    assert coordinator > 0 and minimum > coordinator
+    # Just above the minimum: accepted, and the job completes.
+    result = snakebatch.run(source, output=tmp_path / "out", workers=1, memory_budget=minimum + 32 * 2**20)
+    assert result.state == "complete" and result.files == 2

@@ -376,3 +376,43 @@ def test_a_run_killed_before_recording_its_job_can_be_started_again(corpus, tmp_
     (tmp_path / "other" / "keep.txt").write_text("not a job")
     proc = run_sb(*run_args(corpus, tmp_path / "other", *OPTIONS))
     assert proc.returncode == 2 and "is not empty and holds no snakebatch job" in proc.stderr
+
+
+@pytest.mark.parametrize("compact", ["--compact", "--no-compact"])
+def test_resume_rechecks_io_error_rows_of_files_that_vanished_or_came_back(tmp_path, compact):
+    """Files deleted (or a folder replaced by a file) after discovery got `io_error` rows that
+    stayed through every --resume. Now a resume removes them: gone files have no row, files
+    that are back are parsed again, each file keeps exactly one row."""
+    src, away = tmp_path / "src", tmp_path / "away.py"
+    (src / "zdir").mkdir(parents=True)
+    for name in ("z_back.py", "z_gone.py", "zdir/inner.py", "m.py"):
+        (src / name).write_text(f"# {name}\nx = 1\n")
+    # Parsed first, alone in its batch (one worker): takes the z files away after discovery
+    # (batches of its size read ahead twice that) and before they are read.
+    trigger = src / "a.bad"
+    trigger.write_text(f"vanish\nrm\t{src / 'z_gone.py'}\nhide\t{src / 'z_back.py'}\t{away}\n"
+                       f"dir2file\t{src / 'zdir'}\n")
+    out = tmp_path / "out"
+    args = ("run", src, "-o", out, "--no-progress", "-j", "1", "--batch-bytes", trigger.stat().st_size + 5, compact,
+            "--parser", "tests.misbehaving_parser:parser")
+    proc = run_sb(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "io_error:  3 files could not be read" in proc.stdout and "--resume re-checks them" in proc.stdout
+    rows = {r["path"]: r["status"] for r in ds.dataset(str(out / "files")).to_table().to_pylist()}
+    assert rows == {"a.bad": "ok", "m.py": "ok", "z_back.py": "io_error", "z_gone.py": "io_error",
+                    "zdir/inner.py": "io_error"}
+
+    os.rename(away, src / "z_back.py")
+    proc = run_sb(*args, "--resume", "--json")
+    assert proc.returncode == 0, proc.stderr
+    files = duckdb.sql(f"select path, status from read_parquet('{out}/files/*.parquet') order by path").fetchall()
+    assert files == [("a.bad", "ok"), ("m.py", "ok"), ("z_back.py", "ok"), ("zdir", "ok")]
+    summary = json.loads(proc.stdout)
+    assert summary["io_errors_rechecked"] == {"gone": 2, "back": 1}
+    assert summary["files_this_run"] == 2  # z_back.py and the file zdir; a.bad is not parsed again
+    assert summary["status_counts"] == {"ok": 4}
+    status = json.loads(run_sb("status", out, "--json").stdout)
+    assert status["files_done"] == 4 and status["status_counts"] == {"ok": 4}
+    # Nothing left to re-check: another resume changes nothing.
+    again = json.loads(run_sb(*args, "--resume", "--json").stdout)
+    assert again["io_errors_rechecked"] == {"gone": 0, "back": 0} and again["files_this_run"] == 0

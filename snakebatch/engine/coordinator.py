@@ -100,6 +100,9 @@ class RunSummary(msgspec.Struct):
     recovery: str | None = None
     watchdog_kills: int = 0  # workers killed while stuck on one file past --file-timeout
     compaction: dict | None = None  # parts_before, parts_after, rows, seconds (a complete job)
+    # io_error rows an earlier run committed, removed by this --resume: "gone" files have no
+    # row now, those "back" were parsed again.
+    io_errors_rechecked: dict = msgspec.field(default_factory=lambda: {"gone": 0, "back": 0})
 
 
 class _Stop:
@@ -498,4 +501,5 @@ class Coordinator:
             recovery=self.sink.recovery,
             watchdog_kills=self.watchdog_kills,
             compaction=self.compaction,
+            io_errors_rechecked=dict(self.sink.io_errors_rechecked),
         )

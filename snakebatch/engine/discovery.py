@@ -11,12 +11,14 @@ folder would double the cost of a large walk.
 from __future__ import annotations
 
 import os
+
 import stat
 from typing import Iterator, NamedTuple
 
 import pathspec
 
 from ..config import JobConfig
+from ..paths import display_path
 
 VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj", ".pijul"})
 
@@ -35,15 +37,6 @@ class DiscoveryStats:
 
     def __init__(self) -> None:
         self.unreadable_folders: list[str] = []
-
-
-def display_path(path: str) -> str:
-    """The path as it appears in the tables: valid UTF-8, undecodable bytes shown as `\\xNN`."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class _Ignores(NamedTuple):

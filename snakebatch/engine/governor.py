@@ -50,6 +50,15 @@ PRIOR_WORKER_RSS = 64 * 1024 * 1024
 RATIO_WINDOW = 256  # a ratio is the largest of this many recent measurements
 
 
+def minimum_budget(workers: int) -> tuple[int, int]:
+    """(the least budget a local run can keep, this process's RSS now): the coordinator as
+    measured, the forkserver and each worker at rest (PRIOR_WORKER_RSS until one reports), and
+    the parse of one small file (64 KB at the `python` prior: 16 MB). Below it, every file but
+    the smallest would get `too_large` before a worker even started."""
+    coordinator = psutil.Process().memory_info().rss
+    return coordinator + (workers + 1) * PRIOR_WORKER_RSS + int(SMALL_FILE_BYTES * PRIOR_RATIO["python"]), coordinator
+
+
 def human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
@@ -247,7 +256,7 @@ class MemoryGovernor:
             self.too_large_files += 1
             self.record("too_large", path=path, estimate=estimate, baseline=baseline)
             found[index] = (
-                f"parsing needs an estimated {human(estimate)} ({size} bytes x {estimate / size:.0f} for "
+                f"parsing needs an estimated {human(estimate)} ({size} bytes x {estimate / max(size, 1):.0f} for "
                 f"{parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
                 f"{human(max(free, 0))} beside the {human(baseline)} the workers need at rest")
         return found

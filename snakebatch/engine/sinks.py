@@ -38,6 +38,10 @@ class OutputSink:
             self.ledger.create()
             clear_complete(config.output)
             entries, report = self.ledger.recover()
+            # --resume re-checks files that could not be read: their rows go, and those that
+            # are there now are parsed again (a fresh or new job has none).
+            entries, self.io_errors_rechecked = self.ledger.forget_io_errors(
+                entries, report.manifest, config.job.source)
         except BaseException:
             self.lock.release()
             raise
@@ -80,7 +84,7 @@ class OutputSink:
         return self.ledger.staging_for(batch_id, attempt)
 
     def commit(self, task: BatchTask, outcome: BatchOutcome):
-        from .discovery import display_path
+        from ..paths import display_path
 
         entry = LedgerEntry(
             batch_id=task.batch_id,
@@ -163,6 +167,7 @@ class StreamSink:
     def __init__(self, config: RunConfig):
         self.config = config
         self.tmp = tempfile.mkdtemp(prefix="snakebatch-stream-")
+        self.io_errors_rechecked = {"gone": 0, "back": 0}
         self.committed = None
         self.status_counts: dict[str, int] = {}
         self.language_counts: dict[str, int] = {}

@@ -16,7 +16,8 @@ Protocol (generation g, all tables):
     1. every live part of T, in batch order  ->  compacting/T/part-c<g>-<k>.parquet, fsynced
     2. compaction.json := {generation, covered batch ids, the new parts}   (tmp + rename:
        the commit point)
-    3. per table: exchange compacting/T <-> T; then compacting/T (the old parts) is deleted
+    3. per table: exchange compacting/T <-> T; then the old parts in compacting/T are deleted,
+       and anything else the table folder held (not snakebatch's) is moved back into it
 
 A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
 leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
@@ -43,7 +44,7 @@ import pyarrow.parquet as pq
 from ..errors import JobError
 from ..schema import TABLES
 from .durable import PARQUET_OPTIONS, Damage, atomic_write, check_part, file_checksum, fsync_dir, write_part
-from .layout import JobLayout, part_name
+from .layout import JobLayout, is_own_part, part_name
 
 MANIFEST = "compaction.json"
 # Input bytes (Parquet on disk) per compacted part: large enough that a big job has few parts,
@@ -108,7 +109,7 @@ def files_part_of(manifest: Manifest | None, batch_id: int) -> str:
     return part_name(batch_id)
 
 
-def _write_manifest(state: str, manifest: Manifest) -> None:
+def write_manifest(state: str, manifest: Manifest) -> None:
     atomic_write(os.path.join(state, MANIFEST), msgspec.json.encode(manifest))
 
 
@@ -184,8 +185,8 @@ class Compactor:
             if written and written <= set(os.listdir(twin)):
                 exchange(twin, self.layout.table_dir(table))
                 fsync_dir(self.out)
-            shutil.rmtree(twin)
-        shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
+            self._empty_twin(table)
+        self._remove_twins()  # what a compaction stopped before its manifest left
         if manifest is None:
             return None, 0
         for table in TABLES:
@@ -243,7 +244,7 @@ class Compactor:
         generation = max(int(name[6:10]) for names in found.values() for name in names)
         manifest = Manifest(generation=generation, covers=sorted(set(batch_of.values())), tables=tables,
                             compacted_at=time.time())
-        _write_manifest(self.state, manifest)
+        write_manifest(self.state, manifest)
         return manifest
 
     def _cut_out(self, manifest: Manifest, lost: set[int], lost_paths: set[str]) -> None:
@@ -278,7 +279,33 @@ class Compactor:
                 part.rows = kept.num_rows
             fsync_dir(self.layout.table_dir(table))
         manifest.covers = [b for b in manifest.covers if b not in lost]
-        _write_manifest(self.state, manifest)
+        write_manifest(self.state, manifest)
+
+    def _empty_twin(self, table: str) -> None:
+        """Delete the parts in `table`'s twin and the twin itself. After an exchange the twin is
+        the old table folder: whatever else it holds (a user's file) goes back into the table
+        folder, never deleted; should its name be taken there, it stays in the twin."""
+        twin, folder = self.layout.twin_dir(table), self.layout.table_dir(table)
+        for name in os.listdir(twin):
+            path = os.path.join(twin, name)
+            if (is_own_part(name) or name.startswith(".writing-")) and not os.path.isdir(path):
+                os.unlink(path)
+            elif not os.path.lexists(os.path.join(folder, name)):
+                os.rename(path, os.path.join(folder, name))
+        _rmdir_if_empty(twin)
+
+    def _remove_twins(self) -> None:
+        """Remove the twins' folder: what a compaction left in it is snakebatch's (parts being
+        written, the exchange probes), except what `_empty_twin` kept."""
+        if not os.path.isdir(self.twins):
+            return
+        for name in os.listdir(self.twins):
+            path = os.path.join(self.twins, name)
+            if name in TABLES:
+                self._empty_twin(name)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        _rmdir_if_empty(self.twins)
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -310,7 +337,8 @@ class Compactor:
 
         def build(table: str) -> list[CompactedPart]:
             twin = self.layout.twin_dir(table)
-            shutil.rmtree(twin, ignore_errors=True)
+            if os.path.isdir(twin):
+                self._empty_twin(table)
             os.makedirs(twin)
             parts = self._write_twin(table, live[table], generation, should_stop)
             fsync_dir(twin)
@@ -326,11 +354,11 @@ class Compactor:
                 return None
             raise
         rows = sum(part.rows for parts in new.tables.values() for part in parts)
-        _write_manifest(self.state, new)
+        write_manifest(self.state, new)
         for table in TABLES:
             exchange(self.layout.twin_dir(table), self.layout.table_dir(table))
         fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted
-        shutil.rmtree(self.twins)
+        self._remove_twins()
         report = CompactionReport(
             parts_before=sum(len(parts) for parts in live.values()),
             parts_after=sum(len(parts) for parts in new.tables.values()),
@@ -365,6 +393,14 @@ class Compactor:
         else:
             writer.abandon()
         return written
+
+
+def _rmdir_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 class _Stopped(Exception):

@@ -19,6 +19,7 @@ from .._version import __version__
 from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig
 from ..errors import ConfigError, JobError
 from ..schema import TABLES
+from .ledger import remove_tables
 from .durable import atomic_write
 from .layout import STATE_DIR_NAME as STATE
 
@@ -186,6 +187,16 @@ def _differences(old: JobConfig, new: JobConfig) -> list[str]:
     ]
 
 
+def _foreign_state(out: str) -> bool:
+    """Whether OUT holds a `_snakebatch` that no run created (no lock file in it)."""
+    state = state_dir(out)
+    if not os.path.lexists(state):
+        return False
+    if os.path.islink(state) or not os.path.isdir(state):
+        return True
+    return bool(os.listdir(state)) and not os.path.isfile(os.path.join(state, "lock"))
+
+
 def _clear_state(out: str) -> None:
     """Remove what an earlier job (or a run killed before it recorded its job) left in the
     state folder, except the lock this run holds."""
@@ -193,6 +204,21 @@ def _clear_state(out: str) -> None:
         if name != "lock":
             path = os.path.join(state_dir(out), name)
             shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` lies strictly inside `folder` (both real paths)."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def _job_around(out_real: str) -> str | None:
+    """The job folder one of whose table or state folders holds `out_real` (or is it), if any."""
+    child, parent = out_real, os.path.dirname(out_real)
+    while parent != child:
+        if os.path.basename(child) in (*TABLES, STATE) and holds_job(parent):
+            return parent
+        child, parent = parent, os.path.dirname(parent)
+    return None
 
 
 def open_job(config: RunConfig) -> JobLock:
@@ -206,6 +232,14 @@ def open_job(config: RunConfig) -> JobLock:
     out_real = os.path.realpath(out)
     if out_real == source_real:
         raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
+    if _inside(source_real, out_real):
+        # --fresh, recovery and compaction clean OUT's folders: SOURCE must not be among them.
+        raise ConfigError(f"SOURCE {config.job.source} is inside OUT {out}: choose an OUT outside SOURCE "
+                          "(beside or inside it), or move SOURCE out of OUT")
+    job_folder = _job_around(out_real)
+    if job_folder is not None:
+        raise ConfigError(f"-o/--output: {out} is inside the job folder {job_folder}'s own folders "
+                          f"({', '.join(TABLES)}, {STATE}), which snakebatch cleans; choose another folder")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"-o/--output: {out} exists and is not a folder")
     holder = lock_holder(out)
@@ -221,8 +255,9 @@ def open_job(config: RunConfig) -> JobLock:
         raise ConfigError(
             f"{out} already holds a snakebatch job: add --resume to continue it, or --fresh to delete it and start over"
         )
-    elif not exists and os.path.isdir(out) and set(os.listdir(out)) - {STATE}:
-        # A bare `_snakebatch/` is a run killed before it recorded its job: nothing to keep.
+    elif not exists and os.path.isdir(out) and (set(os.listdir(out)) - {STATE} or _foreign_state(out)):
+        # A bare `_snakebatch/` with a lock is a run killed before it recorded its job: nothing
+        # to keep. Without the lock (the first file a run creates) it is not snakebatch's.
         raise ConfigError(
             f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty or new folder"
         )
@@ -234,12 +269,7 @@ def open_job(config: RunConfig) -> JobLock:
             # Another run started or replaced the job between our look and our lock.
             raise JobError(f"{out} changed while this run was starting (another snakebatch run?); try again")
         if config.mode == "fresh" and exists:
-            for name in os.listdir(out):
-                if name == STATE:
-                    continue
-                path = os.path.join(out, name)
-                if name in TABLES and os.path.isdir(path):
-                    shutil.rmtree(path)
+            remove_tables(out)
             exists = False
         if exists:
             record = read_record(out)

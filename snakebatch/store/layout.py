@@ -15,14 +15,25 @@ modules that own each file read and write it; this one only names them).
 from __future__ import annotations
 
 import os
+import re
 
 from ..schema import TABLES
 
 STATE_DIR_NAME = "_snakebatch"
 
 
+# Every name snakebatch gives a file in a table folder: a batch's part, a compacted part, and the
+# temporary (`.NAME.tmp`) of a part being rewritten. Cleanup deletes nothing else: a table
+# folder may hold what a user put there.
+_OWN_NAME = re.compile(r"\.?part-(?:\d{8,}|c\d{4,}-\d{5,})\.parquet(?:\.tmp)?")
+
+
 def part_name(batch_id: int) -> str:
     return f"part-{batch_id:08d}.parquet"
+
+
+def is_own_part(name: str) -> bool:
+    return _OWN_NAME.fullmatch(name) is not None
 
 
 class JobLayout:
@@ -41,7 +52,7 @@ class JobLayout:
         return os.path.join(self.out, table)
 
     def table_dirs(self) -> list[str]:
-        return [self.table_dir(table) for table in TABLES]
+        return [self.layout.table_dir(table) for table in TABLES]
 
     def twin_dir(self, table: str) -> str:
         return os.path.join(self.twins, table)

@@ -31,11 +31,16 @@ import zlib
 from typing import Iterator
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from ..languages import language_of
+from ..paths import source_path
 from ..schema import TABLES
-from .compaction import Compactor
-from .durable import Damage, atomic_write, check_part, fsync_dir
-from .layout import JobLayout, part_name
+from .compaction import ROW_GROUP_ROWS, Compactor, files_part_of, write_manifest
+from .durable import Damage, atomic_write, check_part, fsync_dir, write_part
+from .layout import JobLayout, is_own_part, part_name
 
 
 class LedgerEntry(msgspec.Struct, array_like=False):
@@ -116,6 +121,20 @@ def _decode_line(line: bytes) -> LedgerEntry | None:
         return _decoder.decode(payload)
     except (ValueError, msgspec.DecodeError):
         return None
+
+
+def remove_tables(out: str) -> None:
+    """Delete the part files of the job in `out` (`--fresh`), and each table folder once it is
+    empty; anything else in a table folder stays where it is."""
+    for table in TABLES:
+        folder = os.path.join(out, table)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if is_own_part(name) and not os.path.isdir(path):
+                os.unlink(path)
+        _remove_if_empty(folder)
 
 
 def _remove_if_empty(folder: str) -> bool:
@@ -234,8 +253,8 @@ class Ledger:
             live = own_parts | (manifest.names(table) if manifest else set())
             for name in present[table] - live:
                 path = os.path.join(self.layout.table_dir(table), name)
-                if name.startswith(".") or os.path.isdir(path):
-                    continue
+                if not is_own_part(name) or os.path.isdir(path):
+                    continue  # a rewrite's temporary (`.part-...tmp`) is an orphan too
                 os.unlink(path)
                 report.removed_orphan_parts += 1
         if os.path.isdir(self.staging_root):
@@ -251,6 +270,80 @@ class Ledger:
                 fsync_dir(self.layout.table_dir(table))
         report.entries = len(kept)
         return kept, report
+
+    def forget_io_errors(self, entries: list[LedgerEntry], manifest, source: str
+                         ) -> tuple[list[LedgerEntry], dict]:
+        """Remove every committed `io_error` row (`--resume`): a file that is back is then
+        parsed again, one that is gone has no row, as in a fresh run. Returns the entries
+        without those files, and {"gone": n, "back": n}.
+
+        Each `files` part holding such rows is replaced whole (a temporary renamed over it, as
+        compaction cuts rows out: a reader sees the old part or the new one), then the manifest's
+        row counts, then the ledger. A crash in between leaves the ledger naming files whose rows
+        are gone; the next resume finds them again, removes nothing more, and rewrites the
+        ledger. io_error rows have no definitions or imports, so only `files` parts change."""
+        doomed = {entry.batch_id: {i for i, status in enumerate(entry.statuses) if status == "io_error"}
+                  for entry in entries if "io_error" in entry.statuses}
+        counts = {"gone": 0, "back": 0}
+        if not doomed:
+            return entries, counts
+        by_id = {entry.batch_id: entry for entry in entries}
+        by_part: dict[str, list[int]] = {}
+        for batch_id in doomed:
+            by_part.setdefault(files_part_of(manifest, batch_id), []).append(batch_id)
+        folder = self.layout.table_dir("files")
+        rows_now = {}
+        rewritten: dict[str, list] = {}  # part name -> [size, xxh3] as rewritten
+        for name, batch_ids in sorted(by_part.items()):
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                continue  # recovery has set its batches to be redone
+            data = pq.read_table(path)
+            drop = None
+            for batch_id in batch_ids:
+                paths = [by_id[batch_id].paths[i] for i in doomed[batch_id]]
+                hit = pc.and_(pc.equal(data["batch_id"], batch_id), pc.is_in(data["path"], pa.array(paths, pa.string())))
+                drop = hit if drop is None else pc.or_(drop, hit)
+            kept = data.filter(pc.invert(drop))
+            rows_now[name] = kept.num_rows
+            if kept.num_rows == data.num_rows:
+                continue  # done by a run that stopped before its ledger rewrite
+            tmp = os.path.join(folder, "." + name + ".tmp")
+            rewritten[name] = list(write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS if name.startswith("part-c") else None))
+            os.replace(tmp, path)
+        fsync_dir(folder)
+        if manifest is not None:
+            for part in manifest.parts("files"):
+                part.rows = rows_now.get(part.name, part.rows)
+                if part.name in rewritten:
+                    part.size, part.xxh3 = rewritten[part.name]
+            write_manifest(self.state, manifest)
+        source_bytes = os.fsencode(source)
+        kept_entries = []
+        for entry in entries:
+            gone_rows = doomed.get(entry.batch_id)
+            if not gone_rows:
+                kept_entries.append(entry)
+                continue
+            languages = dict(entry.language_counts)
+            for i in gone_rows:
+                language = language_of(entry.paths[i])
+                if languages.get(language):
+                    languages[language] -= 1
+                    if not languages[language]:
+                        del languages[language]
+                there = os.path.isfile(os.path.join(source_bytes, source_path(entry.paths[i])))
+                counts["back" if there else "gone"] += 1
+            keep = [i for i in range(len(entry.paths)) if i not in gone_rows]
+            kept_entries.append(msgspec.structs.replace(
+                entry,
+                paths=[entry.paths[i] for i in keep], sizes=[entry.sizes[i] for i in keep],
+                mtimes=[entry.mtimes[i] for i in keep], statuses=[entry.statuses[i] for i in keep],
+                rows=dict(entry.rows, files=len(keep)), language_counts=languages,
+                parts=dict(entry.parts, files=rewritten.get(part_name(entry.batch_id), entry.parts.get("files", []))),
+            ))
+        self._rewrite(kept_entries)
+        return kept_entries, counts
 
     def _rewrite(self, entries: list[LedgerEntry]) -> None:
         atomic_write(self.path, b"".join(map(_encode_line, entries)))
