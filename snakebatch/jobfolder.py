@@ -171,6 +171,9 @@ def open_job(config: RunConfig) -> JobLock:
         raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"-o/--output: {out} exists and is not a folder")
+    if os.path.islink(out) and not os.path.exists(out):
+        raise ConfigError(f"-o/--output: {out} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                          "create that folder or give another OUT")
     holder = lock_holder(out)
     if holder is not None:
         raise JobError(

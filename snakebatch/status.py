@@ -13,6 +13,7 @@ import time
 
 import msgspec
 
+from .config import refuse_url
 from .errors import ConfigError, JobError
 from .jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from .ledger import Ledger
@@ -98,6 +99,7 @@ def _elapsed(entries, runs: list, current_start: float | None) -> tuple[float, i
 
 def job_status(out: str | os.PathLike) -> JobStatus:
     """The status of the job in `out`; ConfigError when `out` holds no job."""
+    refuse_url(out, "OUT")
     out = os.path.abspath(os.fspath(out))
     if not holds_job(out):
         raise ConfigError(f"{out} holds no snakebatch job (no {os.path.basename(state_dir(out))}/job.json)")

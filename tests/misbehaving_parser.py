@@ -2,8 +2,9 @@
 
 Used as `--parser tests.misbehaving_parser:parser` on files named `*.bad`: the content says
 what to do. `crash` kills the process, `hang` sleeps (SIGALRM can interrupt it), `spin` loops in
-C and never returns to the interpreter (only the watchdog can stop it), `raise` raises; anything
-else parses fine. `hoarding_parser` keeps 160 MB alive in its worker after a `hoard` file.
+C and never returns to the interpreter (only the watchdog can stop it), `raise` raises, `oom` raises
+a bare MemoryError (as an allocation that fails does); anything else parses fine.
+`hoarding_parser` keeps 160 MB alive in its worker after a `hoard` file.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class MisbehavingParser(Parser):
             sum(itertools.repeat(1, 10**10))
         if action == b"raise":
             raise ValueError(f"this parser refuses {path}")
+        if action == b"oom":
+            raise MemoryError()
         return ParseResult(language="Bad", lines=data.count(b"\n"))
 
 

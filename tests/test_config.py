@@ -187,3 +187,36 @@ def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, t
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_object_storage_urls_are_refused_not_made_local_folders(source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where `s3://bucket/out` would become the folders `s3:/bucket/out`
+    words = ["object storage", "not supported yet", "s3://bucket/out"]
+    with pytest.raises(snakebatch.ConfigError) as info:
+        snakebatch.run(source, output="s3://bucket/out")
+    assert all(word in str(info.value) for word in words)
+    _assert_usage_error(run_cli("run", source, "-o", "s3://bucket/out", cwd=tmp_path), words)
+    _assert_usage_error(run_cli("run", "gs://bucket/src", "-o", "out", cwd=tmp_path),
+                        ["SOURCE", "object storage", "gs://bucket/src"])
+    _assert_usage_error(run_cli("plan", source, "-o", "s3://bucket/out", cwd=tmp_path), words)
+    _assert_usage_error(run_cli("status", "s3://bucket/out", cwd=tmp_path), words)
+    assert sorted(os.listdir(tmp_path)) == ["repo"]
+
+
+def test_output_that_cannot_be_a_folder_exits_2_with_a_message(source, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone" / "out")
+    cases = {
+        tmp_path / "a_file" / "out": ["-o/--output", "cannot prepare", "Not a directory"],
+        tmp_path / "dangling": ["-o/--output", "symbolic link", "does not exist"],
+        # procfs refuses new entries, as a read-only filesystem does (the tests run as root,
+        # for whom a folder's mode bits do not keep anything out)
+        "/proc/snakebatch-out": ["-o/--output", "cannot prepare", "/proc/snakebatch-out"],
+    }
+    for out, words in cases.items():
+        proc = run_cli("run", source, "-o", out)
+        _assert_usage_error(proc, words)
+        with pytest.raises(snakebatch.SnakebatchError) as info:
+            snakebatch.run(source, output=out)
+        assert all(word in str(info.value) for word in words)
+    assert not (tmp_path / "gone").exists()

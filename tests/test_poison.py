@@ -107,3 +107,13 @@ def test_max_errors_counts_timeouts_and_parser_errors(tmp_path):
     errors = {p: s for p, s in found.items() if s != "ok"}
     assert errors == {"pkg/a_hang.bad": "timeout", "pkg/b_raise.bad": "parser_error", "pkg/c_raise.bad": "parser_error"}
     assert len(found) < 43
+
+
+def test_memory_error_row_has_a_message(tmp_path):
+    # str(MemoryError()) is empty: the row must still say what happened.
+    src = make_tree(tmp_path / "src", {"oom.bad": "oom"}, n_good=2)
+    out = tmp_path / "out"
+    run_cli("run", src, "-o", out, "-j", "1", "--parser", PARSER, check_codes=(0,))
+    (row,) = [r for r in read_table(out, "files").to_pylist() if r["path"] == "pkg/oom.bad"]
+    assert (row["status"], row["error_type"]) == ("parser_error", "MemoryError")
+    assert row["error_message"] == "out of memory while parsing this file"
