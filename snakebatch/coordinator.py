@@ -47,7 +47,7 @@ from .config import RunConfig
 from .discovery import DiscoveryStats, discover
 from .executor import make_executor
 from .governor import MemoryGovernor
-from .schema import ERROR_STATUSES
+from .schema import ERROR_STATUSES, FAILURE_STATUSES
 from .watchdog import Stuck, Watchdog
 from .worker import BatchOutcome, BatchTask, process_batch
 
@@ -144,7 +144,7 @@ class Coordinator:
         self.bytes_before = sink.bytes_committed
         self.files_run = 0
         self.bytes_run = 0
-        self.errors_run = 0
+        self.failures_run = 0  # files with a FAILURE_STATUSES status, for --max-errors
         self.batches_run = 0
         self.batches_parsed = 0  # committed batches a worker parsed (not forced-status rows)
         self.retries = 0
@@ -422,22 +422,23 @@ class Coordinator:
             self.batches_parsed += 1
         self.files_run += len(outcome.statuses)
         self.bytes_run += outcome.bytes
-        errors = 0
+        failures = 0
         for status in outcome.statuses:
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
-            if status in ERROR_STATUSES:
-                errors += 1
+            if status in FAILURE_STATUSES:
+                failures += 1
         for language, count in outcome.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
-        self.errors_run += errors
+        self.failures_run += failures
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
         self.governor.observe(outcome)
-        if errors and self.config.fail_fast:
-            self.stop.request(f"--fail-fast: {outcome.errors[0][0] if outcome.errors else 'a file'} "
-                              f"has status {outcome.errors[0][1] if outcome.errors else 'error'}", 1)
-        elif self.config.max_errors is not None and self.errors_run >= self.config.max_errors:
-            self.stop.request(f"--max-errors {self.config.max_errors}: {self.errors_run} files have an error status", 1)
+        if failures and self.config.fail_fast:
+            path, status = next(((p, s) for p, s, _ in outcome.errors if s in FAILURE_STATUSES), ("a file", "error"))
+            self.stop.request(f"--fail-fast: {path} has status {status}", 1)
+        elif self.config.max_errors is not None and self.failures_run >= self.config.max_errors:
+            self.stop.request(f"--max-errors {self.config.max_errors}: {self.failures_run} files have status "
+                              "crashed, timeout or parser_error", 1)
         self._maybe_progress()
 
     # -- reporting -----------------------------------------------------------------------------

@@ -117,3 +117,16 @@ def test_memory_error_row_has_a_message(tmp_path):
     (row,) = [r for r in read_table(out, "files").to_pylist() if r["path"] == "pkg/oom.bad"]
     assert (row["status"], row["error_type"]) == ("parser_error", "MemoryError")
     assert row["error_message"] == "out of memory while parsing this file"
+
+
+def test_fail_fast_and_max_errors_ignore_data_errors(tmp_path):
+    # A syntax error or an undecodable file is the repository's data, not a failure of the run.
+    src = make_tree(tmp_path / "src", {}, n_good=5)
+    (src / "pkg" / "broken.py").write_text("def f(:\n")
+    (src / "pkg" / "latin1.py").write_bytes(b'x = "caf\xe9"\n')
+    for flags in (["--fail-fast"], ["--max-errors", "1"]):
+        out = tmp_path / f"out{len(flags)}"
+        proc = run_cli("run", src, "-o", out, "-j", "1", "--parser", PARSER, *flags, "--json", check_codes=(0,))
+        summary = json.loads(proc.stdout)
+        assert summary["state"] == "complete"
+        assert summary["status_counts"] == {"ok": 10, "syntax_error": 1, "decode_error": 1}
