@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import tempfile
 import time
 
@@ -127,15 +128,19 @@ def _stats(out):
 
 def test_stats_hold_the_job_totals_and_are_rewritten_after_a_resume(corpus, tmp_path):
     out = tmp_path / "out"
-    # --fail-fast stops at lib2to3's deliberately broken test files: a partial, resumable job.
-    first = snakebatch.run(corpus, output=out, workers=2, batch_bytes="64k", fail_fast=True)
-    assert first.state == "stopped" and first.files < len(files_on_disk(corpus))
+    # --fail-fast stops at a file its parser raises on, discovered first: a partial, resumable job.
+    src = tmp_path / "src"
+    shutil.copytree(corpus, src)
+    (src / "0_refused.bad").write_text("raise\n")
+    parsers = ["tests.misbehaving_parser:parser"]
+    first = snakebatch.run(src, output=out, workers=2, batch_bytes="64k", fail_fast=True, parsers=parsers)
+    assert first.state == "stopped" and first.files < len(files_on_disk(src))
     stats = _stats(out)
     assert stats["summary"]["state"] == "stopped"
     assert stats["job"]["files"] == first.files == first.dataset("files").count_rows()
 
-    second = snakebatch.run(corpus, output=out, resume=True, workers=2, batch_bytes="64k")
-    assert second.state == "complete" and second.files == len(files_on_disk(corpus))
+    second = snakebatch.run(src, output=out, resume=True, workers=2, batch_bytes="64k", parsers=parsers)
+    assert second.state == "complete" and second.files == len(files_on_disk(src))
     stats = _stats(out)
     summary, job, batches = stats["summary"], stats["job"], stats["batches"]
     assert summary["state"] == "complete"

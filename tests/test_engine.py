@@ -12,6 +12,8 @@ import pytest
 from conftest import SAMPLES, read_table, run_cli
 from expectations import ast_counts, ast_names
 
+MISBEHAVING = "tests.misbehaving_parser:parser"  # raises on a `.bad` file that says `raise`
+
 TINYLIB = SAMPLES / "tinylib"
 
 
@@ -201,31 +203,36 @@ def test_fail_fast_stops_with_exit_1_and_prints_resume(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(50):
-        (src / f"m{i:02d}.py").write_text("x = 1\n" if i != 3 else "def (:\n")
+        (src / f"m{i:02d}.py").write_text("x = 1\n" if i != 3 else "def (:\n")  # a syntax error does not stop it
+    (src / "m05.bad").write_text("raise\n")
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--fail-fast", "-j", "1", "--batch-bytes", "64")
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--fail-fast", "-j", "1", "--batch-bytes", "64",
+                   "--parser", MISBEHAVING)
     assert proc.returncode == 1, proc.stderr
-    assert "--fail-fast" in proc.stderr
-    assert f"snakebatch run {src} -o {out} --resume" in proc.stderr
+    assert "--fail-fast: m05.bad has status parser_error" in proc.stderr
+    assert f"snakebatch run {src} -o {out} --resume --parser {MISBEHAVING}" in proc.stderr
     done = read_table(out, "files").num_rows
-    assert 1 <= done < 50
-    resumed = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
-    assert json.loads(resumed.stdout)["files"] == 50
-    assert read_table(out, "files").num_rows == 50
+    assert 5 <= done < 51
+    resumed = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--parser", MISBEHAVING, "--json",
+                      check_codes=[0])
+    assert json.loads(resumed.stdout)["files"] == 51
+    assert read_table(out, "files").num_rows == 51
 
 
-def test_max_errors_counts_error_statuses(tmp_path):
+def test_max_errors_counts_parser_failures(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(40):
         (src / f"m{i:02d}.py").write_text("def (:\n" if i % 2 else "y = 2\n")
+        (src / f"m{i:02d}.bad").write_text("raise\n")
     out = tmp_path / "out"
     proc = run_cli("run", src, "-o", out, "--no-progress", "--max-errors", "3", "-j", "1",
-                   "--batch-bytes", "16", "--json")
+                   "--batch-bytes", "16", "--parser", MISBEHAVING, "--json")
     assert proc.returncode == 1
     summary = json.loads(proc.stdout)
-    assert summary["state"] == "stopped" and summary["status_counts"].get("syntax_error", 0) >= 3
-    assert summary["files"] < 40
+    assert summary["state"] == "stopped" and summary["status_counts"].get("parser_error", 0) >= 3
+    assert "--max-errors 3: 3 files have status crashed, timeout or parser_error" == summary["stop_reason"]
+    assert summary["files"] < 80
 
 
 def test_parsers_command_lists_builtins():
