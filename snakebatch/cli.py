@@ -82,6 +82,9 @@ def _print_summary(summary) -> None:
         lines.append(f"  stale:     {summary.stale_files} committed files changed on disk since (kept as committed)")
     if summary.unreadable_folders:
         lines.append(f"  skipped:   {len(summary.unreadable_folders)} unreadable folder(s), e.g. {summary.unreadable_folders[0]}")
+    if summary.job_folders:
+        lines.append(f"  skipped:   {len(summary.job_folders)} output folder(s) of other snakebatch jobs, "
+                     f"e.g. {summary.job_folders[0]}")
     for path, status, message in summary.error_samples[:3]:
         lines.append(f"  e.g. {status}: {path}: {message}")
     if summary.compaction:
@@ -185,6 +188,8 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
     hint = polyglot_hint(summary.language_counts)
     if hint:
         click.echo(hint, err=True)
+    for warning in summary.warnings:
+        click.echo(f"snakebatch: warning: {warning}", err=True)
     if summary.state != "complete":
         click.echo(f"snakebatch: stopped: {summary.stop_reason}", err=True)
         click.echo(f"snakebatch: resume with: {summary.resume_command}", err=True)

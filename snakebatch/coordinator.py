@@ -99,6 +99,8 @@ class RunSummary(msgspec.Struct):
     recovery: str | None = None
     watchdog_kills: int = 0  # workers killed while stuck on one file past --file-timeout
     compaction: dict | None = None  # parts_before, parts_after, rows, seconds (a complete job)
+    job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
+    warnings: list = []  # what the user should look at although the run went through
 
 
 class FatalJobError(Exception):
@@ -476,6 +478,10 @@ class Coordinator:
         else:
             state = "interrupted" if self.stop.exit_code == 130 else "stopped"
             exit_code = self.stop.exit_code or 1
+        warnings = []
+        took_nothing = self.discovery_stats.filters_took_nothing(self.files_before + self.files_run)
+        if self.complete and took_nothing:
+            warnings.append(took_nothing)
         removed = 0
         if committed is not None and self.complete:
             removed = len(committed.files) - committed.seen
@@ -507,4 +513,6 @@ class Coordinator:
             recovery=self.sink.recovery,
             watchdog_kills=self.watchdog_kills,
             compaction=self.compaction,
+            job_folders=self.discovery_stats.job_folders[:20],
+            warnings=warnings,
         )
