@@ -211,6 +211,12 @@ class Coordinator:
             committed=committed if committed is not None and committed.files else None,
         )
         self.planner = planner
+        if committed is not None and self.sink.first_batch_id == 1:
+            # A job's first commit is one empty part per table: a reader given `OUT/files/*.parquet`
+            # gets zero rows with the schema, not "no files found", before the first batch ends
+            # and in a job of no files.
+            empty = self._task(planner.new_id(), [])
+            yield from self._commit(empty, process_batch(empty))
         executor = make_executor(config)
         self.governor.attach(executor)
         if getattr(executor, "kind", None) == "local":
@@ -292,12 +298,6 @@ class Coordinator:
                 shutil.rmtree(task.staging, ignore_errors=True)
         self.complete = (not self.stop and not suspects and not self._redo and self._next is None
                          and planner.discovery_done)
-        if (self.complete and self.files_before + self.files_run == 0 and self.sink.committed is not None
-                and self.sink.first_batch_id == 1):  # nothing committed yet, not even an empty part
-            # A job of no files still commits one empty part per table: a reader given
-            # `OUT/files/*.parquet` gets zero rows with the schema, not "no files found".
-            empty = self._task(planner.new_id(), [])
-            yield from self._commit(empty, process_batch(empty))
         self._maybe_progress(final=True)
 
     def _fill(self, executor, inflight: dict):
@@ -420,7 +420,7 @@ class Coordinator:
         except OSError as err:
             raise FatalJobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
         self.batches_run += 1
-        if task.forced_status is None:
+        if task.forced_status is None and task.files:
             self.batches_parsed += 1
         self.files_run += len(outcome.statuses)
         self.bytes_run += outcome.bytes
@@ -434,7 +434,8 @@ class Coordinator:
         self.failures_run += failures
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
-        self.governor.observe(outcome)
+        if task.files:  # the job's empty first part was written here, not by a worker
+            self.governor.observe(outcome)
         if failures and self.config.fail_fast:
             path, status = next(((p, s) for p, s, _ in outcome.errors if s in FAILURE_STATUSES), ("a file", "error"))
             self.stop.request(f"--fail-fast: {path} has status {status}", 1)

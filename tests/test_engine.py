@@ -322,3 +322,35 @@ def test_a_job_of_no_files_is_readable_by_duckdb(tmp_path):
     for table in ("files", "definitions", "imports"):
         assert con.execute(f"select count(*) from read_parquet('{out}/{table}/*.parquet')").fetchall() == [(0,)]
     assert "status" in read_table(out, "files").schema.names
+
+
+def test_tables_are_readable_before_the_first_batch_commits(tmp_path):
+    """From the moment a job exists, `OUT/T/*.parquet` matches at least one part (empty, with the
+    table's schema): DuckDB and pyarrow read zero rows instead of failing on an empty folder."""
+    import signal
+    import time
+
+    import pyarrow.dataset as ds
+
+    from resume_helpers import LOGGING_PARSER, Run, env, run_args
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "slow.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    run = Run(run_args(src, out, "--parser", LOGGING_PARSER, "-j", "1"), env(sleep=60), tmp_path / "logs")
+    try:
+        deadline = time.monotonic() + 20  # the one parse takes 60 s
+        while not list((out / "files").glob("*.parquet")):
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.stderr
+            time.sleep(0.05)
+        con = duckdb.connect()
+        for table, column in (("files", "status"), ("definitions", "qualname"), ("imports", "module")):
+            (count,) = con.execute(f"SELECT count({column}) FROM read_parquet('{out}/{table}/*.parquet')").fetchone()
+            assert count == 0, table
+            assert ds.dataset(str(out / table), format="parquet").to_table().num_rows == 0
+        assert "status" in ds.dataset(str(out / "files"), format="parquet").schema.names
+        assert run.proc.poll() is None  # the one file is still being parsed
+    finally:
+        run.signal_group(signal.SIGKILL)
+        run.wait()
