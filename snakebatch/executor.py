@@ -8,9 +8,11 @@ Both are `concurrent.futures.Executor`s to the coordinator: `submit(fn, task)` r
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -21,6 +23,25 @@ def _init_worker() -> None:
     # Ctrl-C in a terminal reaches the whole process group; the coordinator alone decides how to
     # stop, and lets the workers finish the batches they hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _main_module_left_alone():
+    """Workers started by forkserver or spawn run the caller's main script again, by its
+    `__file__`. A script read from stdin (`python -`) has the `__file__` `<stdin>`, which names no
+    file: every worker would die on it. While workers start, such a main module goes without a
+    `__file__`, so that workers leave it alone, as they do for `python -c` and the interactive
+    interpreter (nothing in it can be run again)."""
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    if main.__spec__ is not None or not isinstance(path, str) or not (path.startswith("<") and path.endswith(">")):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 class LocalExecutor:
@@ -41,7 +62,8 @@ class LocalExecutor:
 
     def submit(self, fn, task) -> Future:
         try:
-            return self._pool.submit(fn, task)
+            with _main_module_left_alone():  # the pool starts its workers in submit
+                return self._pool.submit(fn, task)
         except BrokenProcessPool as err:
             # The pool broke since the coordinator last looked: fail like the batches in flight,
             # so the coordinator's one path for worker deaths handles this one too.

@@ -7,6 +7,8 @@ from __future__ import annotations
 import gc
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -16,7 +18,7 @@ import pytest
 
 import snakebatch
 from _corpus import copy_stdlib_corpus, files_on_disk
-from conftest import run_cli
+from conftest import cli_env, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +195,21 @@ def test_dataset_of_a_job_with_no_files_has_the_columns(tmp_path):
         result.dataset("functions")
     with pytest.raises(snakebatch.ConfigError, match="holds no snakebatch job"):
         snakebatch.open_dataset(empty)
+
+
+def test_run_from_a_script_on_stdin_or_in_c(tmp_path):
+    """`python -` names its main module `<stdin>`, no file a worker could run again; `-c` has none."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"m{i}.py").write_text(f"def f{i}(): pass\n")
+    for how in ("stdin", "-c"):
+        out = tmp_path / f"out-{how}"
+        script = (f"import snakebatch\n"
+                  f"result = snakebatch.run({str(src)!r}, output={str(out)!r}, workers=1)\n"
+                  f"print(result.state, result.files, result.summary.stop_reason)\n")
+        args, stdin = ([sys.executable, "-"], script) if how == "stdin" else ([sys.executable, "-c", script], None)
+        proc = subprocess.run(args, input=stdin, capture_output=True, text=True, cwd=tmp_path, env=cli_env(),
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["complete", "3", "None"], (how, proc.stdout, proc.stderr)
