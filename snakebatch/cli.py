@@ -128,7 +128,19 @@ def _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Ctrl-C before a run has installed its own handlers (importing parsers, recovering OUT)
+    exits 130 like any interruption, not 1 with click's "Aborted!"."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("snakebatch: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="snakebatch")
 def main():
     """Turn source repositories into Parquet tables: one row per file, definition and import."""

@@ -220,3 +220,32 @@ def test_output_that_cannot_be_a_folder_exits_2_with_a_message(source, tmp_path)
             snakebatch.run(source, output=out)
         assert all(word in str(info.value) for word in words)
     assert not (tmp_path / "gone").exists()
+
+
+def test_ctrl_c_during_start_up_exits_130(source, tmp_path):
+    """Start-up (here: importing a --parser module, which takes its time) is interrupted like a run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    started = tmp_path / "importing"
+    (tmp_path / "slowparser.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(tmp_path / "out"),
+                             "--parser", "slowparser:parser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cli_env([tmp_path]))
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Aborted!" not in stderr and "Traceback" not in stderr
+    assert stderr.strip() == "snakebatch: interrupted"
