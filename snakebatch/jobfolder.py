@@ -100,12 +100,9 @@ class JobLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
+            holder = _holder_pid(fd)
             os.close(fd)
-            raise JobError(
-                f"another snakebatch run (PID {holder or '?'}) is writing {os.path.dirname(os.path.dirname(self.path))}; "
-                "wait for it to finish or stop it first"
-            ) from None
+            raise JobError(_held_message(holder, os.path.dirname(os.path.dirname(self.path)))) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
@@ -123,6 +120,31 @@ def _read_pid(fd: int) -> str:
         return ""
 
 
+def _holder_pid(fd: int) -> str:
+    """The PID holding the exclusive flock on `fd`'s file, "" when unknown.
+
+    The kernel's table of locks (Linux's /proc/locks) names the holder exactly; the PID a holder
+    writes into the file may not be there yet (a run between its flock and its write, when two
+    start at once) or be an earlier, dead run's, so it is only the fallback elsewhere."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as fh:
+            for line in fh:
+                # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2154506 0 EOF"; a waiter's line has "->".
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key and fields[4] != "0":
+                    return fields[4]
+    except OSError:
+        pass
+    return _read_pid(fd)
+
+
+def _held_message(holder: str, out: str) -> str:
+    who = f"PID {holder}" if holder else "its PID not recorded yet"
+    return f"another snakebatch run ({who}) is writing {out}; wait for it to finish or stop it first"
+
+
 def lock_holder(out: str) -> str | None:
     """The PID holding OUT's lock, or None when no run holds it."""
     path = os.path.join(state_dir(out), "lock")
@@ -134,7 +156,7 @@ def lock_holder(out: str) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(fd) or "?"
+            return _holder_pid(fd) or "?"
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -176,9 +198,7 @@ def open_job(config: RunConfig) -> JobLock:
                           "create that folder or give another OUT")
     holder = lock_holder(out)
     if holder is not None:
-        raise JobError(
-            f"another snakebatch run (PID {holder}) is writing {out}; wait for it to finish or stop it first"
-        )
+        raise JobError(_held_message("" if holder == "?" else holder, out))
     exists = holds_job(out)
     if config.mode == "resume":
         if not exists:

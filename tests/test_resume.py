@@ -11,6 +11,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -110,6 +112,40 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
     assert status["state"] == "incomplete" and status["running_pid"] is None
     proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.pwrite(fd, sys.argv[2].encode(), 0)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("content", ["", "999999"], ids=["pid-not-written-yet", "an-earlier-runs-pid"])
+def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
+    """What the lock file says may lag behind the lock (a run between its flock and its write, as
+    when two start at once) or be a dead run's: the refusal names the process that holds it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    run_sb(*run_args(src, out), check=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out / "_snakebatch" / "lock"), content],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        proc = run_sb(*run_args(src, out, resume=True))
+        assert proc.returncode == 2, proc.stderr
+        assert f"another snakebatch run (PID {holder.pid}) is writing {out}" in proc.stderr
+        status = json.loads(run_sb("status", out, "--json").stdout)
+        assert status["state"] == "running" and status["running_pid"] == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
