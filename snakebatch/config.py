@@ -25,7 +25,7 @@ DASK_EXTRA_MISSING = "--executor dask needs the extra: pip install 'snakebatch[d
 _SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
 _SCHEDULER = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-f:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$", re.I)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 def refuse_url(path: str | os.PathLike, option: str) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import signal
+import time
 
 import duckdb
+import pyarrow.dataset as ds
 import pytest
 
 from conftest import SAMPLES, read_table, run_cli
 from expectations import ast_counts, ast_names
+from resume_helpers import LOGGING_PARSER, Run, env, run_args
 
 MISBEHAVING = "tests.misbehaving_parser:parser"  # raises on a `.bad` file that says `raise`
 
@@ -327,13 +331,6 @@ def test_a_job_of_no_files_is_readable_by_duckdb(tmp_path):
 def test_tables_are_readable_before_the_first_batch_commits(tmp_path):
     """From the moment a job exists, `OUT/T/*.parquet` matches at least one part (empty, with the
     table's schema): DuckDB and pyarrow read zero rows instead of failing on an empty folder."""
-    import signal
-    import time
-
-    import pyarrow.dataset as ds
-
-    from resume_helpers import LOGGING_PARSER, Run, env, run_args
-
     src = tmp_path / "src"
     src.mkdir()
     (src / "slow.py").write_text("x = 1\n")
