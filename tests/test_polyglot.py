@@ -303,8 +303,10 @@ def test_without_the_extra_text_rows_and_one_hint(tmp_path):
 @pytest.fixture(scope="session")
 def todo_plugin(tmp_path_factory):
     """The third-party parser package in tests/plugin_pkg, installed into a temporary folder (never
-    into this environment): (its name, the folder to put on a subprocess's PYTHONPATH). Entry points
-    are found on sys.path, so the CLI subprocesses see the plugin and nothing else does."""
+    into this environment): its name, the folder to put on a subprocess's PYTHONPATH, and whether
+    something had installed it into the environment before. Entry points are found on sys.path, so
+    the CLI subprocesses given the folder see the plugin and nothing else does."""
+    installed_before = _todo_installed()
     build = tmp_path_factory.mktemp("todo_plugin")
     source = build / "src"
     shutil.copytree(PLUGIN_PKG, source)  # the build writes beside its sources: not in the checkout
@@ -314,11 +316,20 @@ def todo_plugin(tmp_path_factory):
          "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
-    return "todo", target
+    assert _todo_installed() == installed_before
+    return "todo", target, installed_before
+
+
+def _todo_installed() -> bool:
+    try:
+        importlib.metadata.distribution("snakebatch-todo")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
-    name, site = todo_plugin
+    name, site, installed_before = todo_plugin
     listed = json.loads(run_cli("parsers", "--json", check_codes=(0,), pythonpath=[site]).stdout)
     todo = next(p for p in listed if p["name"] == name)
     assert todo["patterns"] == ["*.todo"] and todo["version"] == "1.2.3"
@@ -345,11 +356,12 @@ def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
     (row,) = read_table(tmp_path / "out2", "files").to_pylist()
     assert row["parser"] == "text"
 
-    # The environment is as the tests found it: a run without the plugin's folder knows no `todo`.
-    with pytest.raises(importlib.metadata.PackageNotFoundError):
-        importlib.metadata.distribution("snakebatch-todo")
-    names = [p["name"] for p in json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)]
-    assert name not in names
+    # The environment is as the tests found it (where nothing had installed the plugin before, a
+    # run without the plugin's folder knows no `todo`).
+    assert _todo_installed() == installed_before
+    if not installed_before:
+        names = [p["name"] for p in json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)]
+        assert name not in names
 
 
 def test_parsers_are_safe_in_threads_and_picklable():
