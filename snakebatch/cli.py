@@ -89,6 +89,9 @@ def _print_summary(summary) -> None:
         lines.append(f"  stale:     {summary.stale_files} committed files changed on disk since (kept as committed)")
     if summary.unreadable_folders:
         lines.append(f"  skipped:   {len(summary.unreadable_folders)} unreadable folder(s), e.g. {summary.unreadable_folders[0]}")
+    if summary.job_folders:
+        lines.append(f"  skipped:   {len(summary.job_folders)} output folder(s) of other snakebatch jobs, "
+                     f"e.g. {summary.job_folders[0]}")
     for path, status, message in summary.error_samples[:3]:
         lines.append(f"  e.g. {status}: {path}: {message}")
     if summary.compaction:
@@ -132,7 +135,19 @@ def _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Ctrl-C before a run has installed its own handlers (importing parsers, recovering OUT)
+    exits 130 like any interruption, not 1 with click's "Aborted!"."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("snakebatch: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="snakebatch")
 def main():
     """Turn source repositories into Parquet tables: one row per file, definition and import."""
@@ -147,8 +162,8 @@ def main():
 @click.option("--content", is_flag=True, help="Also store each text file's content.")
 @click.option("--file-timeout", type=float, default=None, help="Seconds before a file's parse is given up as timeout [60].")
 @click.option("--retries", type=int, default=None, help="Retries of a crashed or timed-out file [1].")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first file with an error status.")
-@click.option("--max-errors", type=int, default=None, help="Stop once N files have an error status.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first file the parsing failed on (crashed, timeout, parser_error).")
+@click.option("--max-errors", type=int, default=None, help="Stop once N files have status crashed, timeout or parser_error.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default=None, help="Where batches run [local].")
 @click.option("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT (with --executor dask).")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr [on for a terminal].")
@@ -192,6 +207,8 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
     hint = polyglot_hint(summary.language_counts)
     if hint:
         click.echo(hint, err=True)
+    for warning in summary.warnings:
+        click.echo(f"snakebatch: warning: {warning}", err=True)
     if summary.state != "complete":
         click.echo(f"snakebatch: stopped: {summary.stop_reason}", err=True)
         click.echo(f"snakebatch: resume with: {summary.resume_command}", err=True)

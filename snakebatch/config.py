@@ -25,6 +25,16 @@ DASK_EXTRA_MISSING = "--executor dask needs the extra: pip install 'snakebatch[d
 _SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
 _SCHEDULER = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-f:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$", re.I)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def refuse_url(path: str | os.PathLike, option: str) -> None:
+    """ConfigError for `s3://...` and any other `scheme://`: taken as a local path, it would
+    quietly become a folder named `s3:` in the current one."""
+    text = os.fspath(path)
+    if isinstance(text, str) and _URL.match(text):
+        raise ConfigError(f"{option}: {text!r}: object storage ({text.split('://', 1)[0]}://) is not supported yet; "
+                          "give a local folder")
 
 
 def parse_size(value: object, option: str) -> int:
@@ -218,6 +228,7 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError("--resume and --fresh exclude each other: choose one")
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"SOURCE: expected a path to a folder, got {source!r}")
+    refuse_url(source, "SOURCE")
     source_path = os.path.abspath(os.fspath(source))
     if not os.path.exists(source_path):
         raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
@@ -276,6 +287,8 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         _flag(progress, label("progress"))
     if output is not None and not isinstance(output, (str, os.PathLike)):
         raise ConfigError(f"-o/--output: expected a path to a folder, got {output!r}")
+    if output is not None:
+        refuse_url(output, "-o/--output")
     if output is None and require_output:
         output = "snakebatch-out"
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))

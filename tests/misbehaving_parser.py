@@ -2,9 +2,11 @@
 
 Used as `--parser tests.misbehaving_parser:parser` on files named `*.bad`: the content says
 what to do. `crash` kills the process, `hang` sleeps (SIGALRM can interrupt it), `spin` loops in
-C and never returns to the interpreter (only the watchdog can stop it), `raise` raises; `vanish` takes
-from the source, as its later lines say, `rm PATH` (a file), `hide PATH AWAY` (a file moved
-away) or `dir2file PATH` (a folder replaced by a file); anything else parses fine. `hoarding_parser` keeps 160 MB alive in its worker after a `hoard` file.
+C and never returns to the interpreter (only the watchdog can stop it), `raise` raises, `oom` raises
+a bare MemoryError (as an allocation that fails does); `vanish` takes from the source, as its later
+lines say, `rm PATH` (a file), `hide PATH AWAY` (a file moved away) or `dir2file PATH` (a folder
+replaced by a file); anything else parses fine. `hoarding_parser` keeps 160 MB alive in its worker
+after a `hoard` file.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class MisbehavingParser(Parser):
                     shutil.rmtree(args[0])
                     with open(args[0], "w") as fh:
                         fh.write("now a file\n")
+        if action == b"oom":
+            raise MemoryError()
         return ParseResult(language="Bad", lines=data.count(b"\n"))
 
 

@@ -118,6 +118,43 @@ def test_output_inside_source_is_not_ingested(tmp_path):
     assert {r["path"] for r in read_table(out, "files").to_pylist()} == paths
 
 
+def test_an_earlier_output_folder_inside_source_is_not_ingested_into_another(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    for i in range(5):
+        (src / "pkg" / f"m{i}.py").write_text(f"def f{i}(): pass\n")
+    run_cli("run", src, "-o", src / "old-out", "--no-progress", check_codes=[0])
+    (src / "pkg" / "_snakebatch").mkdir()  # a folder merely named like the state folder is source
+    (src / "pkg" / "_snakebatch" / "keep.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
+    paths = {r["path"] for r in read_table(out, "files").to_pylist()}
+    assert paths == {f"pkg/m{i}.py" for i in range(5)} | {"pkg/_snakebatch/keep.py"}
+    assert json.loads(proc.stdout)["job_folders"] == ["old-out"]
+    plan = json.loads(run_cli("plan", src, "-o", out, "--json", check_codes=[0]).stdout)
+    assert plan["files"] == 6 and any("old-out" in note for note in plan["notes"])
+
+
+def test_filters_that_take_nothing_warn(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    (src / "sub").mkdir()
+    (src / "sub" / "b.py").write_text("y = 2\n")
+    proc = run_cli("run", src, "-o", tmp_path / "out", "--exclude", "*", "--no-progress", "--json", check_codes=[0])
+    summary = json.loads(proc.stdout)
+    assert summary["files"] == 0
+    (warning,) = summary["warnings"]
+    assert "no file was taken" in warning and "2 files and folders" in warning
+    assert f"snakebatch: warning: {warning}" in proc.stderr
+    plan = json.loads(run_cli("plan", src, "--include", "*.rs", "--json", check_codes=[0]).stdout)
+    assert plan["files"] == 0 and any("no file was taken" in note for note in plan["notes"])
+    # A folder with nothing in it is not a filter's doing: no warning.
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("run", tmp_path / "empty", "-o", tmp_path / "out2", "--no-progress", "--json", check_codes=[0])
+    assert json.loads(proc.stdout)["warnings"] == []
+
+
 def test_include_and_exclude(tmp_path):
     src = tmp_path / "src"
     for rel in ("a/x.py", "a/y.txt", "b/z.py", "b/tests/t.py", "c.md"):

@@ -177,7 +177,8 @@ def test_sigkill_at_many_moments_then_resume(corpus, baseline, tmp_path):
 
 
 def _wait_for_parts(run: Run, out: Path, parts: int) -> None:
-    while _count_parts(out) < parts:
+    """Until `parts` batches of files are committed (after the job's empty first part)."""
+    while _count_parts(out) < parts + 1:
         assert run.proc.poll() is None, f"the run ended before it was interrupted\n{run.stderr}"
         time.sleep(0.005)
 

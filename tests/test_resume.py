@@ -11,6 +11,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -172,7 +174,8 @@ def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_wr
     first = Run(run_args(corpus, out, *OPTIONS, "-j", "1", "--batch-bytes", "400KB"), env(sleep=0.03),
                 tmp_path / "logs")
     try:
-        while not (out / "files").is_dir():  # the job is recorded and its lock held
+        ledger = out / "_snakebatch" / "ledger.jsonl"
+        while not (ledger.exists() and ledger.stat().st_size):  # its lock held, the empty first parts committed
             assert first.proc.poll() is None, first.stderr
             time.sleep(0.01)
         (out / "_snakebatch" / "lock").unlink()
@@ -191,6 +194,40 @@ def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_wr
     proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+with open(os.path.join(sys.argv[1], "lock"), "w") as fh:
+    fh.write(sys.argv[2])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("content", ["", "999999"], ids=["pid-not-written-yet", "an-earlier-runs-pid"])
+def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
+    """What the lock file says may lag behind the lock (a run between its flock and its write, as
+    when two start at once) or be a dead run's: the refusal names the process that holds it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    run_sb(*run_args(src, out), check=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out / "_snakebatch"), content],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        proc = run_sb(*run_args(src, out, resume=True))
+        assert proc.returncode == 2, proc.stderr
+        assert f"another snakebatch run (PID {holder.pid}) is writing {out}" in proc.stderr
+        status = json.loads(run_sb("status", out, "--json").stdout)
+        assert status["state"] == "running" and status["running_pid"] == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):

@@ -45,7 +45,7 @@ from ..config import RunConfig
 from ..errors import JobError
 from ..executors import make_executor
 from ..executors.base import WorkerDied
-from ..schema import ERROR_STATUSES
+from ..schema import ERROR_STATUSES, FAILURE_STATUSES
 from .batching import BatchPlanner
 from .discovery import DiscoveryStats, discover
 from .governor import MemoryGovernor
@@ -103,6 +103,8 @@ class RunSummary(msgspec.Struct):
     # io_error rows an earlier run committed, removed by this --resume: "gone" files have no
     # row now, those "back" were parsed again.
     io_errors_rechecked: dict = msgspec.field(default_factory=lambda: {"gone": 0, "back": 0})
+    job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
+    warnings: list = []  # what the user should look at although the run went through
 
 
 class _Stop:
@@ -139,7 +141,7 @@ class Coordinator:
         self.bytes_before = sink.bytes_committed
         self.files_run = 0
         self.bytes_run = 0
-        self.errors_run = 0
+        self.failures_run = 0  # files with a FAILURE_STATUSES status, for --max-errors
         self.batches_run = 0
         self.batches_parsed = 0  # committed batches a worker parsed (not forced-status rows)
         self.retries = 0
@@ -204,6 +206,12 @@ class Coordinator:
             committed=committed if committed is not None and committed.files else None,
         )
         self.planner = planner
+        if committed is not None and self.sink.first_batch_id == 1:
+            # A job's first commit is one empty part per table: a reader given `OUT/files/*.parquet`
+            # gets zero rows with the schema, not "no files found", before the first batch ends
+            # and in a job of no files.
+            empty = self._task(planner.new_id(), [])
+            yield from self._commit(empty, process_batch(empty))
         executor = make_executor(config)
         self.governor.attach(executor)
         if executor.runs_heartbeats:
@@ -285,12 +293,6 @@ class Coordinator:
                 shutil.rmtree(task.staging, ignore_errors=True)
         self.complete = (not self.stop and not suspects and not self._redo and self._next is None
                          and planner.discovery_done)
-        if (self.complete and self.files_before + self.files_run == 0 and self.sink.committed is not None
-                and self.sink.first_batch_id == 1):  # nothing committed yet, not even an empty part
-            # A job of no files still commits one empty part per table: a reader given
-            # `OUT/files/*.parquet` gets zero rows with the schema, not "no files found".
-            empty = self._task(planner.new_id(), [])
-            yield from self._commit(empty, process_batch(empty))
         self._maybe_progress(final=True)
 
     def _fill(self, executor, inflight: dict):
@@ -413,26 +415,28 @@ class Coordinator:
         except JobError:  # the job's lock is no longer this run's
             raise
         self.batches_run += 1
-        if task.forced_status is None:
+        if task.forced_status is None and task.files:
             self.batches_parsed += 1
         self.files_run += len(outcome.statuses)
         self.bytes_run += outcome.bytes
-        errors = 0
+        failures = 0
         for status in outcome.statuses:
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
-            if status in ERROR_STATUSES:
-                errors += 1
+            if status in FAILURE_STATUSES:
+                failures += 1
         for language, count in outcome.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
-        self.errors_run += errors
+        self.failures_run += failures
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
-        self.governor.observe(outcome)
-        if errors and self.config.fail_fast:
-            self.stop.request(f"--fail-fast: {outcome.errors[0][0] if outcome.errors else 'a file'} "
-                              f"has status {outcome.errors[0][1] if outcome.errors else 'error'}", 1)
-        elif self.config.max_errors is not None and self.errors_run >= self.config.max_errors:
-            self.stop.request(f"--max-errors {self.config.max_errors}: {self.errors_run} files have an error status", 1)
+        if task.files:  # the job's empty first part was written here, not by a worker
+            self.governor.observe(outcome)
+        if failures and self.config.fail_fast:
+            path, status = next(((p, s) for p, s, _ in outcome.errors if s in FAILURE_STATUSES), ("a file", "error"))
+            self.stop.request(f"--fail-fast: {path} has status {status}", 1)
+        elif self.config.max_errors is not None and self.failures_run >= self.config.max_errors:
+            self.stop.request(f"--max-errors {self.config.max_errors}: {self.failures_run} files have status "
+                              "crashed, timeout or parser_error", 1)
         self._maybe_progress()
 
     # -- reporting -----------------------------------------------------------------------------
@@ -470,6 +474,10 @@ class Coordinator:
         else:
             state = "interrupted" if self.stop.exit_code == 130 else "stopped"
             exit_code = self.stop.exit_code or 1
+        warnings = []
+        took_nothing = self.discovery_stats.filters_took_nothing(self.files_before + self.files_run)
+        if self.complete and took_nothing:
+            warnings.append(took_nothing)
         removed = 0
         if committed is not None and self.complete:
             removed = len(committed.files) - committed.seen
@@ -502,4 +510,6 @@ class Coordinator:
             watchdog_kills=self.watchdog_kills,
             compaction=self.compaction,
             io_errors_rechecked=dict(self.sink.io_errors_rechecked),
+            job_folders=self.discovery_stats.job_folders[:20],
+            warnings=warnings,
         )

@@ -144,6 +144,16 @@ def _parse_with_limit(parser, path: str, data: bytes, timeout: float, retries: i
     raise AssertionError("unreachable")
 
 
+def _error_message(err: BaseException) -> str:
+    """A parser exception's message; never empty (a failed allocation raises a bare MemoryError)."""
+    message = str(err)
+    if message:
+        return message[:MAX_ERROR_MESSAGE]
+    if isinstance(err, MemoryError):
+        return "out of memory while parsing this file"
+    return f"{type(err).__name__} raised without a message"
+
+
 def _checked_rows(rows: list, width: int, what: str) -> list:
     """A third-party parser's rows, checked: each a sequence of `width` fields."""
     for row in rows:
@@ -241,7 +251,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
                             raise
                         result = ParseResult(
                             status="parser_error", error_type=type(err).__name__,
-                            error_message=str(err)[:MAX_ERROR_MESSAGE], language=language_of(path),
+                            error_message=_error_message(err), language=language_of(path),
                         )
                     elapsed = time.perf_counter() - started
                     parse_s += elapsed

@@ -7,6 +7,7 @@ sampling, and turning the pool's failures into `WorkerDied`. Must not touch: wha
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
@@ -51,6 +52,25 @@ def _exit_with(coordinator: int) -> None:
         time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def _main_module_left_alone():
+    """Workers started by forkserver or spawn run the caller's main script again, by its
+    `__file__`. A script read from stdin (`python -`) has the `__file__` `<stdin>`, which names no
+    file: every worker would die on it. While workers start, such a main module goes without a
+    `__file__`, so that workers leave it alone, as they do for `python -c` and the interactive
+    interpreter (nothing in it can be run again)."""
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    if main.__spec__ is not None or not isinstance(path, str) or not (path.startswith("<") and path.endswith(">")):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 class LocalExecutor:
     """A `ProcessPoolExecutor` that can be rebuilt after a worker died (an `Executor`)."""
 
@@ -73,7 +93,8 @@ class LocalExecutor:
         future: Future = Future()
         future.set_running_or_notify_cancel()
         try:
-            pooled = self._pool.submit(fn, task)
+            with _main_module_left_alone():  # the pool starts its workers in submit
+                pooled = self._pool.submit(fn, task)
         except BrokenProcessPool as err:
             # The pool broke since the coordinator last looked: fail like the batches in flight,
             # so the coordinator's one path for worker deaths handles this one too.

@@ -290,6 +290,12 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
                         "`too_large`, so the run will be slower than estimated")
     if config.workers > cores:
         notes.append(f"{config.workers} workers share {cores} cores")
+    took_nothing = stats.filters_took_nothing(tally.files)
+    if took_nothing:
+        notes.append(took_nothing)
+    if stats.job_folders:
+        notes.append(f"{len(stats.job_folders)} output folder(s) of other snakebatch jobs are skipped, "
+                     f"e.g. {stats.job_folders[0]}")
     return Plan(
         source=config.job.source,
         files=tally.files,

@@ -14,6 +14,7 @@ import time
 
 import msgspec
 
+from ..config import refuse_url
 from ..errors import ConfigError, JobError
 from ..schema import ERROR_STATUSES, TABLES
 from ..store.durable import Damage, check_part
@@ -143,6 +144,7 @@ def _damage(out: str, entries, manifest, manifest_unreadable: bool, deep: bool) 
 def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
     """The status of the job in `out`; ConfigError when `out` holds no job. Every part is
     checked for existence and size; with `verify`, also against its checksum (reads them all)."""
+    refuse_url(out, "OUT")
     out = os.path.abspath(os.fspath(out))
     if not holds_job(out):
         raise ConfigError(f"{out} holds no snakebatch job (no {os.path.basename(state_dir(out))}/job.json)")

@@ -105,9 +105,7 @@ class JobLock:
         except BlockingIOError:
             holder = _holder_pid(self.folder, folder_fd)
             os.close(folder_fd)
-            raise JobError(
-                f"another snakebatch run (PID {holder}) is writing {self.out}; wait for it to finish or stop it first"
-            ) from None
+            raise JobError(_held_message(holder, self.out)) from None
         self.folder_fd = folder_fd
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -140,26 +138,33 @@ class JobLock:
 
 
 def _holder_pid(folder: str, folder_fd: int) -> str:
-    """The PID of the run holding the lock on `folder`: from its PID file, or (that file deleted)
-    from the kernel's table of locks; "?" when neither tells."""
-    try:
-        with open(os.path.join(folder, "lock"), "rb") as fh:
-            pid = fh.read(32).decode().strip()
-        if pid:
-            return pid
-    except (OSError, UnicodeDecodeError):
-        pass
+    """The PID holding the exclusive flock on the state folder `folder` (open as `folder_fd`),
+    "" when unknown.
+
+    The kernel's table of locks (Linux's /proc/locks) names the holder exactly; the PID a holder
+    writes into its `lock` file may not be there yet (a run between its flock and its write, when
+    two start at once), be an earlier, dead run's, or be deleted, so it is only the fallback."""
     st = os.fstat(folder_fd)
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks") as fh:
-            for line in fh:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
-                words = line.split()
-                if "FLOCK" in words and inode in words:
-                    return words[words.index(inode) - 1]
+            for line in fh:
+                # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2154506 0 EOF"; a waiter's line has "->".
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key and fields[4] != "0":
+                    return fields[4]
     except OSError:
         pass
-    return "?"
+    try:
+        with open(os.path.join(folder, "lock"), "rb") as fh:
+            return fh.read(32).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _held_message(holder: str, out: str) -> str:
+    who = f"PID {holder}" if holder else "its PID not recorded yet"
+    return f"another snakebatch run ({who}) is writing {out}; wait for it to finish or stop it first"
 
 
 def lock_holder(out: str) -> str | None:
@@ -172,7 +177,7 @@ def lock_holder(out: str) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _holder_pid(state_dir(out), fd)
+            return _holder_pid(state_dir(out), fd) or "?"
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -242,11 +247,12 @@ def open_job(config: RunConfig) -> JobLock:
                           f"({', '.join(TABLES)}, {STATE}), which snakebatch cleans; choose another folder")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"-o/--output: {out} exists and is not a folder")
+    if os.path.islink(out) and not os.path.exists(out):
+        raise ConfigError(f"-o/--output: {out} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                          "create that folder or give another OUT")
     holder = lock_holder(out)
     if holder is not None:
-        raise JobError(
-            f"another snakebatch run (PID {holder}) is writing {out}; wait for it to finish or stop it first"
-        )
+        raise JobError(_held_message("" if holder == "?" else holder, out))
     exists = holds_job(out)
     if config.mode == "resume":
         if not exists:
