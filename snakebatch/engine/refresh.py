@@ -111,8 +111,11 @@ class RefreshSink(OutputSink):
         else:
             redo, verify = config.redo, config.verify_content
         previous = pending.previous_job if pending is not None else record.job
-        os.makedirs(self.ledger.layout.twins, exist_ok=True)
-        if not exchange_supported(self.ledger.layout.twins):
+        twins = self.ledger.layout.twins
+        os.makedirs(twins, exist_ok=True)
+        supported = exchange_supported(twins)
+        os.rmdir(twins)  # recovery emptied it; the commit makes it again
+        if not supported:
             raise ConfigError("--refresh swaps table folders atomically (Linux renameat2 with RENAME_EXCHANGE), "
                               f"which {out} does not support; use --fresh there")
         self.generation = (self.manifest.generation if self.manifest is not None else 0) + 1

@@ -16,6 +16,7 @@ import msgspec
 from ..errors import ConfigError, JobError
 from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from ..store.ledger import Ledger
+from ..store.snapshot import read_snapshot
 from ..schema import ERROR_STATUSES, TABLES
 
 ERROR_SAMPLES = 5
@@ -46,6 +47,8 @@ class JobStatus(msgspec.Struct):
     resume_command: str | None
     parts: dict  # table -> part files in its folder now
     compaction_generation: int | None  # of the compaction the tables are in, if compacted
+    snapshot_generation: int | None = None  # the manifest generation readers see (compaction or refresh)
+    last_refresh: dict | None = None  # the last --refresh: generation, refreshed_at, changes, ...
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -167,7 +170,14 @@ def job_status(out: str | os.PathLike) -> JobStatus:
         resume_command=resume_command(record.job, out) if state == "incomplete" else None,
         parts=parts,
         compaction_generation=manifest.generation if manifest else None,
+        snapshot_generation=manifest.generation if manifest else None,
+        last_refresh=_last_refresh(out),
     )
+
+
+def _last_refresh(out: str) -> dict | None:
+    record = read_snapshot(out)
+    return {k: v for k, v in record.items() if k != "router"} if record else None
 
 
 def _listdir(folder: str) -> list[str]:
@@ -197,6 +207,13 @@ def format_status(status: JobStatus) -> str:
                  f"{status.files_per_s:.0f} files/s")
     compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
     lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
+    if status.last_refresh:
+        r = status.last_refresh
+        c = r.get("changes", {})
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("refreshed_at", 0)))
+        lines.append(f"  refreshed: {when}, generation {status.snapshot_generation}: +{c.get('added', 0)} "
+                     f"~{c.get('modified', 0)} -{c.get('deleted', 0)}, {c.get('reparsed', 0)} reparsed, "
+                     f"{c.get('touched', 0)} touched")
     if status.stale_files:
         lines.append(f"  stale:     {status.stale_files} committed files changed on disk since "
                      f"(kept as committed), e.g. {status.stale_sample[0] if status.stale_sample else '?'}")
