@@ -18,9 +18,18 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from resume_helpers import (
+    LOGGING_PARSER,
+    Run,
+    assert_same_output,
+    env,
+    read_parts,
+    run_args,
+    run_sb,
+    snapshot,
+)
 
 import snakebatch
-from resume_helpers import LOGGING_PARSER, Run, assert_same_output, env, read_parts, run_args, run_sb, snapshot
 from snakebatch.store import snapshot as snapshot_store
 
 TABLES = ("files", "definitions", "imports")
@@ -153,8 +162,8 @@ class _Crash(BaseException):
     pass
 
 
-@pytest.mark.parametrize("step", ["before_manifest", "after_manifest", "after_one_exchange"])
-@pytest.mark.parametrize("then", ["refresh", "resume"])
+@pytest.mark.parametrize(("step", "then"), [("before_manifest", "refresh"), ("before_manifest", "resume"),
+                                            ("after_manifest", "refresh"), ("after_one_exchange", "resume")])
 def test_a_refresh_cut_off_at_each_step_of_the_swap_then_refresh_or_resume(tmp_path, monkeypatch, step, then):
     source, out = _tree(tmp_path / "src"), tmp_path / "out"
     _run(source, out)
@@ -219,7 +228,11 @@ def test_a_reader_sees_the_old_or_the_new_snapshot_of_each_table_never_a_mix(tmp
     assert {table for table, _, is_new in seen if is_new} == set(TABLES)
 
 
-def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path):
+@pytest.mark.parametrize("moments", [
+    [("refresh", 0.3)],  # while the changed files are parsed into the side folder
+    pytest.param([("refresh", 0.0), ("refresh", 0.6), ("compacting", 0.0)], marks=pytest.mark.slow),
+])
+def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path, moments):
     source, out = _tree(tmp_path / "src", 30), tmp_path / "out"
     options = ("--parser", LOGGING_PARSER, "-j", "2", "--batch-bytes", "200")
     assert run_sb(*run_args(source, out, *options)).returncode == 0
@@ -231,8 +244,7 @@ def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path):
     assert run_sb(*run_args(source, clean, "--refresh", *options)).returncode == 0
     want = snapshot(clean)
     landed = 0
-    # While the changed files are parsed into the side folder, and while the twins are built.
-    for number, (watch, delay) in enumerate([("refresh", 0.3), ("compacting", 0.0)]):
+    for number, (watch, delay) in enumerate(moments):
         target = tmp_path / f"out{number}"
         shutil.copytree(out, target)
         run = Run(run_args(source, target, "--refresh", *options), env(sleep=0.03), tmp_path / "logs")

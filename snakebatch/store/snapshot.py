@@ -204,11 +204,45 @@ def _rewrite(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Array, p
     return data
 
 
+def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, affected: set, kept_batches: set,
+                gen: Generation, schema: pa.Schema, drop: pa.Array, patch_keys: pa.Array,
+                patch_values: pa.Array) -> list[CompactedPart]:
+    """Step 2 for one table: its twin folder's parts (see the protocol above)."""
+    layout = JobLayout(out)
+    twin = layout.twin_dir(table)
+    parts: list[CompactedPart] = []
+    writer = _PartWriter(twin)
+    fed = False
+
+    def close() -> None:
+        parts.append(writer.close(f"part-c{gen.generation:04d}-{len(parts):05d}.parquet"))
+
+    for part in Compactor(out).live_parts(live, list(by_batch), table):
+        path = os.path.join(layout.table_dir(table), part.name)
+        if not affected.intersection(part.batches):
+            rows = part.rows if part.rows >= 0 else by_batch[part.batches[0]].rows.get(table, -1)
+            os.link(path, os.path.join(twin, part.name))
+            parts.append(CompactedPart(part.name, list(part.batches), rows))
+            continue
+        if fed and writer.bytes_in >= TARGET_PART_BYTES:
+            close()
+        data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values), schema)
+        writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
+        fed = True
+    for batch_id in gen.new_batches:
+        if fed and writer.bytes_in >= TARGET_PART_BYTES:
+            close()
+        writer.add(side_part(out, table, batch_id), [batch_id])
+        fed = True
+    if fed:
+        close()
+    return parts
+
+
 def commit(out: str, live: Manifest | None, live_entries: list[LedgerEntry], gen: Generation) -> Manifest:
     """Steps 2-5 of the protocol; returns the new manifest. Raises OSError before the commit
     point with nothing live changed (the twins are left for recovery)."""
     layout = JobLayout(out)
-    compactor = Compactor(out)
     by_batch = {entry.batch_id: entry for entry in live_entries}
     kept_batches = {entry.batch_id for entry in gen.entries}
     drop_batches = {entry.batch_id for entry in live_entries if gen.drop.intersection(entry.paths)}
@@ -224,33 +258,8 @@ def commit(out: str, live: Manifest | None, live_entries: list[LedgerEntry], gen
         shutil.rmtree(twin, ignore_errors=True)
         os.makedirs(twin)
         affected = drop_batches | (patch_batches if table == "files" else set())
-        parts: list[CompactedPart] = []
-        writer = _PartWriter(twin)
-        fed = False
-
-        def roll() -> None:
-            nonlocal fed
-            if fed and writer.bytes_in >= TARGET_PART_BYTES:
-                parts.append(writer.close(f"part-c{gen.generation:04d}-{len(parts):05d}.parquet"))
-                fed = False
-
-        for part in compactor.live_parts(live, list(by_batch), table):
-            path = os.path.join(layout.table_dir(table), part.name)
-            if not affected.intersection(part.batches):
-                rows = part.rows if part.rows >= 0 else by_batch[part.batches[0]].rows.get(table, -1)
-                os.link(path, os.path.join(twin, part.name))
-                parts.append(CompactedPart(part.name, list(part.batches), rows))
-                continue
-            data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values), schema)
-            roll()
-            writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
-            fed = True
-        for batch_id in gen.new_batches:
-            roll()
-            writer.add(side_part(out, table, batch_id), [batch_id])
-            fed = True
-        if fed:
-            parts.append(writer.close(f"part-c{gen.generation:04d}-{len(parts):05d}.parquet"))
+        parts = _build_twin(out, table, live, by_batch, affected, kept_batches, gen, schema, drop,
+                            patch_keys, patch_values)
         written[table] = any(p.name.startswith(f"part-c{gen.generation:04d}-") for p in parts)
         fsync_dir(twin)
         tables[table] = parts
