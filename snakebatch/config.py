@@ -222,8 +222,9 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
 
     `None` means "not given": the file's value or the default applies.
     """
-    if sum(map(bool, (resume, fresh, refresh))) > 1:
-        raise ConfigError("--resume, --fresh and --refresh exclude each other: choose one")
+    modes = [name for name, given in (("--resume", resume), ("--fresh", fresh), ("--refresh", refresh)) if given]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} exclude each other: choose one")
     redo_statuses = _redo_statuses(redo)
     if (redo_statuses or verify_content) and not refresh:
         raise ConfigError(f"{'--redo' if redo_statuses else '--verify-content'} needs --refresh")
