@@ -229,14 +229,14 @@ def test_a_reader_sees_the_old_or_the_new_snapshot_of_each_table_never_a_mix(tmp
 
 
 @pytest.mark.parametrize("moments", [
-    [("refresh", 0.3)],  # while the changed files are parsed into the side folder
+    [("refresh", 0.1)],  # while the changed files are parsed into the side folder
     pytest.param([("refresh", 0.0), ("refresh", 0.6), ("compacting", 0.0)], marks=pytest.mark.slow),
 ])
 def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path, moments):
-    source, out = _tree(tmp_path / "src", 30), tmp_path / "out"
-    options = ("--parser", LOGGING_PARSER, "-j", "2", "--batch-bytes", "200")
+    source, out = _tree(tmp_path / "src", 16), tmp_path / "out"
+    options = ("--parser", LOGGING_PARSER, "-j", "1", "--batch-bytes", "200")
     assert run_sb(*run_args(source, out, *options)).returncode == 0
-    for index in range(30):
+    for index in range(16):
         _write(source / f"pkg{index % 3}" / f"m{index:02d}.py", f"def edited{index}():\n    pass\n")
     (source / "notes.txt").unlink()
     clean = tmp_path / "clean"
