@@ -15,8 +15,10 @@ import pyarrow as pa
 
 from .config import build_config
 from .engine.coordinator import Coordinator, Progress, RunSummary
+from .engine.refresh import RefreshSink
 from .engine.sinks import OutputSink, StreamSink
 from .errors import ConfigError, JobError
+from .store.snapshot import pending_refresh
 
 
 class RunResult:
@@ -108,13 +110,13 @@ def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
             except JobError as err:  # the job's lock is no longer this run's
                 coordinator.stop.request(str(err), 1)
             coordinator.complete = not coordinator.stop  # a signal during compaction: resumable
-        summary = coordinator.summary()
+        summary = sink.amend(coordinator.summary())
     finally:
         restore()
         if summary is None:  # the consumer stopped early, or an error escaped
             coordinator.complete = False
             coordinator.stop.request(coordinator.stop.reason or "stopped by the caller", 1)
-            summary = coordinator.summary()
+            summary = sink.amend(coordinator.summary())
         sink.close(summary)
         coordinator.final_summary = summary
 
@@ -130,17 +132,24 @@ def _refuse_inside_a_starting_worker(function: str) -> None:
 
 
 def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, resume: bool = False,
-        fresh: bool = False, on_progress: Callable[[Progress], None] | None = None, **options) -> RunResult:
-    """Run a job to its end (or its stop) and return what happened. Options as on the CLI."""
+        fresh: bool = False, refresh: bool = False, redo: str | list | None = None, verify_content: bool = False,
+        on_progress: Callable[[Progress], None] | None = None, **options) -> RunResult:
+    """Run a job to its end (or its stop) and return what happened. Options as on the CLI.
+
+    `refresh=True` brings the job in `output` up to date with `source` as it is now (only what
+    changed is parsed); `redo` and `verify_content` go with it."""
     _refuse_inside_a_starting_worker("run")
-    config = build_config(source, output, resume=resume, fresh=fresh, **options)
+    config = build_config(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
+                          verify_content=verify_content, **options)
+    # A resume of a refresh that was cut off before its commit point is that refresh again.
+    refreshing = config.mode == "refresh" or (config.mode == "resume" and pending_refresh(config.output) is not None)
     try:
-        sink = OutputSink(config)
+        sink = RefreshSink(config) if refreshing else OutputSink(config)
     except OSError as err:  # a read-only filesystem, a file where a folder must be, no permission
         where = f" ({err.filename})" if err.filename else ""
         raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "
                        f"{err.strerror or err}{where}; give a folder this user can write") from None
-    coordinator = Coordinator(config, sink, on_progress=on_progress)
+    coordinator = Coordinator(config, sink, on_progress=on_progress, files=sink.to_parse if refreshing else None)
     for _ in _execute(coordinator, sink, handle_signals=True):
         pass
     return RunResult(coordinator.final_summary)
@@ -153,7 +162,7 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
     A slow consumer holds the pool back: the next batches are submitted only as it takes these.
     """
     _refuse_inside_a_starting_worker("stream")
-    for name in ("output", "resume", "fresh"):
+    for name in ("output", "resume", "fresh", "refresh", "redo", "verify_content"):
         if name in options:
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
                               "use snakebatch.run to write (and resume) a job")

@@ -94,6 +94,12 @@ def _print_summary(summary) -> None:
                      f"e.g. {summary.job_folders[0]}")
     for path, status, message in summary.error_samples[:3]:
         lines.append(f"  e.g. {status}: {path}: {message}")
+    if summary.refresh:
+        r = summary.refresh
+        c = r["changes"]
+        lines.append(f"  refreshed: generation {r['generation']}: +{c['added']} ~{c['modified']} -{c['deleted']}, "
+                     f"{c['reparsed']} reparsed, {c['touched']} touched; {r['unchanged']} unchanged, "
+                     f"{r['hashed']} hashed")
     if summary.compaction:
         c = summary.compaction
         lines.append(f"  compacted: {c['parts_before']} parts into {c['parts_after']} in {c['seconds']:.1f}s")
@@ -158,6 +164,12 @@ def main():
 @click.option("-o", "--output", default="snakebatch-out", show_default=True, help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the job in OUT; committed files are not parsed again.")
 @click.option("--fresh", is_flag=True, help="Delete the job in OUT and start over.")
+@click.option("--refresh", is_flag=True,
+              help="Bring the job in OUT up to date with SOURCE now: parse only added and changed files.")
+@click.option("--redo", default=None, metavar="STATUS[,STATUS]",
+              help="With --refresh: parse files with these statuses again even if unchanged.")
+@click.option("--verify-content", is_flag=True,
+              help="With --refresh: hash every file instead of trusting unchanged stat data.")
 @_job_options
 @click.option("--content", is_flag=True, help="Also store each text file's content.")
 @click.option("--file-timeout", type=float, default=None, help="Seconds before a file's parse is given up as timeout [60].")
@@ -170,7 +182,7 @@ def main():
 @click.option("--compact/--no-compact", default=None,
               help="Once the job is complete, merge each table's parts into a few large ones [on].")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
-def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+def run(source, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
         executor, scheduler, progress, compact, as_json):
     """Parse every file under SOURCE into Parquet tables in OUT."""
@@ -186,7 +198,8 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
         executor=executor, scheduler=scheduler, compact=compact,
     )
     try:
-        result = api_run(source, output, resume=resume, fresh=fresh, on_progress=bar, **options)
+        result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
+                         verify_content=verify_content, on_progress=bar, **options)
     except ConfigError as err:
         if bar:
             bar.close()

@@ -92,7 +92,7 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     job: JobConfig
     output: str
-    mode: Literal["new", "resume", "fresh"] = "new"
+    mode: Literal["new", "resume", "fresh", "refresh"] = "new"
     workers: int = 1
     memory_budget: int = 1 << 30
     batch_bytes: int | None = None
@@ -104,6 +104,10 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scheduler: str | None = None
     progress: bool | None = None
     compact: bool = True  # once complete, merge each table's parts into a few large ones
+    # --refresh only (engine/refresh.py): statuses whose files are parsed again even if unchanged,
+    # and whether every file is hashed instead of trusting its stat data.
+    redo: tuple[str, ...] = ()
+    verify_content: bool = False
 
 
 def usable_cores() -> int:
@@ -154,7 +158,8 @@ def file_defaults(source: str) -> tuple[dict, str | None]:
 
 
 _JOB_KEYS = set(JobConfig.__struct_fields__) - {"source"}
-_RUN_KEYS = set(RunConfig.__struct_fields__) - {"job", "output", "mode"}
+# redo and verify_content belong to one refresh, not to a configuration file.
+_RUN_KEYS = set(RunConfig.__struct_fields__) - {"job", "output", "mode", "redo", "verify_content"}
 OPTION_NAMES = sorted(_JOB_KEYS | _RUN_KEYS)
 
 
@@ -216,16 +221,37 @@ def _positive_int(value: object, option: str, minimum: int = 1) -> int:
     return number
 
 
+def _redo_statuses(value: object) -> tuple[str, ...]:
+    """`--redo ok,timeout` (or a list) as a tuple of known statuses."""
+    from .schema import STATUSES
+
+    if value is None or value == "" or value == ():
+        return ()
+    words = value.split(",") if isinstance(value, str) else value
+    if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+        raise ConfigError(f"--redo: expected statuses separated by commas, got {value!r}")
+    statuses = tuple(dict.fromkeys(w.strip() for w in words if w.strip()))
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise ConfigError(f"--redo: {', '.join(map(repr, unknown))} is not a status; use some of {', '.join(STATUSES)}")
+    return statuses
+
+
 def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                 resume: bool = False, fresh: bool = False, use_config_file: bool = True,
+                 resume: bool = False, fresh: bool = False, refresh: bool = False,
+                 redo: object = None, verify_content: bool = False, use_config_file: bool = True,
                  require_output: bool = True, check_budget: bool = True, **options) -> RunConfig:
     """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`).
 
     `None` means "not given": the file's value or the default applies. `check_budget`: refuse a
     memory budget below what the local pool needs at rest (a plan only warns about it).
     """
-    if resume and fresh:
-        raise ConfigError("--resume and --fresh exclude each other: choose one")
+    modes = [name for name, given in (("--resume", resume), ("--fresh", fresh), ("--refresh", refresh)) if given]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} exclude each other: choose one")
+    redo_statuses = _redo_statuses(redo)
+    if (redo_statuses or verify_content) and not refresh:
+        raise ConfigError(f"{'--redo' if redo_statuses else '--verify-content'} needs --refresh")
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"SOURCE: expected a path to a folder, got {source!r}")
     refuse_url(source, "SOURCE")
@@ -306,7 +332,7 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
     return RunConfig(
         job=job,
         output=os.path.abspath(os.fspath(output)) if output else "",
-        mode="resume" if resume else "fresh" if fresh else "new",
+        mode="resume" if resume else "fresh" if fresh else "refresh" if refresh else "new",
         workers=workers,
         memory_budget=memory_budget,
         batch_bytes=parse_size(merged.get("batch_bytes"), label("batch_bytes")) if "batch_bytes" in merged else None,
@@ -318,4 +344,6 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         scheduler=scheduler,
         progress=progress,
         compact=compact,
+        redo=redo_statuses,
+        verify_content=_flag(verify_content, "--verify-content"),
     )

@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, wait
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import msgspec
 
@@ -47,7 +47,7 @@ from ..executors import make_executor
 from ..executors.base import WorkerDied
 from ..schema import ERROR_STATUSES, FAILURE_STATUSES
 from .batching import BatchPlanner
-from .discovery import DiscoveryStats, discover
+from .discovery import DiscoveryStats, SourceFile, discover
 from .governor import MemoryGovernor
 from .watchdog import Stuck, Watchdog
 from .worker import BatchOutcome, BatchTask, process_batch
@@ -105,6 +105,7 @@ class RunSummary(msgspec.Struct):
     io_errors_rechecked: dict = msgspec.field(default_factory=lambda: {"gone": 0, "back": 0})
     job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
     warnings: list = []  # what the user should look at although the run went through
+    refresh: dict | None = None  # a --refresh's generation, change counts and costs (engine/refresh.py)
 
 
 class _Stop:
@@ -121,8 +122,10 @@ class _Stop:
 
 
 class Coordinator:
-    def __init__(self, config: RunConfig, sink, on_progress: Callable[[Progress], None] | None = None):
+    def __init__(self, config: RunConfig, sink, on_progress: Callable[[Progress], None] | None = None,
+                 files: Iterable[SourceFile] | None = None):
         self.config = config
+        self.files = files  # the files to process, when not all of discovery's (a refresh's changed ones)
         self.sink = sink
         self.on_progress = on_progress
         self.stop = _Stop()
@@ -199,7 +202,8 @@ class Coordinator:
         config = self.config
         committed = self.sink.committed
         planner = BatchPlanner(
-            discover(config.job, skip=config.output or None, stats=self.discovery_stats),
+            self.files if self.files is not None else discover(config.job, skip=config.output or None,
+                                                                stats=self.discovery_stats),
             workers=config.workers,
             first_batch_id=self.sink.first_batch_id,
             # A fresh job has nothing committed: no look-up per discovered file.

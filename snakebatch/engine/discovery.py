@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 import stat
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import pathspec
 
@@ -79,10 +79,12 @@ def _read_gitignore(path: str) -> pathspec.GitIgnoreSpec | None:
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
-def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | None = None) -> Iterator[SourceFile]:
+def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | None = None,
+             on_stat: Callable[[os.stat_result], None] | None = None) -> Iterator[SourceFile]:
     """Yield every regular file under `job.source` that the filters take, in a stable order.
 
-    `skip` is a folder never entered (OUT, when it lies inside SOURCE).
+    `skip` is a folder never entered (OUT, when it lies inside SOURCE). `on_stat` receives each
+    file's whole stat data just before the file is yielded (a refresh compares it, as git's index).
     """
     stats = stats if stats is not None else DiscoveryStats()
     root = job.source
@@ -163,6 +165,8 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
                 if include is not None and not include.match_file(rel):
                     stats.filtered += 1
                     continue
+                if on_stat is not None:
+                    on_stat(st)
                 yield SourceFile(rel, st.st_size, st.st_mtime_ns)
             # FIFOs, sockets and devices are never taken (opening a FIFO would block).
         stack.extend(reversed(subfolders))

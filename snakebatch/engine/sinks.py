@@ -22,8 +22,23 @@ from .batching import CommittedIndex
 from ..config import RunConfig
 from ..store.jobfolder import clear_complete, open_job, read_json, resume_command, write_json
 from ..store.ledger import Ledger, LedgerEntry
+from ..store.snapshot import settle
 from ..schema import TABLES
 from .worker import BatchOutcome, BatchTask
+
+
+def stat_data(source: str, files: list) -> list:
+    """[ctime_ns, inode, mode] of each file now, for a later --refresh. Taken after the worker
+    read the file: a change in between is after the run started, so the racy-clean rule has the
+    refresh hash it (engine/refresh.py)."""
+    stats = []
+    for f in files:
+        try:
+            st = os.stat(os.path.join(source, f[0]))
+            stats.append([st.st_ctime_ns, st.st_ino, st.st_mode])
+        except OSError:
+            stats.append([0, 0, 0])
+    return stats
 
 
 class OutputSink:
@@ -38,6 +53,7 @@ class OutputSink:
             self.ledger.create()
             clear_complete(config.output)
             entries, report = self.ledger.recover()
+            settle(config.output)  # what a refresh cut off after its commit point left
             # --resume re-checks files that could not be read: their rows go, and those that
             # are there now are parsed again (a fresh or new job has none).
             entries, self.io_errors_rechecked = self.ledger.forget_io_errors(
@@ -100,6 +116,7 @@ class OutputSink:
             committed_at=time.time(),
             run_started_at=self.started_at,
             parts=outcome.parts,
+            stats=stat_data(self.config.job.source, task.files),
         )
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)
@@ -114,6 +131,10 @@ class OutputSink:
 
     def resume_command(self) -> str:
         return resume_command(self.config.job, self.config.output)
+
+    def amend(self, summary):
+        """The run's summary as this sink completes it (a refresh tells the new snapshot's counts)."""
+        return summary
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job's tables (unless `--no-compact`); what was done, or None.
@@ -189,6 +210,9 @@ class StreamSink:
 
     def resume_command(self) -> None:
         return None
+
+    def amend(self, summary):
+        return summary
 
     def finish(self, should_stop: Callable[[], bool]) -> None:
         return None

@@ -16,6 +16,7 @@ import msgspec
 
 from ..config import refuse_url
 from ..errors import ConfigError, JobError
+from ..store.snapshot import read_snapshot
 from ..schema import ERROR_STATUSES, TABLES
 from ..store.durable import Damage, check_part
 from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
@@ -54,6 +55,8 @@ class JobStatus(msgspec.Struct):
     # unlisted), and the job state's own files (ledger, compaction.json); `run --resume` repairs
     damage: list = []
     verified: bool = False  # whether every part's checksum was checked (--verify)
+    snapshot_generation: int | None = None  # the manifest generation readers see (compaction or refresh)
+    last_refresh: dict | None = None  # the last --refresh: generation, refreshed_at, changes, ...
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -222,7 +225,14 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
         compaction_generation=manifest.generation if manifest else None,
         damage=damage,
         verified=verify and holder is None,
+        snapshot_generation=manifest.generation if manifest else None,
+        last_refresh=_last_refresh(out),
     )
+
+
+def _last_refresh(out: str) -> dict | None:
+    record = read_snapshot(out)
+    return {k: v for k, v in record.items() if k != "router"} if record else None
 
 
 def _listdir(folder: str) -> list[str]:
@@ -252,6 +262,13 @@ def format_status(status: JobStatus) -> str:
                  f"{status.files_per_s:.0f} files/s")
     compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
     lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
+    if status.last_refresh:
+        r = status.last_refresh
+        c = r.get("changes", {})
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("refreshed_at", 0)))
+        lines.append(f"  refreshed: {when}, generation {status.snapshot_generation}: +{c.get('added', 0)} "
+                     f"~{c.get('modified', 0)} -{c.get('deleted', 0)}, {c.get('reparsed', 0)} reparsed, "
+                     f"{c.get('touched', 0)} touched")
     if status.stale_files:
         lines.append(f"  stale:     {status.stale_files} committed files changed on disk since "
                      f"(kept as committed), e.g. {status.stale_sample[0] if status.stale_sample else '?'}")

@@ -1,6 +1,7 @@
 """The storage layer: everything under OUT and how it is made durable.
 
 `layout` names every path, `durable` writes files that survive a crash, `ledger` commits batches,
-`compaction` replaces a complete job's batch parts, `jobfolder` owns the job's identity and lock.
+`compaction` replaces a complete job's batch parts, `snapshot` swaps in a refresh's generation,
+`jobfolder` owns the job's identity and lock.
 Nothing here imports the engine, the executors or the reports.
 """

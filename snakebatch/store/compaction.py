@@ -70,6 +70,10 @@ class Manifest(msgspec.Struct):
     covers: list[int]  # batch ids whose rows live in compacted parts
     tables: dict[str, list[CompactedPart]]
     compacted_at: float = 0.0
+    # Written by a refresh (store/snapshot.py): its generation's ledger file, until renamed over
+    # ledger.jsonl, and what the refresh did (for `status`; carried over by later compactions).
+    ledger: str | None = None
+    refresh: dict | None = None
 
     def names(self, table: str) -> set[str]:
         return {part.name for part in self.parts(table)}
@@ -333,7 +337,7 @@ class Compactor:
             return None
         generation = (manifest.generation if manifest else 0) + 1
         new = Manifest(generation=generation, covers=sorted(set(batch_ids) | set(manifest.covers if manifest else ())),
-                       tables={}, compacted_at=time.time())
+                       tables={}, compacted_at=time.time(), refresh=manifest.refresh if manifest else None)
 
         def build(table: str) -> list[CompactedPart]:
             twin = self.layout.twin_dir(table)
@@ -438,6 +442,19 @@ class _PartWriter:
             if self.pending_rows >= ROW_GROUP_ROWS:
                 self._flush(whole_groups_only=True)
         self.bytes_in += os.path.getsize(path)
+        self.batches.extend(batches)
+
+    def add_table(self, source: pa.Table, batches: list, bytes_in: int) -> None:
+        """Like `add`, for rows already in memory (a refresh's part without its changed rows)."""
+        if self.writer is None:
+            self.fh = open(self.tmp, "wb")
+            self.writer = pq.ParquetWriter(self.fh, source.schema, **PARQUET_OPTIONS)
+        for batch in source.to_batches(max_chunksize=ROW_GROUP_ROWS):
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
+            if self.pending_rows >= ROW_GROUP_ROWS:
+                self._flush(whole_groups_only=True)
+        self.bytes_in += bytes_in
         self.batches.extend(batches)
 
     def _flush(self, whole_groups_only: bool = False) -> None:

@@ -1,7 +1,8 @@
 """The job's own folder `OUT/_snakebatch/`: identity, lock, stats and completion marker.
 
-Owns: deciding whether OUT holds a job, `--fresh` / `--resume` / refusal, the OS lock that keeps
-two runs off one OUT (on the folder `_snakebatch` itself, with the holder's PID in its `lock`), `job.json` (the options that change rows), `stats.json` and `complete.json`.
+Owns: deciding whether OUT holds a job, `--fresh` / `--resume` / `--refresh` / refusal, the OS
+lock that keeps two runs off one OUT (on the folder `_snakebatch` itself, with the holder's PID in
+its `lock`), `job.json` (the options that change rows), `stats.json` and `complete.json`.
 Must not touch: the ledger's entries or the table parts (ledger.py owns those).
 """
 
@@ -230,7 +231,7 @@ def open_job(config: RunConfig) -> JobLock:
     """Prepare OUT for this run as its mode says, and take its lock. Returns the held lock.
 
     new: OUT must not hold a job; fresh: delete a job in OUT first; resume: OUT must hold the
-    same job (same options that change rows).
+    same job (same options that change rows); refresh: OUT must hold a job of the same SOURCE.
     """
     out = config.output
     source_real = os.path.realpath(config.job.source)
@@ -254,12 +255,14 @@ def open_job(config: RunConfig) -> JobLock:
     if holder is not None:
         raise JobError(_held_message("" if holder == "?" else holder, out))
     exists = holds_job(out)
-    if config.mode == "resume":
+    if config.mode in ("resume", "refresh"):
         if not exists:
-            raise ConfigError(f"--resume: {out} holds no snakebatch job to resume; run without --resume to start one")
+            raise ConfigError(f"--{config.mode}: {out} holds no snakebatch job to {config.mode}; "
+                              f"run without --{config.mode} to start one")
     elif exists and config.mode == "new":
         raise ConfigError(
-            f"{out} already holds a snakebatch job: add --resume to continue it, or --fresh to delete it and start over"
+            f"{out} already holds a snakebatch job: add --resume to continue it, --refresh to bring it up to date "
+            "with SOURCE as it is now, or --fresh to delete it and start over"
         )
     elif not exists and os.path.isdir(out) and (set(os.listdir(out)) - {STATE} or _foreign_state(out)):
         # A bare `_snakebatch/` with a lock is a run killed before it recorded its job: nothing
@@ -277,7 +280,13 @@ def open_job(config: RunConfig) -> JobLock:
         if config.mode == "fresh" and exists:
             remove_tables(out)
             exists = False
-        if exists:
+        if exists and config.mode == "refresh":
+            # A refresh may change any option; engine/refresh.py records the new ones.
+            record = read_record(out)
+            if os.path.realpath(record.job.source) != source_real:
+                raise ConfigError(f"--refresh: {out} holds the job of {record.job.source}, not of {config.job.source}; "
+                                  "refresh it with its own SOURCE, or start over with --fresh")
+        elif exists:
             record = read_record(out)
             diffs = _differences(record.job, config.job)
             if diffs:

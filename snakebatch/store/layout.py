@@ -9,7 +9,10 @@ modules that own each file read and write it; this one only names them).
       _snakebatch/
         job.json  ledger.jsonl  lock  stats.json  complete.json  compaction.json
         staging/b<batch>.<attempt>.<run>/  a batch's parts, written by run <run>'s workers
-        compacting/<table>/             a table's compacted twin, before the swap
+        compacting/<table>/             a table's compacted (or refreshed) twin, before the swap
+        ledger.g<gen>.jsonl  snapshot.json  a refresh's new ledger, and its record (store/snapshot.py)
+        refresh/                        a refresh under way: intent.json, <table>/part-<batch>.parquet
+        changes/<gen>.parquet           the change feed of each refresh
 """
 
 from __future__ import annotations

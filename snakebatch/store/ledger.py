@@ -20,6 +20,10 @@ example one whose line was later found corrupt), so the tables always equal the 
 
 Once a job is complete, compaction.py replaces the batch parts by a few large ones; its manifest
 says which batches' rows live there, and recovery settles a cut-off compaction first.
+
+A refresh (store/snapshot.py) replaces the whole ledger with its generation's: it writes
+`ledger.g<gen>.jsonl` before committing the manifest that names it, and renames it over
+`ledger.jsonl` after. Until that rename, readers and recovery take the named file when it exists.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import JobError
 from ..languages import language_of
 from ..paths import source_path
 from ..schema import TABLES
-from .compaction import ROW_GROUP_ROWS, Compactor, files_part_of, write_manifest
+from .compaction import ROW_GROUP_ROWS, Compactor, files_part_of, read_manifest, write_manifest
 from .durable import Damage, atomic_write, check_part, fsync_dir, write_part
 from .layout import JobLayout, is_own_part, part_name
 
@@ -60,6 +65,10 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     run_started_at: float = 0.0  # which run committed it (for `status`: elapsed over all runs)
     # table -> [size, xxh3-64 hex] of its part as written (empty in ledgers before checksums)
     parts: dict = msgspec.field(default_factory=dict)
+    # Stat data per path for --refresh, as git's index keeps it: [ctime_ns, inode, mode] (sizes and
+    # mtimes above), recorded at `stat_at_ns`; empty in ledgers written before refresh existed.
+    stats: list = []
+    stat_at_ns: int = 0
 
 
 class RecoveryReport(msgspec.Struct):
@@ -175,12 +184,50 @@ class Ledger:
         """The valid entries, in commit order (read-only: for `status` and readers)."""
         yield from self.read()[0]
 
+    def _live_path(self) -> str:
+        """The ledger of the snapshot readers see: a committed refresh's generation ledger until
+        it is renamed over `ledger.jsonl`, else `ledger.jsonl`."""
+        try:
+            manifest = read_manifest(self.state)
+        except JobError:
+            return self.path  # recovery reports the damage
+        if manifest is not None and manifest.ledger:
+            pending = os.path.join(self.state, manifest.ledger)
+            if os.path.exists(pending):
+                return pending
+        return self.path
+
+    def write_generation(self, generation: int, entries: list[LedgerEntry]) -> str:
+        """Write (fsynced) the ledger of a refresh's generation beside the live one; its name."""
+        name = f"ledger.g{generation:06d}.jsonl"
+        with open(os.path.join(self.state, name), "wb") as fh:
+            fh.write(b"".join(map(_encode_line, entries)))
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(self.state)
+        return name
+
+    def adopt_generation(self) -> None:
+        """Finish a committed refresh's ledger (rename it over `ledger.jsonl`) and delete the
+        generation ledgers of refreshes that never committed."""
+        live = self._live_path()
+        if live != self.path:
+            os.replace(live, self.path)
+            fsync_dir(self.state)
+        for name in os.listdir(self.state):
+            if name.startswith("ledger.g") and name.endswith(".jsonl"):
+                os.unlink(os.path.join(self.state, name))
+
+    def replace_entries(self, entries: list[LedgerEntry]) -> None:
+        """Replace the ledger by `entries` in one step (a refresh that only updated stat data)."""
+        self._rewrite(entries)
+
     def read(self) -> tuple[list[LedgerEntry], list[int]]:
         """The valid entries in commit order, and the numbers of the corrupt lines (read-only).
         While a run appends, its last line may be torn: only `recover` may act on that."""
         entries, corrupt = [], []
         try:
-            fh = open(self.path, "rb")
+            fh = open(self._live_path(), "rb")
         except FileNotFoundError:
             return entries, corrupt
         seen = set()
@@ -201,6 +248,7 @@ class Ledger:
         Each table folder is listed once: the cost is one read of the ledger and one listing
         per folder, not a stat per committed batch."""
 
+        self.adopt_generation()
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
         compactor = Compactor(self.out)

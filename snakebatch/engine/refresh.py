@@ -1,0 +1,346 @@
+"""`--refresh`: bring a job's tables up to date with SOURCE as it is now, parsing only what changed.
+
+Owns: deciding which files changed (stat data as git's index keeps it, the racy-clean rule,
+content hashes), which rows the options and parsers change, and the sink that parses those files
+beside the live tables. Must not touch: the live tables or the ledger while parsing; the new
+generation is committed by store/snapshot.py (its protocol is described there).
+
+A discovered file is, against the live snapshot's ledger and `files` rows:
+
+    added     its path has no row
+    reparsed  its status is one of --redo; or --content changed; or --max-file-size changed and
+              it is too_large or now over the limit; or its parser's version changed, or the
+              parsers' routing changed (--parser, an installed or removed plugin)
+    unchanged size, mtime_ns, ctime_ns, inode and mode as recorded, and not racily clean: its
+              mtime is older than the recording by more than RACY_MARGIN_NS (not read at all)
+    touched   otherwise, when the content hash is the recorded one: the `files` row gets the new
+              mtime_ns, nothing is parsed
+    modified  otherwise (a size change needs no hash)
+
+and every path with a row that discovery no longer yields is deleted. Run-only options (-j,
+--memory-budget, --batch-bytes, --file-timeout, --retries, progress, compaction) change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+import pyarrow.parquet as pq
+import xxhash
+
+from .._version import __version__
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..parsers import ParserRouter
+from ..schema import TABLES
+from ..store.compaction import Compactor, exchange_supported
+from ..store.durable import atomic_write
+from ..store.jobfolder import JobRecord, read_record, state_dir
+from ..store.ledger import LedgerEntry
+from ..store.snapshot import (
+    CHANGE_KINDS,
+    Generation,
+    Intent,
+    begin,
+    commit,
+    drop_pending,
+    read_intent,
+    read_snapshot,
+    side_part,
+    write_snapshot,
+)
+from ..paths import display_path
+from .discovery import DiscoveryStats, SourceFile, discover
+from .sinks import OutputSink
+from .worker import BatchOutcome, BatchTask
+
+# Timestamps come from a coarse clock and some filesystems keep seconds (FAT: two); a file whose
+# mtime is this close to when its stat data was recorded may have changed since within the same
+# tick, so it is hashed.
+RACY_MARGIN_NS = 2_000_000_000
+HASH_CHUNK = 1 << 20
+_FILES_COLUMNS = ["path", "content_hash", "blob_id", "parser", "parser_version", "language",
+                  "n_definitions", "n_imports", "size"]
+
+
+def content_hash(path: str) -> str:
+    """The `files` table's content_hash of the file at `path` (xxh3-128 of its bytes)."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def router_signature(router: ParserRouter) -> list:
+    """What decides which parser takes a file (not the versions, compared per file)."""
+    return [[p.name, list(p.patterns), list(p.interpreters)] for p in router.parsers]
+
+
+class RefreshSink(OutputSink):
+    """Plans the refresh (under OUT's lock, after recovery), collects the batches parsed into the
+    side folder, and commits the new generation once the coordinator has parsed them all."""
+
+    def __init__(self, config: RunConfig):
+        super().__init__(config)  # lock, recovery, the live ledger's counts
+        self.discovery_stats = DiscoveryStats()
+        self.report: dict | None = None
+        try:
+            self._plan()
+        except BaseException:
+            self.lock.release()
+            raise
+        # The coordinator counts only this refresh's batches; `amend` tells the snapshot's totals.
+        self.committed = None
+        self.status_counts, self.language_counts = {}, {}
+        self.files_committed = self.bytes_committed = 0
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        config, out = self.config, self.config.output
+        started = time.monotonic()
+        self.started_ns = time.time_ns()
+        record = read_record(out)
+        pending = read_intent(out)
+        if pending is not None and self.manifest is not None and self.manifest.generation >= pending.generation:
+            pending = None
+        if config.mode == "resume" and pending is not None:
+            redo, verify = tuple(pending.redo), pending.verify_content
+        else:
+            redo, verify = config.redo, config.verify_content
+        previous = pending.previous_job if pending is not None else record.job
+        twins = self.ledger.layout.twins
+        os.makedirs(twins, exist_ok=True)
+        supported = exchange_supported(twins)
+        os.rmdir(twins)  # recovery emptied it; the commit makes it again
+        if not supported:
+            raise ConfigError("--refresh swaps table folders atomically (Linux renameat2 with RENAME_EXCHANGE), "
+                              f"which {out} does not support; use --fresh there")
+        self.generation = (self.manifest.generation if self.manifest is not None else 0) + 1
+        begin(out, Intent(generation=self.generation, previous_job=previous, redo=redo, verify_content=verify,
+                          started_at=time.time()))
+        atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(
+            JobRecord(job=config.job, snakebatch_version=__version__, created_at=record.created_at,
+                      command=record.command)))
+
+        self.live_entries: list[LedgerEntry] = self.ledger.read()[0]
+        where = {path: (i, j) for i, entry in enumerate(self.live_entries) for j, path in enumerate(entry.paths)}
+        rows = self._files_rows()
+        job = config.job
+        router = ParserRouter(job.parsers)
+        versions = {p.name: p.version for p in (*router.parsers, router.fallback)}
+        signature = router_signature(router)
+        snapshot = read_snapshot(out) or {}
+        reroute = previous.parsers != job.parsers or snapshot.get("router", signature) != signature
+        size_changed = previous.max_file_size != job.max_file_size
+        content_changed = previous.content != job.content
+
+        self.to_parse: list[SourceFile] = []
+        self.kinds: dict[str, str] = {}  # display path -> added | modified | reparsed | touched
+        self.updates: dict[str, tuple] = {}  # display path -> (size, mtime_ns, [ctime_ns, ino, mode])
+        self.stat_of: dict[str, list] = {}  # display path -> [ctime_ns, ino, mode] as discovered
+        self.unchanged = self.hashed = 0
+        seen: set[str] = set()
+        last: list = [None]
+
+        for source_file in discover(job, skip=out, stats=self.discovery_stats,
+                                    on_stat=lambda st: last.__setitem__(0, st)):
+            st = last[0]
+            path = display_path(source_file.path)
+            stat = [st.st_ctime_ns, st.st_ino, st.st_mode]
+            self.stat_of[path] = stat
+            found = where.get(path)
+            row = rows.get(path)
+            if found is None or row is None:
+                self._take(source_file, path, "added" if found is None else "reparsed")
+                continue
+            seen.add(path)
+            entry, j = self.live_entries[found[0]], found[1]
+            status = entry.statuses[j]
+            if (status in redo or content_changed
+                    or size_changed and (status == "too_large" or source_file.size > job.max_file_size)
+                    or row["parser"] is not None and (reroute or versions.get(row["parser"]) != row["parser_version"])):
+                self._take(source_file, path, "reparsed")
+                continue
+            recorded = entry.stats[j] if entry.stats else None
+            same = (source_file.size == entry.sizes[j] and source_file.mtime_ns == entry.mtimes[j]
+                    and recorded is not None and list(recorded) == stat)
+            racy = entry.mtimes[j] >= (entry.stat_at_ns or int(entry.run_started_at * 1e9)) - RACY_MARGIN_NS
+            if same and not racy and not verify:
+                self.unchanged += 1
+                continue
+            if source_file.size != entry.sizes[j] or row["content_hash"] is None:
+                self._take(source_file, path, "modified")
+                continue
+            self.hashed += 1
+            try:
+                digest = content_hash(os.path.join(job.source, source_file.path))
+            except OSError:
+                digest = None
+            if digest != row["content_hash"]:
+                self._take(source_file, path, "modified")
+                continue
+            self.unchanged += 1
+            if not same or racy:
+                self.updates[path] = (source_file.size, source_file.mtime_ns, stat)
+                if source_file.mtime_ns != entry.mtimes[j]:
+                    self.kinds[path] = "touched"
+        self.deleted = [path for path in where if path not in seen]
+        self.old_rows = rows
+        self.signature = signature
+        self.plan_s = time.monotonic() - started
+        self.new_entries: list[LedgerEntry] = []
+
+    def _take(self, source_file: SourceFile, path: str, kind: str) -> None:
+        self.to_parse.append(source_file)
+        self.kinds[path] = kind
+
+    def _files_rows(self) -> dict[str, dict]:
+        """The live `files` rows' columns a refresh compares, by path (a columnar read)."""
+        rows: dict[str, dict] = {}
+        batch_ids = [entry.batch_id for entry in self.ledger.read()[0]]
+        folder = os.path.join(self.config.output, "files")
+        for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
+            columns = pq.read_table(os.path.join(folder, part.name), columns=_FILES_COLUMNS).to_pydict()
+            names = list(columns)
+            for values in zip(*columns.values()):
+                row = dict(zip(names, values))
+                rows[row["path"]] = row
+        return rows
+
+    # -- parsing into the side folder ----------------------------------------------------------
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome):
+        paths = [display_path(f[0]) for f in task.files]
+        entry = LedgerEntry(
+            batch_id=task.batch_id,
+            staging=os.path.relpath(outcome.staging, self.ledger.state),
+            paths=paths,
+            sizes=[m[0] for m in outcome.files_meta],
+            mtimes=[m[1] for m in outcome.files_meta],
+            statuses=outcome.statuses,
+            rows=outcome.rows,
+            bytes=outcome.bytes,
+            parse_s=round(outcome.parse_s, 4),
+            language_counts=outcome.language_counts,
+            committed_at=time.time(),
+            run_started_at=self.started_at,
+            stats=[self.stat_of[path] for path in paths],
+            stat_at_ns=self.started_ns,
+        )
+        for table in TABLES:
+            os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))
+        os.rmdir(outcome.staging)
+        self.new_entries.append(entry)
+        self._count_totals(entry)
+        self.batch_stats.append(
+            {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
+             "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
+             "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
+        )
+        return iter(())
+
+    # -- the new generation --------------------------------------------------------------------
+
+    def _trimmed(self, drop: set) -> list[LedgerEntry]:
+        """The live entries without the dropped paths and with fresh stat data."""
+        kept = []
+        for entry in self.live_entries:
+            index = [j for j, path in enumerate(entry.paths) if path not in drop]
+            updated = [j for j in index if entry.paths[j] in self.updates]
+            if len(index) == len(entry.paths) and not updated:
+                kept.append(entry)
+                continue
+            if not index:
+                continue
+            paths = [entry.paths[j] for j in index]
+            sizes = [entry.sizes[j] for j in index]
+            mtimes = [entry.mtimes[j] for j in index]
+            stats = [entry.stats[j] if entry.stats else None for j in index]
+            for k, path in enumerate(paths):
+                if path in self.updates:
+                    sizes[k], mtimes[k], stats[k] = self.updates[path]
+            if any(s is None for s in stats):
+                stats = []  # an old entry without stat data stays without: its files are hashed
+            languages: dict[str, int] = {}
+            rows = {"files": len(paths), "definitions": 0, "imports": 0}
+            read = 0
+            for path in paths:
+                row = self.old_rows.get(path) or {}
+                if row.get("language"):
+                    languages[row["language"]] = languages.get(row["language"], 0) + 1
+                rows["definitions"] += row.get("n_definitions") or 0
+                rows["imports"] += row.get("n_imports") or 0
+                if row.get("content_hash") is not None:
+                    read += row.get("size") or 0
+            kept.append(msgspec.structs.replace(
+                entry, paths=paths, sizes=sizes, mtimes=mtimes, stats=stats,
+                statuses=[entry.statuses[j] for j in index], rows=rows, bytes=read,
+                parse_s=round(entry.parse_s * len(index) / len(entry.paths), 4), language_counts=languages,
+                stat_at_ns=self.started_ns if updated else entry.stat_at_ns,
+            ))
+        return kept
+
+    def finish(self, should_stop) -> None:
+        out = self.config.output
+        drop = {path for path, kind in self.kinds.items() if kind != "touched" and kind != "added"}
+        drop |= set(self.deleted)
+        patch = {path: self.updates[path][1] for path, kind in self.kinds.items() if kind == "touched"}
+        entries = self._trimmed(drop) + self.new_entries
+        self.final_entries = entries
+        counts = dict.fromkeys(CHANGE_KINDS, 0)
+        for kind in self.kinds.values():
+            counts[kind] += 1
+        counts["deleted"] = len(self.deleted)
+        self.report = {
+            "generation": self.manifest.generation if self.manifest is not None else 0,
+            "refreshed_at": time.time(), "changes": counts, "unchanged": self.unchanged - counts["touched"],
+            "hashed": self.hashed, "parsed": len(self.to_parse), "plan_s": round(self.plan_s, 3),
+            "router": self.signature,
+        }
+        if not drop and not patch and not self.new_entries:
+            if self.updates:
+                self.ledger.replace_entries(entries)  # only stat data changed: no new generation
+            drop_pending(out)
+            write_snapshot(out, self.report)
+            return
+        new_blob = {}
+        for entry in self.new_entries:
+            part = pq.read_table(side_part(out, "files", entry.batch_id), columns=["path", "blob_id"]).to_pydict()
+            new_blob.update(zip(part["path"], part["blob_id"]))
+        changes = []
+        for path, kind in self.kinds.items():
+            old = self.old_rows.get(path, {}).get("blob_id") if kind != "added" else None
+            changes.append((path, kind, old, new_blob.get(path, old if kind == "touched" else None)))
+        changes += [(path, "deleted", self.old_rows.get(path, {}).get("blob_id"), None) for path in self.deleted]
+        changes.sort()
+        self.report["generation"] = self.generation
+        gen = Generation(generation=self.generation, entries=entries,
+                         new_batches=[entry.batch_id for entry in self.new_entries], drop=drop, patch=patch,
+                         changes=changes, refresh=self.report, content=self.config.job.content)
+        self.manifest = commit(out, self.manifest, self.live_entries, gen)
+        return
+
+    def amend(self, summary):
+        report = self.report
+        if report is None or summary.state != "complete":
+            return summary
+        statuses: dict[str, int] = {}
+        languages: dict[str, int] = {}
+        files = read = 0
+        for entry in self.final_entries:
+            files += len(entry.paths)
+            read += entry.bytes
+            for status in entry.statuses:
+                statuses[status] = statuses.get(status, 0) + 1
+            for language, count in entry.language_counts.items():
+                languages[language] = languages.get(language, 0) + count
+        refresh = {k: v for k, v in report.items() if k != "router"}
+        return msgspec.structs.replace(
+            summary, files=files, bytes=read, removed_files=len(self.deleted), refresh=refresh,
+            status_counts=dict(sorted(statuses.items(), key=lambda kv: -kv[1])),
+            language_counts=dict(sorted(languages.items(), key=lambda kv: -kv[1])),
+        )
