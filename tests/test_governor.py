@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import read_table, run_cli
+from helpers import read_table, run_cli
 from treepeak import generated_module
 from treepeak import run_sampled as run_tree_sampled
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import read_table, run_cli
+from helpers import read_table, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, committed_paths, copy_stdlib, env, holds_job, parse_log,
     read_parts, run_args, snapshot,

@@ -13,7 +13,7 @@ import stat
 import duckdb
 import pytest
 
-from conftest import read_table, run_cli, stdlib_dir
+from helpers import read_table, run_cli, stdlib_dir
 from expectations import ast_counts
 
 
