@@ -1,12 +1,55 @@
-"""Shared fixtures. The helpers the tests import (running the CLI, reading tables) are in helpers.py."""
+"""Shared pytest hooks. The helpers the tests import (running the CLI, reading tables) are in helpers.py.
+
+Tests run in parallel (pytest-xdist, `--dist loadscope`: a module's tests, and so its module-scoped
+fixtures, stay on one worker). A test marked `serial` measures memory or time: under xdist it runs
+alone, holding an exclusive lock that every other test takes shared, so no other test's processes
+run beside it. Without xdist every test runs alone anyway and no lock is taken.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
-from helpers import run_cli
+
+def _lock(path: Path, mode: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-@pytest.fixture
-def cli():
-    return run_cli
+@contextmanager
+def _alone_or_beside(folder: Path, serial: bool):
+    """Exclusive for a serial test, shared for any other. Writer preference: a serial test queues
+    at the turnstile, so the other workers cannot keep taking the shared lock test after test."""
+    turnstile = _lock(folder / "serial.turnstile", fcntl.LOCK_EX)
+    try:
+        main = _lock(folder / "serial.lock", fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+    finally:
+        if not serial:
+            os.close(turnstile)
+    try:
+        yield
+    finally:
+        os.close(main)  # closing the descriptor releases its lock
+        if serial:
+            os.close(turnstile)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown of each test (module fixtures included) inside the lock."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    # xdist gives each worker the basetemp <session basetemp>/popen-gwN: the parent is shared.
+    folder = Path(item.config.option.basetemp).parent
+    with _alone_or_beside(folder, item.get_closest_marker("serial") is not None):
+        return (yield)
