@@ -1,53 +1,55 @@
-"""Shared fixtures: run the real CLI in a subprocess, read output back with pyarrow and DuckDB."""
+"""Shared pytest hooks. The helpers the tests import (running the CLI, reading tables) are in helpers.py.
+
+Tests run in parallel (pytest-xdist, `--dist loadscope`: a module's tests, and so its module-scoped
+fixtures, stay on one worker). A test marked `serial` measures memory or time: under xdist it runs
+alone, holding an exclusive lock that every other test takes shared, so no other test's processes
+run beside it. Without xdist every test runs alone anyway and no lock is taken.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
-import subprocess
-import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_repos"
+
+def _lock(path: Path, mode: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def cli_env(pythonpath=(), **extra) -> dict:
-    """The environment of a CLI subprocess: this checkout (and `pythonpath`) importable."""
-    env = dict(os.environ)
-    paths = [str(ROOT), *map(str, pythonpath), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    env.update(extra)
-    return env
+@contextmanager
+def _alone_or_beside(folder: Path, serial: bool):
+    """Exclusive for a serial test, shared for any other. Writer preference: a serial test queues
+    at the turnstile, so the other workers cannot keep taking the shared lock test after test."""
+    turnstile = _lock(folder / "serial.turnstile", fcntl.LOCK_EX)
+    try:
+        main = _lock(folder / "serial.lock", fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+    finally:
+        if not serial:
+            os.close(turnstile)
+    try:
+        yield
+    finally:
+        os.close(main)  # closing the descriptor releases its lock
+        if serial:
+            os.close(turnstile)
 
 
-def run_cli(*args, check_codes=None, timeout=600, pythonpath=(), env_extra=None, **kwargs) -> subprocess.CompletedProcess:
-    """`snakebatch ARGS` in a subprocess, from this checkout; returns the finished process."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakebatch", *map(str, args)],
-        capture_output=True, text=True, env=cli_env(pythonpath, **(env_extra or {})), timeout=timeout, **kwargs,
-    )
-    if check_codes is not None and proc.returncode not in check_codes:
-        raise AssertionError(
-            f"snakebatch {' '.join(map(str, args))} exited {proc.returncode}\n"
-            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-        )
-    return proc
-
-
-def read_table(out: Path, table: str):
-    """The committed rows of a table, read with pyarrow.dataset as any reader would."""
-    return ds.dataset(str(Path(out) / table), format="parquet").to_table()
-
-
-@pytest.fixture
-def cli():
-    return run_cli
-
-
-def stdlib_dir() -> Path:
-    import sysconfig
-
-    return Path(sysconfig.get_paths()["stdlib"])
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown of each test (module fixtures included) inside the lock."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    # xdist gives each worker the basetemp <session basetemp>/popen-gwN: the parent is shared.
+    folder = Path(item.config.option.basetemp).parent
+    with _alone_or_beside(folder, item.get_closest_marker("serial") is not None):
+        return (yield)

@@ -10,17 +10,16 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from conftest import ROOT, cli_env, stdlib_dir
+from helpers import ROOT, cli_command, cli_env, stdlib_dir
+from snakebatch.schema import TABLES
 
-TESTS = Path(__file__).resolve().parent
-TABLES = ("files", "definitions", "imports")
+ROW_TABLES = tuple(t for t in TABLES if t != "files")  # compared as multisets of rows
 # Columns that differ between two correct runs of the same job: timings and batch numbering.
 VOLATILE = {"parse_ms", "batch_id"}
 LOGGING_PARSER = "logging_parser:parser"
@@ -50,9 +49,8 @@ def copy_stdlib(dst: Path, limit: int, max_size: int = 8000, copies: int = 1) ->
 
 
 def env(log: Path | None = None, sleep: float | None = None, **extra) -> dict:
-    """The CLI's environment, with tests/ importable (for the logging parser plugin)."""
+    """The CLI's environment (`cli_env`), with the logging parser's log file and per-file sleep."""
     result = cli_env(**extra)
-    result["PYTHONPATH"] = os.pathsep.join([str(TESTS), result["PYTHONPATH"]])
     if log is not None:
         result["SNAKEBATCH_TEST_PARSE_LOG"] = str(log)
     if sleep is not None:
@@ -70,8 +68,7 @@ class Run:
         self.started = time.monotonic()
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "snakebatch", *map(str, args)],
-                stdout=out, stderr=err, env=environ, cwd=ROOT, start_new_session=True,
+                cli_command(*args), stdout=out, stderr=err, env=environ, cwd=ROOT, start_new_session=True,
             )
 
     def signal_group(self, signum: int) -> None:
@@ -150,15 +147,13 @@ def _rows(tables: list) -> list[dict]:
 
 
 def snapshot(out: Path) -> dict:
-    """The committed output as comparable values: files by path, definitions and imports as
-    multisets of rows (every column but timings and batch numbers)."""
+    """The committed output as comparable values: files by path, every other table as a multiset
+    of rows (every column but timings and batch numbers)."""
     parts = read_parts(out)
-    files = {row["path"]: row for row in _rows(parts["files"])}
-    return {
-        "files": files,
-        "definitions": Counter(tuple(sorted(r.items())) for r in _rows(parts["definitions"])),
-        "imports": Counter(tuple(sorted(r.items())) for r in _rows(parts["imports"])),
-    }
+    result = {"files": {row["path"]: row for row in _rows(parts["files"])}}
+    for table in ROW_TABLES:
+        result[table] = Counter(tuple(sorted(r.items())) for r in _rows(parts[table]))
+    return result
 
 
 def committed_paths(out: Path) -> set[str]:
@@ -172,7 +167,7 @@ def assert_same_output(got: dict, want: dict) -> None:
     )
     for path, row in want["files"].items():
         assert got["files"][path] == row, f"files row of {path} differs"
-    for table in ("definitions", "imports"):
+    for table in ROW_TABLES:
         assert got[table] == want[table], f"{table} rows differ: {sum((got[table] - want[table]).values())} extra, " \
                                           f"{sum((want[table] - got[table]).values())} missing"
 
@@ -187,10 +182,3 @@ def parse_log(log: Path) -> list[str]:
 def holds_job(out: Path) -> bool:
     return (Path(out) / "_snakebatch" / "job.json").is_file()
 
-
-def run_sb(*args, environ: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`snakebatch ARGS` to its end, with tests/ importable (see `env`)."""
-    return subprocess.run(
-        [sys.executable, "-m", "snakebatch", *map(str, args)],
-        capture_output=True, text=True, env=environ or env(), cwd=ROOT, timeout=timeout, **kwargs,
-    )

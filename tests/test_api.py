@@ -18,7 +18,8 @@ import pytest
 
 import snakebatch
 from _corpus import copy_stdlib_corpus, files_on_disk
-from conftest import cli_env, run_cli
+from helpers import cli_env, run_cli
+from snakebatch.schema import TABLES
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_stats_hold_the_job_totals_and_are_rewritten_after_a_resume(corpus, tmp_
     assert summary["state"] == "complete"
     assert summary["files_this_run"] == second.files - first.files
     assert job["files"] == second.files
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         assert job["rows"][table] == second.dataset(table).count_rows(), table
     assert job["batches"] == first.summary.batches_this_run + summary["batches_this_run"]
     # This run's batches, each with its files, bytes, parse time, rows and attempt.

@@ -21,14 +21,15 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from helpers import run_cli
 from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
-    run_sb, snapshot,
+    snapshot,
 )
+from snakebatch.schema import TABLES
 from snakebatch.store.compaction import MANIFEST, read_manifest
 from snakebatch.store.ledger import Ledger
 
-TABLES = ("files", "definitions", "imports")
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "8KB", "-j", "2")
 
 
@@ -48,7 +49,7 @@ def corpus(tmp_path_factory):
 def uncompacted(corpus, tmp_path_factory):
     """The job run to its end with --no-compact: one part per batch and table."""
     out = tmp_path_factory.mktemp("uncompacted") / "out"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact", "--json"))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact", "--json"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["compaction"] is None
     assert len(_parts(out, "files")) == json.loads(proc.stdout)["batches_this_run"] > 20
@@ -60,7 +61,7 @@ def compacted(corpus, uncompacted, tmp_path_factory):
     """A copy of the uncompacted job, compacted by a resume that has nothing left to parse."""
     out = tmp_path_factory.mktemp("compacted") / "out"
     shutil.copytree(uncompacted, out)
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     return out, proc
 
 
@@ -71,7 +72,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, uncompacted, tmp_path):
     out = tmp_path / "out"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json"))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     batches = summary["batches_this_run"]
@@ -100,16 +101,16 @@ def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, u
     assert stats is not None and stats.has_min_max and stats.min <= stats.max
 
     # `status` reads an error's message from the compacted part, and counts the parts.
-    status = run_sb("status", out)
+    status = run_cli("status", out)
     assert status.returncode == 0, status.stderr
     assert "broken.py" in status.stdout and "invalid syntax" in status.stdout
     assert "parts:     files 1, definitions 1, imports 1 (compacted, generation 1)" in status.stdout
-    got = json.loads(run_sb("status", out, "--json").stdout)
+    got = json.loads(run_cli("status", out, "--json").stdout)
     assert got["parts"] == dict.fromkeys(TABLES, 1) and got["compaction_generation"] == 1
 
     # A resume with nothing new to do leaves the compacted parts as they are.
     before = {t: (out / t / _parts(out, t)[0]).stat().st_ino for t in TABLES}
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["compaction"] is None
     assert {t: (out / t / _parts(out, t)[0]).stat().st_ino for t in TABLES} == before
@@ -126,7 +127,7 @@ def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, mon
         for index in range(20):
             (source / f"d{folder:02d}" / f"m{index:02d}.py").write_text(f"import os\ndef f():\n    return {index}\n")
     out = tmp_path / "out"
-    proc = run_sb(*run_args(source, out, "-j", "2", "--batch-bytes", "2KB", "--no-compact"))
+    proc = run_cli(*run_args(source, out, "-j", "2", "--batch-bytes", "2KB", "--no-compact"))
     assert proc.returncode == 0, proc.stderr
     want = snapshot(out)
     batch_ids = [entry.batch_id for entry in Ledger(str(out)).entries()]
@@ -157,13 +158,13 @@ def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, mon
 def test_a_resume_that_adds_files_compacts_again_and_parses_only_the_new_ones(corpus, tmp_path):
     source = _copy(corpus, tmp_path / "src")
     out, log = tmp_path / "out", tmp_path / "parses.log"
-    proc = run_sb(*run_args(source, out, *OPTIONS), environ=env(log=log))
+    proc = run_cli(*run_args(source, out, *OPTIONS), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     first = Counter(parse_log(log))
     (source / "added").mkdir()
     for index in range(30):
         (source / "added" / f"n{index}.py").write_text(f"import os\ndef f{index}():\n    return {index}\n")
-    proc = run_sb(*run_args(source, out, *OPTIONS, "--json", resume=True), environ=env(log=log))
+    proc = run_cli(*run_args(source, out, *OPTIONS, "--json", resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["files_this_run"] == 30 and summary["files"] == 271
@@ -207,7 +208,7 @@ def test_recovery_settles_a_compaction_cut_off_at_each_step(corpus, uncompacted,
     # What a reader sees in that state: every file once (each table either all old or all new).
     read_parts(out)
     log = tmp_path / "parses.log"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True), environ=env(log=log))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert not parse_log(log), "a file was parsed again"
     summary = json.loads(proc.stdout)
@@ -238,7 +239,7 @@ def test_sigkill_during_compaction_then_resume(corpus, uncompacted, tmp_path):
             landed += 1
             states.add(((out / "_snakebatch" / "compacting").exists(), (out / "_snakebatch" / MANIFEST).exists()))
         read_parts(out)  # no torn part and no file twice, whatever the moment
-        final = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+        final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
         assert final.returncode == 0, final.stderr
         assert json.loads(final.stdout)["files_this_run"] == 0
         assert_same_output(snapshot(out), want)
@@ -262,7 +263,7 @@ def test_a_corrupt_entry_of_a_compacted_batch_is_cut_out_and_redone_once(corpus,
     redo = set(entries[middle].paths)
 
     log = tmp_path / "parses.log"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert "rows of 1 batch(es) without a valid ledger entry removed from compacted parts" in proc.stdout
     assert Counter(parse_log(log)) == Counter(redo)
@@ -275,11 +276,11 @@ def test_no_compact_keeps_one_part_per_batch_and_is_refused_with_a_bad_value(cor
     entries = list(Ledger(str(uncompacted)).entries())
     assert _parts(uncompacted, "files") == sorted(f"part-{e.batch_id:08d}.parquet" for e in entries)
     assert not (uncompacted / "_snakebatch" / MANIFEST).exists()
-    got = json.loads(run_sb("status", uncompacted, "--json").stdout)
+    got = json.loads(run_cli("status", uncompacted, "--json").stdout)
     assert got["parts"] == dict.fromkeys(TABLES, len(entries)) and got["compaction_generation"] is None
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "snakebatch.toml").write_text("compact = 'yes'\n")
-    proc = run_sb(*run_args(tmp_path / "src", tmp_path / "out"))
+    proc = run_cli(*run_args(tmp_path / "src", tmp_path / "out"))
     assert proc.returncode == 2 and "compact" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -301,8 +302,8 @@ def test_sigint_during_compaction_stops_with_130_and_the_resume_compacts(corpus,
     assert not (out / "_snakebatch" / "compacting").exists()  # given up cleanly, nothing half-done
     assert not (out / "_snakebatch" / MANIFEST).exists()
     assert len(_parts(out, "files")) > 1
-    assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "incomplete"
-    final = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "incomplete"
+    final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["compaction"]["parts_after"] == 3
     assert_same_output(snapshot(out), want)
@@ -323,7 +324,7 @@ def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone
     redo = {path for batch in lost.batches for path in entries[batch].paths}
 
     log = tmp_path / "parses.log"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert f"{len(lost.batches)} incomplete commit(s) undone" in proc.stdout
     assert Counter(parse_log(log)) == Counter(redo)
@@ -337,7 +338,7 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
 
     source = _copy(corpus, tmp_path / "src")
     out = tmp_path / "out"
-    assert run_sb(*run_args(source, out, *OPTIONS, "--no-compact")).returncode == 0
+    assert run_cli(*run_args(source, out, *OPTIONS, "--no-compact")).returncode == 0
     files_bytes = sum((out / "files" / name).stat().st_size for name in _parts(out, "files"))
     monkeypatch.setattr(compaction, "TARGET_PART_BYTES", files_bytes // 3)
     first, _ = compaction.Compactor(str(out)).compact(None, [e.batch_id for e in Ledger(str(out)).entries()],
@@ -349,7 +350,7 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
     (source / "added").mkdir()
     for index in range(5):
         (source / "added" / f"n{index}.py").write_text(f"def g{index}():\n    pass\n")
-    assert run_sb(*run_args(source, out, *OPTIONS, "--no-compact", resume=True)).returncode == 0
+    assert run_cli(*run_args(source, out, *OPTIONS, "--no-compact", resume=True)).returncode == 0
     entries = list(Ledger(str(out)).entries())
     second, report = compaction.Compactor(str(out)).compact(first, [e.batch_id for e in entries], lambda: False)
     names = [part.name for part in second.parts("files")]
@@ -359,7 +360,7 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
     got = snapshot(out)
     assert len(got["files"]) == 246 and {f"added/n{i}.py" for i in range(5)} <= set(got["files"])
     # A later recovery keeps every part: the linked ones are named by the manifest too.
-    proc = run_sb(*run_args(source, out, *OPTIONS, "--json", resume=True))
+    proc = run_cli(*run_args(source, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0 and json.loads(proc.stdout)["files_this_run"] == 0, proc.stderr
     assert _parts(out, "files") == sorted(names)
 
@@ -370,15 +371,15 @@ def test_a_compaction_that_cannot_write_leaves_the_batch_parts_and_the_job_compl
     resume compacts."""
     out = _copy(uncompacted, tmp_path / "out")
     before = {table: _parts(out, table) for table in TABLES}
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True), preexec_fn=file_size_limit(30_000))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True), preexec_fn=file_size_limit(30_000))
     assert proc.returncode == 0, proc.stderr
     assert "warning: cannot compact the tables" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout)["compaction"] is None
     assert {table: _parts(out, table) for table in TABLES} == before
     assert not (out / "_snakebatch" / "compacting").exists() and not (out / "_snakebatch" / MANIFEST).exists()
-    assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "complete"
+    assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "complete"
 
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0 and json.loads(proc.stdout)["compaction"]["parts_after"] == 3, proc.stderr
     assert_same_output(snapshot(out), snapshot(uncompacted))
 
@@ -396,18 +397,18 @@ def test_a_corrupt_compacted_part_is_found_and_exactly_its_batches_redone(corpus
     data = bytearray((out / "imports" / damaged.name).read_bytes())
     data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
     (out / "imports" / damaged.name).write_bytes(bytes(data))
-    assert run_sb("status", out).returncode == 0  # same size: only the checksum tells
-    proc = run_sb("status", out, "--verify", "--json")
+    assert run_cli("status", out).returncode == 0  # same size: only the checksum tells
+    proc = run_cli("status", out, "--verify", "--json")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["damage"] == [["imports", damaged.name, "checksum"]]
 
     log = tmp_path / "parses.log"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert f"imports/{damaged.name} (checksum)" in proc.stdout
     assert Counter(parse_log(log)) == Counter(p for batch in damaged.batches for p in entries[batch].paths)
     assert_same_output(snapshot(out), snapshot(uncompacted))
-    assert run_sb("status", out, "--verify").returncode == 0
+    assert run_cli("status", out, "--verify").returncode == 0
 
 
 def test_an_unreadable_manifest_is_damage_and_a_resume_rebuilds_it_without_parsing(corpus, compacted, uncompacted,
@@ -415,16 +416,16 @@ def test_an_unreadable_manifest_is_damage_and_a_resume_rebuilds_it_without_parsi
     out = _copy(compacted[0], tmp_path / "out")
     generation = read_manifest(str(out / "_snakebatch")).generation
     (out / "_snakebatch" / MANIFEST).write_bytes(b'{"generation": 1, "cov')
-    proc = run_sb("status", out, "--json")
+    proc = run_cli("status", out, "--json")
     assert proc.returncode == 1, proc.stderr
     status = json.loads(proc.stdout)
     assert status["state"] == "incomplete" and status["damage"] == [["_snakebatch", MANIFEST, "unreadable"]]
 
     log = tmp_path / "parses.log"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert "unreadable compaction.json rebuilt from the compacted parts" in proc.stdout
     assert parse_log(log) == []
     assert read_manifest(str(out / "_snakebatch")).generation == generation
     assert_same_output(snapshot(out), snapshot(uncompacted))
-    assert run_sb("status", out, "--verify").returncode == 0
+    assert run_cli("status", out, "--verify").returncode == 0

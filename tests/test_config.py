@@ -3,13 +3,14 @@ exit 2 with a one-line message from the CLI. Good options: sizes, snakebatch.tom
 
 from __future__ import annotations
 
+
 import os
 
 import pytest
 
 import snakebatch
 from snakebatch.config import build_config, parse_size
-from conftest import run_cli
+from helpers import cli_env, run_cli
 
 
 @pytest.fixture
@@ -176,14 +177,8 @@ def test_resume_and_fresh_together(source, tmp_path):
 
 def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, tmp_path):
     (tmp_path / "brokenparser.py").write_text("raise RuntimeError('line one\\nline two')\n")
-    env_path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    import subprocess
-    import sys
-    from conftest import cli_env
-
-    proc = subprocess.run([sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(tmp_path / "out"),
-                           "--parser", "brokenparser:parser"], capture_output=True, text=True,
-                          env=cli_env(PYTHONPATH=env_path + os.pathsep + cli_env()["PYTHONPATH"]))
+    proc = run_cli("run", source, "-o", tmp_path / "out", "--parser", "brokenparser:parser",
+                   env=cli_env([tmp_path]))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -256,7 +251,7 @@ def test_ctrl_c_during_start_up_exits_130(source, tmp_path):
     import sys
     import time
 
-    from conftest import cli_env
+    from helpers import cli_env
 
     started = tmp_path / "importing"
     (tmp_path / "slowparser.py").write_text(

@@ -16,13 +16,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import ROOT, read_table, stdlib_dir
+from helpers import cli_command, cli_env, read_table, run_cli, stdlib_dir
 from snakebatch.store.ledger import Ledger
 from snakebatch.engine.worker import BatchTask, process_batch
 
 distributed = pytest.importorskip("distributed")
 
-TESTS = Path(__file__).resolve().parent
 STDLIB_PACKAGES = ("json", "email", "asyncio", "importlib", "concurrent", "http", "xml", "urllib",
                    "unittest", "multiprocessing", "wsgiref", "tomllib", "logging", "sqlite3")
 FILE_COLUMNS = ("path", "content_hash", "status", "n_definitions", "n_imports", "lines", "blob_id")
@@ -31,19 +30,6 @@ IMPORT_COLUMNS = ("path", "module", "name", "alias", "level", "line")
 TABLE_COLUMNS = {"files": FILE_COLUMNS, "definitions": DEFINITION_COLUMNS, "imports": IMPORT_COLUMNS}
 # --retries 0: each extra attempt at the culprit costs a worker restart, and proves nothing new.
 PLUGINS = ("--parser", "dask_plugins:killer", "--parser", "dask_plugins:probe", "--retries", "0")
-
-
-def process_env(**extra) -> dict:
-    """This checkout and tests/ (the test parsers) importable, in the CLI and on Dask workers."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(TESTS), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-def snakebatch(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakebatch", *map(str, args)], capture_output=True,
-                          text=True, env=process_env(), timeout=timeout)
 
 
 def check(proc: subprocess.CompletedProcess, code: int = 0) -> dict | None:
@@ -118,7 +104,7 @@ class DaskCLICluster:
     def _start(self, name: str, args: list, prefix: tuple = (), cwd: str | None = None, **env) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")
         proc = subprocess.Popen([*prefix, sys.executable, "-m", "dask", *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=process_env(**env), start_new_session=True, cwd=cwd or self.log_dir)
+                                env=cli_env(**env), start_new_session=True, cwd=cwd or self.log_dir)
         log.close()
         self.procs.append(proc)
         return proc
@@ -153,7 +139,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_out(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "out"
-    check(snakebatch("run", corpus, "-o", out, "-j", "2", "--no-progress"))
+    check(run_cli("run", corpus, "-o", out, "-j", "2", "--no-progress"))
     return out
 
 
@@ -164,7 +150,7 @@ def local_cluster():
     from distributed import LocalCluster
 
     with pytest.MonkeyPatch.context() as patch, dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        patch.setenv("PYTHONPATH", process_env()["PYTHONPATH"])  # the spawned workers import snakebatch
+        patch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])  # the spawned workers import snakebatch
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=":0")
     try:
@@ -187,7 +173,7 @@ def cli_cluster(tmp_path_factory):
 
 def test_local_cluster_gives_the_rows_of_the_local_pool(corpus, local_out, local_cluster, tmp_path):
     out = tmp_path / "out"
-    summary = check(snakebatch("run", corpus, "-o", out, "--executor", "dask", "--scheduler",
+    summary = check(run_cli("run", corpus, "-o", out, "--executor", "dask", "--scheduler",
                                local_cluster.scheduler_address, "--no-progress", "--json"))
     assert summary["state"] == "complete"
     assert summary["files"] > 200
@@ -196,16 +182,17 @@ def test_local_cluster_gives_the_rows_of_the_local_pool(corpus, local_out, local
 
 def test_dask_cli_scheduler_and_workers_give_the_rows_of_the_local_pool(corpus, local_out, cli_cluster, tmp_path):
     out = tmp_path / "out"
-    summary = check(snakebatch("run", corpus, "-o", out, "--executor", "dask", "--scheduler", cli_cluster.address,
+    summary = check(run_cli("run", corpus, "-o", out, "--executor", "dask", "--scheduler", cli_cluster.address,
                                "--no-progress", "--json"))
     assert summary["state"] == "complete"
     assert_same_rows(out, local_out)
     # The governor saw the remote workers' memory and took their limits (2 x 1GiB) as its budget.
     assert summary["governor"]["peak_remote_rss_bytes"] > 20 * 1024 * 1024
     assert summary["governor"]["budget_bytes"] == 2 * 1024**3
-    # Every batch ran in a worker process, none in the CLI's own.
+    # Every batch of files ran in a worker process, none in the CLI's own (the job's empty first
+    # parts, which hold no file, are written by the coordinator itself).
     stats = json.loads((out / "_snakebatch" / "stats.json").read_text())
-    pids = {batch["worker_pid"] for batch in stats["batches"]}
+    pids = {batch["worker_pid"] for batch in stats["batches"] if batch["files"]}
     assert pids and len(pids) <= 2
 
 
@@ -218,9 +205,9 @@ def test_a_killed_worker_costs_one_file_on_the_builtin_local_cluster(corpus, tmp
     (source / "email" / "boom_here.py").write_text("x = 1\n")
     (source / "probe_memory.txt").write_text("which worker am I on?\n")
     local = tmp_path / "local"
-    check(snakebatch("run", source, "-o", local, "-j", "2", "--no-progress", *PLUGINS))
+    check(run_cli("run", source, "-o", local, "-j", "2", "--no-progress", *PLUGINS))
     out = tmp_path / "out"
-    summary = check(snakebatch("run", source, "-o", out, "--executor", "dask", "-j", "2", "--memory-budget", "1GiB",
+    summary = check(run_cli("run", source, "-o", out, "--executor", "dask", "-j", "2", "--memory-budget", "1GiB",
                                "--batch-bytes", "64KB", "--no-progress", "--json", *PLUGINS))
     assert summary["state"] == "complete"
     assert summary["crashed_isolations"] >= 1
@@ -237,9 +224,9 @@ def test_a_killed_worker_costs_one_file_on_the_builtin_local_cluster(corpus, tmp
 def test_resume_after_the_client_is_killed(corpus, local_out, cli_cluster, tmp_path):
     """SIGKILL of the CLI mid-job, then `--resume` against the same scheduler: no file twice, none lost."""
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "snakebatch", "run", str(corpus), "-o", str(out), "--executor", "dask",
-            "--scheduler", cli_cluster.address, "--batch-bytes", "16KB", "--no-progress"]
-    proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = cli_command("run", corpus, "-o", out, "--executor", "dask", "--scheduler", cli_cluster.address,
+                       "--batch-bytes", "16KB", "--no-progress")
+    proc = subprocess.Popen(args, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ledger = out / "_snakebatch" / "ledger.jsonl"
     try:
         deadline = time.monotonic() + 120
@@ -255,7 +242,7 @@ def test_resume_after_the_client_is_killed(corpus, local_out, cli_cluster, tmp_p
             proc.wait()
         proc.stderr.close()
     assert not (out / "_snakebatch" / "complete.json").exists(), "the job ended before it was killed"
-    summary = check(snakebatch("run", corpus, "-o", out, "--resume", "--executor", "dask", "--scheduler",
+    summary = check(run_cli("run", corpus, "-o", out, "--resume", "--executor", "dask", "--scheduler",
                                cli_cluster.address, "--no-progress", "--json"))
     assert summary["state"] == "complete"
     assert 0 < summary["files_this_run"] < summary["files"]
@@ -267,9 +254,9 @@ def test_ctrl_c_stops_the_builtin_local_cluster_cleanly(corpus, local_out, tmp_p
     """SIGINT to the whole process group, as a terminal sends it: the workers ignore it, the
     coordinator commits what is in flight and exits 130; `--resume` completes the same rows."""
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "snakebatch", "run", str(corpus), "-o", str(out), "--executor", "dask",
-            "-j", "2", "--batch-bytes", "16KB", "--no-progress"]
-    proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    args = cli_command("run", corpus, "-o", out, "--executor", "dask", "-j", "2", "--batch-bytes", "16KB",
+                       "--no-progress")
+    proc = subprocess.Popen(args, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         ledger = out / "_snakebatch" / "ledger.jsonl"
@@ -285,7 +272,7 @@ def test_ctrl_c_stops_the_builtin_local_cluster_cleanly(corpus, local_out, tmp_p
     assert proc.returncode == 130, stderr
     assert "resume with:" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    summary = check(snakebatch("run", corpus, "-o", out, "--resume", "--executor", "dask", "-j", "2",
+    summary = check(run_cli("run", corpus, "-o", out, "--resume", "--executor", "dask", "-j", "2",
                                "--no-progress", "--json"))
     assert 0 < summary["files_this_run"] < summary["files"]
     assert_same_rows(out, local_out)
@@ -301,9 +288,9 @@ def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_clu
     markers.mkdir()
     (source / "slow_one.py").write_text(f"{markers}\n")
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(out), "--executor", "dask",
-            "--scheduler", cli_cluster.address, "--parser", "dask_plugins:sleeper", "--no-progress"]
-    proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = cli_command("run", source, "-o", out, "--executor", "dask", "--scheduler", cli_cluster.address,
+                       "--parser", "dask_plugins:sleeper", "--no-progress")
+    proc = subprocess.Popen(args, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (markers / "sleeping").exists():
@@ -318,7 +305,7 @@ def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_clu
             proc.wait()
     assert not (markers / "slept").exists(), "the slow batch ended before the client was killed"
     committed_before = len(list(Ledger(str(out)).entries()))
-    summary = check(snakebatch("run", source, "-o", out, "--resume", "--executor", "dask", "--scheduler",
+    summary = check(run_cli("run", source, "-o", out, "--resume", "--executor", "dask", "--scheduler",
                                cli_cluster.address, "--parser", "dask_plugins:sleeper", "--no-progress", "--json"))
     assert summary["state"] == "complete"
     slept = (markers / "slept").stat().st_mtime
@@ -335,7 +322,7 @@ def test_a_builtin_local_cluster_without_workers_is_replaced(corpus, tmp_path, m
     cluster as the local pool replaces a broken pool, and batches run again."""
     from snakebatch.executors import dask as dask_executor
     from snakebatch.config import build_config
-    monkeypatch.setenv("PYTHONPATH", process_env()["PYTHONPATH"])
+    monkeypatch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])
     monkeypatch.setattr(dask_executor, "LOCAL_WORKERS_BACK_TIMEOUT_S", 1)
     out = tmp_path / "out"
     staging = Path(Ledger(str(out)).staging_root)
@@ -366,9 +353,9 @@ def test_losing_the_scheduler_stops_the_job_resumably(corpus, local_out, tmp_pat
         cluster.start_scheduler()
         cluster.start_workers(2)
         wait_for_workers(cluster.address, 2, cluster.procs)
-        args = [sys.executable, "-m", "snakebatch", "run", str(corpus), "-o", str(out), "--executor", "dask",
-                "--scheduler", cluster.address, "--batch-bytes", "16KB", "--no-progress"]
-        proc = subprocess.Popen(args, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        args = cli_command("run", corpus, "-o", out, "--executor", "dask", "--scheduler", cluster.address,
+                           "--batch-bytes", "16KB", "--no-progress")
+        proc = subprocess.Popen(args, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             ledger = out / "_snakebatch" / "ledger.jsonl"
             deadline = time.monotonic() + 120
@@ -388,7 +375,7 @@ def test_losing_the_scheduler_stops_the_job_resumably(corpus, local_out, tmp_pat
     assert "resume with:" in stderr
     statuses = {row["status"] for row in read_table(out, "files").to_pylist()}
     assert not statuses & {"crashed", "parser_error"}
-    summary = check(snakebatch("run", corpus, "-o", out, "--resume", "--no-progress", "--json"))
+    summary = check(run_cli("run", corpus, "-o", out, "--resume", "--no-progress", "--json"))
     assert 0 < summary["files_this_run"] < summary["files"]
     assert_same_rows(out, local_out)
 
@@ -397,11 +384,10 @@ def test_missing_extra_is_a_clear_usage_error(corpus, tmp_path):
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['distributed'] = None\n")
-    env = process_env()
+    env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join([str(blocker), env["PYTHONPATH"]])
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "snakebatch", "run", str(corpus), "-o", str(out), "--executor", "dask"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = run_cli("run", corpus, "-o", out, "--executor", "dask", env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "--executor dask needs the extra: pip install 'snakebatch[dask]'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -444,7 +430,7 @@ def test_a_worker_without_the_shared_source_or_out_is_a_clear_error(corpus, tmp_
         cluster.start_scheduler()
         cluster.start_workers(1, prefix=prefix)
         wait_for_workers(cluster.address, 1, cluster.procs)
-        proc = snakebatch("run", source, "-o", out, "--executor", "dask", "--scheduler", cluster.address,
+        proc = run_cli("run", source, "-o", out, "--executor", "dask", "--scheduler", cluster.address,
                           "--no-progress")
     finally:
         cluster.stop()

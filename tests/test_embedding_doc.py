@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from _corpus import copy_stdlib_corpus, files_on_disk
-from conftest import ROOT, cli_env
+from helpers import ROOT, cli_env
 
 
 def embedding_blocks() -> list[tuple[str, int, str]]:

@@ -12,9 +12,10 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import SAMPLES, read_table, run_cli
 from expectations import ast_counts, ast_names
+from helpers import SAMPLES, cli_env, read_table, run_cli
 from resume_helpers import LOGGING_PARSER, Run, env, run_args
+from snakebatch.schema import TABLES
 
 MISBEHAVING = "tests.misbehaving_parser:parser"  # raises on a `.bad` file that says `raise`
 
@@ -69,9 +70,11 @@ def test_sample_repo_definitions_and_imports_match_ast(tinylib_out):
     files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     definitions = read_table(out, "definitions").to_pylist()
     imports = read_table(out, "imports").to_pylist()
+    checked = 0
     for path, row in files.items():
         if row["parser"] != "python" or row["status"] != "ok":
             continue
+        checked += 1
         data = (TINYLIB / path).read_bytes()
         n_defs, n_imps = ast_counts(data)
         assert row["n_definitions"] == n_defs, path
@@ -84,6 +87,7 @@ def test_sample_repo_definitions_and_imports_match_ast(tinylib_out):
         for (kind, name) in mine:
             assert any(kind in kinds[k] for k, n in theirs if n == name), (path, kind, name)
         assert sum(1 for i in imports if i["path"] == path) == n_imps
+    assert checked > 0
 
 
 def test_python_rows_carry_qualnames_decorators_and_imports(tinylib_out):
@@ -124,7 +128,9 @@ def test_hashes_are_xxh3_and_git_blob_ids(tinylib_out):
     import xxhash
 
     out, _ = tinylib_out
-    for row in read_table(out, "files").to_pylist():
+    rows = read_table(out, "files").to_pylist()
+    assert rows
+    for row in rows:
         data = (TINYLIB / row["path"]).read_bytes()
         assert row["content_hash"] == xxhash.xxh3_128_hexdigest(data)
         assert row["blob_id"] == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -269,7 +275,7 @@ def test_custom_parser_by_module_attribute(tmp_path):
     )
     out = tmp_path / "out"
     run_cli("run", src, "-o", out, "--no-progress", "--parser", "fooparser:parser", check_codes=[0],
-            pythonpath=[plugin])
+            env=cli_env([plugin]))
     files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     assert files["a.foo"]["parser"] == "foo" and files["a.foo"]["language"] == "Foo"
     assert files["b.py"]["parser"] == "python"
@@ -308,7 +314,7 @@ def test_workers_that_cannot_run_stop_the_job_instead_of_crashing_every_file(tmp
     )
     out = tmp_path / "out"
     proc = run_cli("run", src, "-o", out, "--no-progress", "--json", "-j", "2", "--parser", "deadly_import:parser",
-                   pythonpath=[plugin], timeout=300)
+                   env=cli_env([plugin]), timeout=300)
     assert proc.returncode == 1, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["state"] == "stopped" and "without finishing any batch" in summary["stop_reason"]
@@ -323,7 +329,7 @@ def test_a_job_of_no_files_is_readable_by_duckdb(tmp_path):
     proc = run_cli("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
     assert json.loads(proc.stdout)["files"] == 0
     con = duckdb.connect()
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         assert con.execute(f"select count(*) from read_parquet('{out}/{table}/*.parquet')").fetchall() == [(0,)]
     assert "status" in read_table(out, "files").schema.names
 

@@ -12,9 +12,12 @@ import subprocess
 
 import pytest
 
-from conftest import read_table, run_cli
+from helpers import read_table, run_cli
 from treepeak import generated_module
 from treepeak import run_sampled as run_tree_sampled
+
+# Peaks of the process tree sampled from outside, and budgets set from them: nothing else may run beside.
+pytestmark = pytest.mark.serial
 
 MB = 1_000_000
 AST_BYTES_PER_SOURCE_BYTE = 265  # measured for treepeak.generated_module()

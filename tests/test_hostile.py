@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conftest import read_table, run_cli
+from helpers import read_table, run_cli
 from snakebatch.paths import display_path, source_path
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, committed_paths, copy_stdlib, env, holds_job, parse_log,
     read_parts, run_args, snapshot,
@@ -121,6 +121,11 @@ def check_interrupted(out: Path, baseline_files: int) -> set[str]:
     return in_tables | in_ledger
 
 
+# About a minute. The default run keeps real SIGKILLs of the group and their resumes in
+# test_compaction.py::test_sigkill_during_compaction_then_resume and
+# test_status.py::test_status_adds_up_every_run_even_a_killed_one, and each cut-off commit in
+# test_resume.py::test_recovery_finishes_or_undoes_each_cut_off_commit.
+@pytest.mark.slow
 def test_sigkill_at_many_moments_then_resume(corpus, baseline, tmp_path):
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log, sleep=SLEEP_PER_FILE)

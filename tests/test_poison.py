@@ -10,7 +10,7 @@ import json
 
 import duckdb
 
-from conftest import read_table, run_cli
+from helpers import read_table, run_cli
 
 PARSER = "tests.misbehaving_parser:parser"
 

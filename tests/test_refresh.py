@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from helpers import run_cli
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -25,7 +26,6 @@ from resume_helpers import (
     env,
     read_parts,
     run_args,
-    run_sb,
     snapshot,
 )
 
@@ -118,7 +118,7 @@ def test_edits_of_every_kind_then_refresh_equals_a_fresh_run(tmp_path):
     feed = duckdb.sql(f"select generation, change, count(*) from read_parquet('{out}/_snakebatch/changes/*.parquet') "
                       "group by all order by all").fetchall()
     assert [row[0] for row in feed] == sorted(row[0] for row in feed) and len({row[0] for row in feed}) == 3
-    status = json.loads(run_sb("status", out, "--json").stdout)
+    status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["snapshot_generation"] == report["generation"]
     assert status["last_refresh"]["changes"]["modified"] == 1
 
@@ -141,14 +141,14 @@ def test_option_changes_and_redo_reparse_what_they_change(tmp_path):
 def test_refusals_name_refresh_and_exit_2(tmp_path):
     source, out = _tree(tmp_path / "src", 2), tmp_path / "out"
     _run(source, out)
-    proc = run_sb(*run_args(source, out))
+    proc = run_cli(*run_args(source, out))
     assert proc.returncode == 2 and "--refresh" in proc.stderr
-    proc = run_sb(*run_args(source, out, "--redo", "timeout"))
+    proc = run_cli(*run_args(source, out, "--redo", "timeout"))
     assert proc.returncode == 2 and "--redo needs --refresh" in proc.stderr
-    proc = run_sb(*run_args(source, out, "--refresh", "--redo", "nonsense"))
+    proc = run_cli(*run_args(source, out, "--refresh", "--redo", "nonsense"))
     assert proc.returncode == 2 and "nonsense" in proc.stderr
     other = _tree(tmp_path / "other", 1)
-    proc = run_sb(*run_args(other, out, "--refresh"))
+    proc = run_cli(*run_args(other, out, "--refresh"))
     assert proc.returncode == 2 and "SOURCE" in proc.stderr
 
 
@@ -200,7 +200,7 @@ def test_a_refresh_cut_off_at_each_step_of_the_swap_then_refresh_or_resume(tmp_p
     # The ledger agrees with the tables: a resume has nothing to do, and status counts them all.
     again = _run(source, out, resume=True)
     assert again.summary.files_this_run == 0
-    assert json.loads(run_sb("status", out, "--json").stdout)["files_done"] == len(want["files"])
+    assert json.loads(run_cli("status", out, "--json").stdout)["files_done"] == len(want["files"])
 
 
 def test_a_reader_sees_the_old_or_the_new_snapshot_of_each_table_never_a_mix(tmp_path, monkeypatch):
@@ -235,13 +235,13 @@ def test_a_reader_sees_the_old_or_the_new_snapshot_of_each_table_never_a_mix(tmp
 def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path, moments):
     source, out = _tree(tmp_path / "src", 16), tmp_path / "out"
     options = ("--parser", LOGGING_PARSER, "-j", "1", "--batch-bytes", "200")
-    assert run_sb(*run_args(source, out, *options)).returncode == 0
+    assert run_cli(*run_args(source, out, *options)).returncode == 0
     for index in range(16):
         _write(source / f"pkg{index % 3}" / f"m{index:02d}.py", f"def edited{index}():\n    pass\n")
     (source / "notes.txt").unlink()
     clean = tmp_path / "clean"
     shutil.copytree(out, clean)
-    assert run_sb(*run_args(source, clean, "--refresh", *options)).returncode == 0
+    assert run_cli(*run_args(source, clean, "--refresh", *options)).returncode == 0
     want = snapshot(clean)
     landed = 0
     for number, (watch, delay) in enumerate(moments):
@@ -254,7 +254,7 @@ def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path, m
         time.sleep(delay)
         landed += run.kill_group() == -signal.SIGKILL
         read_parts(target)
-        final = run_sb(*run_args(source, target, "--refresh", *options))
+        final = run_cli(*run_args(source, target, "--refresh", *options))
         assert final.returncode == 0, final.stderr
         assert_same_output(snapshot(target), want)
     assert landed >= 1

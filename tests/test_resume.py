@@ -21,10 +21,12 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
+from helpers import run_cli
 from resume_helpers import (
     LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
-    run_sb, snapshot,
+    snapshot,
 )
+from snakebatch.schema import TABLES
 from snakebatch.store import ledger as ledger_module
 from snakebatch.store.layout import part_name
 from snakebatch.store.ledger import Ledger, LedgerEntry
@@ -43,7 +45,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def baseline(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline") / "out"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     return snapshot(out)
 
@@ -58,7 +60,7 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     # Batch parts, as before compaction (test_compaction.py corrupts a compacted job's entries).
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log)
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact"), environ=environ)
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), env=environ)
     assert proc.returncode == 0, proc.stderr
     entries = _entries(out)
     assert len(entries) >= 5
@@ -73,13 +75,13 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     ledger_path.write_bytes(b"".join(lines))
     redo = set(entries[middle].paths) | set(entries[-1].paths)
 
-    status = json.loads(run_sb("status", out, "--json").stdout)
+    status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["state"] == "incomplete"
     assert status["corrupt_ledger_lines"] == 2
     assert status["files_done"] == len(baseline["files"]) - len(redo)
 
     log.unlink()
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), environ=environ)
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), env=environ)
     assert proc.returncode == 0, proc.stderr
     assert f"2 corrupt ledger entries (line {middle + 1}, {len(lines)}) ignored" in proc.stdout
     assert "part file(s) without a valid ledger entry removed" in proc.stdout
@@ -87,7 +89,7 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     assert Counter(parse_log(log)) == Counter(redo)
     assert_same_output(snapshot(out), baseline)
     _entries(out)  # the ledger was rewritten without the corrupt lines
-    status = json.loads(run_sb("status", out, "--json").stdout)
+    status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["state"] == "complete" and status["corrupt_ledger_lines"] == 0
 
 
@@ -101,47 +103,47 @@ def _flip_middle(path: Path, count: int = 64) -> None:
 def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(corpus, baseline, tmp_path):
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log)
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact"), environ=environ)
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), env=environ)
     assert proc.returncode == 0, proc.stderr
     entries = _entries(out)
     assert all(set(entry.parts) == {"files", "definitions", "imports"} for entry in entries)
     corrupt, deleted = entries[len(entries) // 2], entries[1]
     _flip_middle(out / "files" / part_name(corrupt.batch_id))  # same size: only a checksum tells
-    assert run_sb("status", out).returncode == 0
-    proc = run_sb("status", out, "--verify", "--json")
+    assert run_cli("status", out).returncode == 0
+    proc = run_cli("status", out, "--verify", "--json")
     assert proc.returncode == 1, proc.stderr
     status = json.loads(proc.stdout)
     assert status["state"] == "incomplete"
     assert status["damage"] == [["files", part_name(corrupt.batch_id), "checksum"]]
     (out / "definitions" / part_name(deleted.batch_id)).unlink()
-    proc = run_sb("status", out)  # existence and size are checked without --verify
+    proc = run_cli("status", out)  # existence and size are checked without --verify
     assert proc.returncode == 1 and "DAMAGED:   1 part(s)" in proc.stdout
     assert f"definitions/{part_name(deleted.batch_id)} (missing)" in proc.stdout
 
     log.unlink()
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), environ=environ)
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), env=environ)
     assert proc.returncode == 0, proc.stderr
     assert f"files/{part_name(corrupt.batch_id)} (checksum)" in proc.stdout
     assert Counter(parse_log(log)) == Counter(corrupt.paths + deleted.paths)  # exactly those batches, once
     assert_same_output(snapshot(out), baseline)
-    proc = run_sb("status", out, "--verify")
+    proc = run_cli("status", out, "--verify")
     assert proc.returncode == 0 and ": complete" in proc.stdout and "verified:" in proc.stdout, proc.stdout
 
 
 def test_an_emptied_ledger_is_damage_and_a_resume_repairs_it(corpus, baseline, tmp_path):
     out = tmp_path / "out"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     (out / "_snakebatch" / "ledger.jsonl").write_bytes(b"")
-    proc = run_sb("status", out, "--json")
+    proc = run_cli("status", out, "--json")
     assert proc.returncode == 1
     status = json.loads(proc.stdout)
     assert status["state"] == "incomplete" and status["damage"]
     assert ["_snakebatch", "ledger.jsonl", "0 files, not the 150 of the complete job"] in status["damage"]
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
-    assert run_sb("status", out, "--verify").returncode == 0
+    assert run_cli("status", out, "--verify").returncode == 0
 
 
 def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path):
@@ -152,19 +154,19 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
             assert first.proc.poll() is None, first.stderr
             time.sleep(0.01)
         for extra in (("--resume",), (), ("--fresh",)):
-            proc = run_sb(*run_args(corpus, out, *OPTIONS, *extra))
+            proc = run_cli(*run_args(corpus, out, *OPTIONS, *extra))
             assert proc.returncode == 2, proc.stderr
             assert f"another snakebatch run (PID {first.proc.pid}) is writing" in proc.stderr
             assert "Traceback" not in proc.stderr
         assert (out / "_snakebatch" / "job.json").is_file()  # --fresh deleted nothing
-        status = json.loads(run_sb("status", out, "--json").stdout)
+        status = json.loads(run_cli("status", out, "--json").stdout)
         assert status["state"] == "running" and status["running_pid"] == str(first.proc.pid)
     finally:
         first.kill_group()
     # The OS released the lock with the process: no stale lock after a SIGKILL.
-    status = json.loads(run_sb("status", out, "--json").stdout)
+    status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["state"] == "incomplete" and status["running_pid"] is None
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
 
 
@@ -179,11 +181,11 @@ def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_wr
             assert first.proc.poll() is None, first.stderr
             time.sleep(0.01)
         (out / "_snakebatch" / "lock").unlink()
-        second = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+        second = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"another snakebatch run (PID {first.proc.pid}) is writing" in second.stderr
         assert first.proc.poll() is None  # the refusal was the lock's, not the first run's end
-        assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "running"
+        assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "running"
         # The holder finds its lock file gone at its next commit and stops, resumable.
         assert first.wait(timeout=120) == 1, first.stderr
     finally:
@@ -191,7 +193,7 @@ def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_wr
     assert "lock" in first.stderr and "was removed while this run held it" in first.stderr
     assert "resume with: " in first.stderr
     assert len(snapshot(out)["files"]) < len(baseline["files"])
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
 
@@ -215,15 +217,15 @@ def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
     src.mkdir()
     (src / "a.py").write_text("x = 1\n")
     out = tmp_path / "out"
-    run_sb(*run_args(src, out), check=True)
+    run_cli(*run_args(src, out), check_codes=(0,))
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out / "_snakebatch"), content],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
-        proc = run_sb(*run_args(src, out, resume=True))
+        proc = run_cli(*run_args(src, out, resume=True))
         assert proc.returncode == 2, proc.stderr
         assert f"another snakebatch run (PID {holder.pid}) is writing {out}" in proc.stderr
-        status = json.loads(run_sb("status", out, "--json").stdout)
+        status = json.loads(run_cli("status", out, "--json").stdout)
         assert status["state"] == "running" and status["running_pid"] == str(holder.pid)
     finally:
         holder.kill()
@@ -232,7 +234,7 @@ def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
 
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
     out = tmp_path / "out"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--exclude", "email/"))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--exclude", "email/"))
     assert proc.returncode == 0, proc.stderr
     for changed, named in [
         (("--exclude", "email/", "--content"), "--content"),
@@ -240,18 +242,18 @@ def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
         (("--exclude", "email/", "--max-file-size", "1MB"), "--max-file-size"),
         (("--exclude", "email/", "--no-gitignore"), "--no-gitignore"),
     ]:
-        proc = run_sb(*run_args(corpus, out, "--parser", LOGGING_PARSER, *changed, resume=True))
+        proc = run_cli(*run_args(corpus, out, "--parser", LOGGING_PARSER, *changed, resume=True))
         assert proc.returncode == 2, proc.stderr
         assert "these options differ from the job's" in proc.stderr and named in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--exclude", "email/", resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--exclude", "email/", resume=True))
     assert proc.returncode == 0, proc.stderr
     # Options that do not change rows may change freely.
-    proc = run_sb(*run_args(corpus, out, "--parser", LOGGING_PARSER, "--exclude", "email/", "-j", "1",
+    proc = run_cli(*run_args(corpus, out, "--parser", LOGGING_PARSER, "--exclude", "email/", "-j", "1",
                             "--batch-bytes", "1MB", "--memory-budget", "2GiB", resume=True))
     assert proc.returncode == 0, proc.stderr
     # Without the job's --parser the run is a different job.
-    proc = run_sb(*run_args(corpus, out, "--exclude", "email/", resume=True))
+    proc = run_cli(*run_args(corpus, out, "--exclude", "email/", resume=True))
     assert proc.returncode == 2 and "--parser" in proc.stderr
 
 
@@ -261,11 +263,11 @@ def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     # With --content this file's part is ~3 MB of incompressible text: past a 1 MB size limit.
     (source / "big.txt").write_text(base64.b64encode(random.Random(1).randbytes(2_400_000)).decode())
     options = ("--content", "--batch-bytes", "64KB", "-j", "2")
-    want = run_sb(*run_args(source, tmp_path / "want", *options))
+    want = run_cli(*run_args(source, tmp_path / "want", *options))
     assert want.returncode == 0, want.stderr
 
     out = tmp_path / "out"
-    proc = run_sb(*run_args(source, out, *options), preexec_fn=file_size_limit(1_000_000))
+    proc = run_cli(*run_args(source, out, *options), preexec_fn=file_size_limit(1_000_000))
     assert proc.returncode == 1, proc.stderr
     assert "cannot write batch" in proc.stderr and "File too large" in proc.stderr
     assert "snakebatch: resume with: " in proc.stderr and "--content" in proc.stderr
@@ -275,7 +277,7 @@ def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     assert "big.txt" not in committed
     assert not os.listdir(out / "_snakebatch" / "staging")
 
-    proc = run_sb(*run_args(source, out, *options, resume=True))
+    proc = run_cli(*run_args(source, out, *options, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), snapshot(tmp_path / "want"))
 
@@ -284,7 +286,7 @@ def test_a_ledger_write_failure_stops_with_exit_1_and_resumes(corpus, baseline, 
     out = tmp_path / "out"
     # One file per batch: many ledger lines. The ledger outgrows a 30 kB limit, no part does.
     options = (*OPTIONS, "--batch-bytes", "1KB")
-    proc = run_sb(*run_args(corpus, out, *options), preexec_fn=file_size_limit(30_000))
+    proc = run_cli(*run_args(corpus, out, *options), preexec_fn=file_size_limit(30_000))
     assert proc.returncode == 1, proc.stderr
     assert "cannot commit batch" in proc.stderr and "File too large" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -295,7 +297,7 @@ def test_a_ledger_write_failure_stops_with_exit_1_and_resumes(corpus, baseline, 
     parts = read_parts(out)
     assert {p for t in parts["files"] for p in t.column("path").to_pylist()} == in_ledger
 
-    proc = run_sb(*run_args(corpus, out, *options, resume=True))
+    proc = run_cli(*run_args(corpus, out, *options, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
 
@@ -305,7 +307,7 @@ def test_resume_skips_committed_files_and_counts_changed_ones_as_stale(corpus, b
     shutil.copytree(corpus, source)
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log)
-    assert run_sb(*run_args(source, out, *OPTIONS), environ=environ).returncode == 0
+    assert run_cli(*run_args(source, out, *OPTIONS), env=environ).returncode == 0
     committed = snapshot(out)
     changed = sorted(committed["files"])[:2]
     for rel in changed:
@@ -317,7 +319,7 @@ def test_resume_skips_committed_files_and_counts_changed_ones_as_stale(corpus, b
         (source / rel).write_text("import os\n\ndef f(x):\n    return x\n")
     log.unlink()
 
-    proc = run_sb(*run_args(source, out, *OPTIONS, "--json", resume=True), environ=environ)
+    proc = run_cli(*run_args(source, out, *OPTIONS, "--json", resume=True), env=environ)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert sorted(parse_log(log)) == sorted(new)  # committed files are never read again
@@ -331,7 +333,7 @@ def test_resume_skips_committed_files_and_counts_changed_ones_as_stale(corpus, b
     rows = con.execute(f"select path, n_definitions, n_imports from read_parquet('{out}/files/*.parquet') "
                        "where path like '%new_%' order by path").fetchall()
     assert rows == [("new_a.py", 1, 1), ("new_c.py", 1, 1), ("pkg/new_b.py", 1, 1)]
-    status = json.loads(run_sb("status", out, "--json").stdout)
+    status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["stale_files"] == 2 and status["state"] == "complete"
 
 
@@ -366,7 +368,7 @@ def test_recovery_finishes_or_undoes_each_cut_off_commit(tmp_path):
     _stage(tmp_path, ledger, 4, ["f.py"])
     # A part whose line is gone (e.g. found corrupt before): removed.
     stray, staging = _stage(tmp_path, ledger, 5, ["g.py"])
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         os.rename(os.path.join(staging, table + ".parquet"), out / table / part_name(5))
     ledger.close()
     with open(ledger.path, "ab") as fh:
@@ -405,13 +407,13 @@ def test_a_run_killed_before_recording_its_job_can_be_started_again(corpus, tmp_
     out = tmp_path / "out"
     (out / "_snakebatch").mkdir(parents=True)
     (out / "_snakebatch" / "lock").write_text("12345")
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 2 and "holds no snakebatch job to resume" in proc.stderr
-    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("not a job")
-    proc = run_sb(*run_args(corpus, tmp_path / "other", *OPTIONS))
+    proc = run_cli(*run_args(corpus, tmp_path / "other", *OPTIONS))
     assert proc.returncode == 2 and "is not empty and holds no snakebatch job" in proc.stderr
 
 
@@ -432,7 +434,7 @@ def test_resume_rechecks_io_error_rows_of_files_that_vanished_or_came_back(tmp_p
     out = tmp_path / "out"
     args = ("run", src, "-o", out, "--no-progress", "-j", "1", "--batch-bytes", trigger.stat().st_size + 5, compact,
             "--parser", "tests.misbehaving_parser:parser")
-    proc = run_sb(*args)
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert "io_error:  3 files could not be read" in proc.stdout and "--resume re-checks them" in proc.stdout
     rows = {r["path"]: r["status"] for r in ds.dataset(str(out / "files")).to_table().to_pylist()}
@@ -440,7 +442,7 @@ def test_resume_rechecks_io_error_rows_of_files_that_vanished_or_came_back(tmp_p
                     "zdir/inner.py": "io_error"}
 
     os.rename(away, src / "z_back.py")
-    proc = run_sb(*args, "--resume", "--json")
+    proc = run_cli(*args, "--resume", "--json")
     assert proc.returncode == 0, proc.stderr
     files = duckdb.sql(f"select path, status from read_parquet('{out}/files/*.parquet') order by path").fetchall()
     assert files == [("a.bad", "ok"), ("m.py", "ok"), ("z_back.py", "ok"), ("zdir", "ok")]
@@ -448,8 +450,8 @@ def test_resume_rechecks_io_error_rows_of_files_that_vanished_or_came_back(tmp_p
     assert summary["io_errors_rechecked"] == {"gone": 2, "back": 1}
     assert summary["files_this_run"] == 2  # z_back.py and the file zdir; a.bad is not parsed again
     assert summary["status_counts"] == {"ok": 4}
-    status = json.loads(run_sb("status", out, "--json").stdout)
+    status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["files_done"] == 4 and status["status_counts"] == {"ok": 4}
     # Nothing left to re-check: another resume changes nothing.
-    again = json.loads(run_sb(*args, "--resume", "--json").stdout)
+    again = json.loads(run_cli(*args, "--resume", "--json").stdout)
     assert again["io_errors_rechecked"] == {"gone": 0, "back": 0} and again["files_this_run"] == 0

@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, run_args, run_sb
+from helpers import run_cli
+from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, run_args
 from snakebatch.store.ledger import Ledger
 
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2")
@@ -31,14 +32,14 @@ def corpus(tmp_path_factory):
 
 
 def status(out: Path) -> dict:
-    proc = run_sb("status", out, "--json")
+    proc = run_cli("status", out, "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
 def test_status_of_a_complete_job(corpus, tmp_path):
     out = tmp_path / "out"
-    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json"))
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     got = status(out)
@@ -60,7 +61,7 @@ def test_status_of_a_complete_job(corpus, tmp_path):
     for path, state, message in got["error_samples"]:
         assert message == messages[path][:300] and state in ("syntax_error", "decode_error")
 
-    text = run_sb("status", out)
+    text = run_cli("status", out)
     assert text.returncode == 0
     assert f"{out}: complete" in text.stdout and "124 done" in text.stdout
     assert "syntax_error 2" in text.stdout and "resume with" not in text.stdout
@@ -71,7 +72,7 @@ def test_status_of_a_stopped_job_names_the_resume_command(corpus, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(corpus, src)
     (src / "0_refused.bad").write_text("raise\n")  # a parser failure, discovered first: --max-errors counts it
-    proc = run_sb(*run_args(src, out, *OPTIONS, "--parser", "misbehaving_parser:parser", "--content",
+    proc = run_cli(*run_args(src, out, *OPTIONS, "--parser", "misbehaving_parser:parser", "--content",
                             "--max-errors", "1"))
     assert proc.returncode == 1, proc.stderr
     printed = [line.split(": ", 2)[2] for line in proc.stderr.splitlines() if "resume with:" in line]
@@ -83,7 +84,7 @@ def test_status_of_a_stopped_job_names_the_resume_command(corpus, tmp_path):
     con = duckdb.connect()
     rows = con.execute(f"select status, count(*) from read_parquet('{out}/files/*.parquet') group by status").fetchall()
     assert got["status_counts"] == dict(rows) and got["files_done"] == sum(dict(rows).values()) < 125
-    text = run_sb("status", out).stdout
+    text = run_cli("status", out).stdout
     assert "incomplete (last run: --max-errors 1" in text and f"resume with: {printed[0]}" in text
 
 
@@ -112,7 +113,7 @@ def test_status_adds_up_every_run_even_a_killed_one(corpus, tmp_path):
     entries, _ = Ledger(str(out)).read()
     killed_start = max(e.run_started_at for e in entries)
     killed_span = max(e.committed_at for e in entries) - killed_start
-    last = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    last = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert last.returncode == 0, last.stderr
     got = status(out)
     assert got["state"] == "complete" and got["runs"] == 3 and got["files_done"] == 124
@@ -122,7 +123,7 @@ def test_status_adds_up_every_run_even_a_killed_one(corpus, tmp_path):
 
 def test_status_of_a_folder_without_a_job(tmp_path):
     for out in (tmp_path, tmp_path / "missing"):
-        proc = run_sb("status", out)
+        proc = run_cli("status", out)
         assert proc.returncode == 2
         assert proc.stderr.strip() == f"snakebatch: error: {out} holds no snakebatch job (no _snakebatch/job.json)"
         assert proc.stdout == ""

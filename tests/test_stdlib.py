@@ -13,7 +13,7 @@ import stat
 import duckdb
 import pytest
 
-from conftest import read_table, run_cli, stdlib_dir
+from helpers import read_table, run_cli, stdlib_dir
 from expectations import ast_counts
 
 
@@ -52,6 +52,10 @@ def test_every_stdlib_file_has_exactly_one_row(stdlib_run):
     assert summary["files"] == len(expected) and summary["state"] == "complete"
 
 
+# ast-parses the whole standard library in this process (a third of a minute). The default run
+# keeps the same check on the sample repository (test_engine.py::
+# test_sample_repo_definitions_and_imports_match_ast) and on real files (test_python_parser.py).
+@pytest.mark.slow
 def test_stdlib_python_statuses_and_counts_agree_with_ast(stdlib_run):
     root, out, _ = stdlib_run
     files = read_table(out, "files").select(["path", "status", "n_definitions", "n_imports", "parser"]).to_pylist()

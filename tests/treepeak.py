@@ -1,18 +1,15 @@
 """Shared by the memory tests and benchmarks: run snakebatch in a subprocess and sample the RSS
-of its whole process tree from outside."""
+of its whole process tree from outside (the command and environment are helpers.py's)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import cli_command, cli_env
 
 
 def generated_module(size: int, seed: int = 0) -> bytes:
@@ -29,10 +26,8 @@ def generated_module(size: int, seed: int = 0) -> bytes:
 
 def run_sampled(args: list, interval: float = 0.05, timeout: float = 900) -> tuple[subprocess.CompletedProcess, int]:
     """Run `snakebatch ARGS`; returns the finished process and the peak RSS sum of its tree."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.Popen([sys.executable, "-m", "snakebatch", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env())
     peak = 0
     done = threading.Event()
 

@@ -1,0 +1,60 @@
+"""The one way the tests (and the benchmarks) run the snakebatch CLI, and read its tables back.
+
+Owns: the command line and environment of a CLI subprocess from this checkout (`cli_command`,
+`cli_env`), running it to its end (`run_cli`), and reading a committed table (`read_table`).
+Must not touch: pytest (fixtures live in conftest.py; the benchmarks import this module without it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+SAMPLES = ROOT / "sample_repos"
+
+
+def cli_command(*args) -> list[str]:
+    """The command line of `snakebatch ARGS` (for a test that needs a Popen of its own)."""
+    return [sys.executable, "-m", "snakebatch", *map(str, args)]
+
+
+def cli_env(pythonpath=(), **extra) -> dict:
+    """The environment of a CLI subprocess or a Dask worker: this checkout and tests/ (the test
+    parsers) importable, then `pythonpath`; `extra` variables set on top."""
+    env = dict(os.environ)
+    paths = [str(ROOT), str(TESTS), *map(str, pythonpath), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 600, cwd=ROOT,
+            **kwargs) -> subprocess.CompletedProcess:
+    """`snakebatch ARGS` to its end in a subprocess, in `env` (default `cli_env()`); returns the
+    finished process. With `check_codes`, an exit code outside them fails with the output."""
+    proc = subprocess.run(
+        cli_command(*args), capture_output=True, text=True, env=cli_env() if env is None else env,
+        timeout=timeout, cwd=cwd, **kwargs,
+    )
+    if check_codes is not None and proc.returncode not in check_codes:
+        raise AssertionError(
+            f"snakebatch {' '.join(map(str, args))} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def read_table(out: Path, table: str):
+    """The committed rows of a table, read with pyarrow.dataset as any reader would."""
+    return ds.dataset(str(Path(out) / table), format="parquet").to_table()
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
