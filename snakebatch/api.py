@@ -97,23 +97,14 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     return ds.dataset([], format="parquet", schema=table_schema(table, read_record(out).job.content))
 
 
-def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
+def _execute(coordinator: Coordinator, handle_signals: bool) -> Iterator:
     restore = coordinator.install_signal_handlers() if handle_signals else (lambda: None)
-    summary = None
     try:
         yield from coordinator.run()
-        if coordinator.complete:
-            coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
-            coordinator.complete = not coordinator.stop  # a signal during compaction: resumable
-        summary = coordinator.summary()
+        coordinator.compact()
     finally:
         restore()
-        if summary is None:  # the consumer stopped early, or an error escaped
-            coordinator.complete = False
-            coordinator.stop.request(coordinator.stop.reason or "stopped by the caller", 1)
-            summary = coordinator.summary()
-        sink.close(summary)
-        coordinator.final_summary = summary
+        coordinator.close()  # the consumer may have stopped early, or an error escaped: resumable
 
 
 def _refuse_inside_a_starting_worker(function: str) -> None:
@@ -133,7 +124,7 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
     config = build_config(source, output, resume=resume, fresh=fresh, **options)
     sink = OutputSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
-    for _ in _execute(coordinator, sink, handle_signals=True):
+    for _ in _execute(coordinator, handle_signals=True):
         pass
     return RunResult(coordinator.final_summary)
 
@@ -158,4 +149,4 @@ def _stream(config, on_progress) -> Iterator[tuple[str, pa.RecordBatch]]:
     sink = StreamSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
     # Ctrl-C stays the caller's KeyboardInterrupt: the stream is inside their loop.
-    yield from _execute(coordinator, sink, handle_signals=False)
+    yield from _execute(coordinator, handle_signals=False)
