@@ -1,7 +1,7 @@
 """The one typed configuration of a job, validated once at the edge.
 
 Owns: `JobConfig` (the options that change the rows: the job's identity on resume) and
-`RunConfig` (how this run executes them), parsing of sizes, `snakebatch.toml` /
+`RunConfig` (how this run executes them), parsing and printing of sizes, `snakebatch.toml` /
 `[tool.snakebatch]` defaults, and every ConfigError for a bad option. The CLI and the Python API
 both call `build_config`; nothing past it re-validates or reads options from anywhere else.
 """
@@ -49,6 +49,15 @@ def parse_size(value: object, option: str) -> int:
     if size < 1:
         raise ConfigError(f"{option}: {value!r} is less than one byte (e.g. 512MB, 2GiB)")
     return size
+
+
+def human_size(n: float) -> str:
+    """Bytes for a person, in decimal units: `512 B`, `4.2 MB`, `1.5 TB`."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

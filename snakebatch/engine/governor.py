@@ -25,6 +25,7 @@ from collections import deque
 
 import psutil
 
+from ..config import human_size
 from ..executors.base import Executor
 
 MIN_BATCH_BYTES = 256 * 1024
@@ -48,14 +49,6 @@ ROWS_RATIO = 4.0
 # standard library); too high a guess would call files too large that fit.
 PRIOR_WORKER_RSS = 64 * 1024 * 1024
 RATIO_WINDOW = 256  # a ratio is the largest of this many recent measurements
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 class MemoryGovernor:
@@ -247,9 +240,9 @@ class MemoryGovernor:
             self.too_large_files += 1
             self.record("too_large", path=path, estimate=estimate, baseline=baseline)
             found[index] = (
-                f"parsing needs an estimated {human(estimate)} ({size} bytes x {estimate / size:.0f} for "
-                f"{parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
-                f"{human(max(free, 0))} beside the {human(baseline)} the workers need at rest")
+                f"parsing needs an estimated {human_size(estimate)} ({size} bytes x {estimate / size:.0f} for "
+                f"{parser or 'its parser'}); --memory-budget {human_size(self.budget)} leaves about "
+                f"{human_size(max(free, 0))} beside the {human_size(baseline)} the workers need at rest")
         return found
 
     # -- admission -----------------------------------------------------------------------------
@@ -293,7 +286,7 @@ class MemoryGovernor:
             self._holding = why
             if why == "alone":
                 self.held_alone += 1
-                self.note = f"waiting to run a {human(estimate)} batch alone"
+                self.note = f"waiting to run a {human_size(estimate)} batch alone"
             else:
                 self.held_budget += 1
                 self.note = "holding: budget"
@@ -357,7 +350,7 @@ class MemoryGovernor:
         """A few words for the progress line."""
         if self.recycle_wanted:
             return "recycling workers"
-        return self.note or f"batch {human(self.batch_bytes)}"
+        return self.note or f"batch {human_size(self.batch_bytes)}"
 
     def stats(self) -> dict:
         return {

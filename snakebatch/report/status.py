@@ -13,6 +13,7 @@ import time
 
 import msgspec
 
+from ..engine.tally import Tally
 from ..errors import ConfigError, JobError
 from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from ..store.ledger import Ledger
@@ -111,19 +112,12 @@ def job_status(out: str | os.PathLike) -> JobStatus:
             current_start = time.time()
     ledger = Ledger(out)
     entries, corrupt = ledger.read()
-    status_counts: dict[str, int] = {}
-    language_counts: dict[str, int] = {}
-    files_done = bytes_done = 0
+    tally = Tally()
     errors: list[tuple[int, str, str]] = []
     for entry in entries:
-        files_done += len(entry.paths)
-        bytes_done += entry.bytes
-        for path, status in zip(entry.paths, entry.statuses):
-            status_counts[status] = status_counts.get(status, 0) + 1
-            if status in ERROR_STATUSES and len(errors) < ERROR_SAMPLES:
-                errors.append((entry.batch_id, path, status))
-        for language, count in entry.language_counts.items():
-            language_counts[language] = language_counts.get(language, 0) + count
+        if tally.add(entry) and len(errors) < ERROR_SAMPLES:
+            errors += [(entry.batch_id, path, status) for path, status in zip(entry.paths, entry.statuses)
+                       if status in ERROR_STATUSES][:ERROR_SAMPLES - len(errors)]
     stats = read_json(out, "stats.json")
     stats = stats if isinstance(stats, dict) else {}
     last = stats.get("summary") or {}
@@ -149,14 +143,14 @@ def job_status(out: str | os.PathLike) -> JobStatus:
         output=out,
         source=record.job.source,
         running_pid=holder,
-        files_done=files_done,
-        bytes_done=bytes_done,
-        status_counts=_sorted_counts(status_counts),
-        language_counts=_sorted_counts(language_counts),
+        files_done=tally.files,
+        bytes_done=tally.bytes,
+        status_counts=_sorted_counts(tally.status_counts),
+        language_counts=_sorted_counts(tally.language_counts),
         batches=len(entries),
         runs=run_count,
         elapsed_s=round(elapsed, 3),
-        files_per_s=round(files_done / elapsed, 1) if elapsed > 0 else 0.0,
+        files_per_s=round(tally.files / elapsed, 1) if elapsed > 0 else 0.0,
         stale_files=int(last.get("stale_files") or 0),
         stale_sample=list(last.get("stale_sample") or []),
         error_samples=_error_samples(out, errors, manifest),
