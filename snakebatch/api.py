@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from .config import build_config
 from .engine.coordinator import Coordinator, Progress, RunSummary
-from .errors import ConfigError
 from .engine.sinks import OutputSink, StreamSink
+from .errors import ConfigError, JobError
 
 
 class RunResult:
@@ -122,7 +122,12 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
     """Run a job to its end (or its stop) and return what happened. Options as on the CLI."""
     _refuse_inside_a_starting_worker("run")
     config = build_config(source, output, resume=resume, fresh=fresh, **options)
-    sink = OutputSink(config)
+    try:
+        sink = OutputSink(config)
+    except OSError as err:  # a read-only filesystem, a file where a folder must be, no permission
+        where = f" ({err.filename})" if err.filename else ""
+        raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "
+                       f"{err.strerror or err}{where}; give a folder this user can write") from None
     coordinator = Coordinator(config, sink, on_progress=on_progress)
     for _ in _execute(coordinator, handle_signals=True):
         pass

@@ -13,10 +13,10 @@ import click
 import msgspec
 
 from ._version import __version__
-from .config import human_size
+from .engine.governor import human
 from .errors import ConfigError, JobError
 
-EXIT_USAGE = 2  # a user's mistake (ConfigError) or a job that cannot run (JobError)
+EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _fail(message: str, code: int = EXIT_USAGE):
@@ -44,7 +44,7 @@ class _ProgressBar:
             bar.total = progress.files_total
         bar.n = progress.files_done
         rate = progress.bytes_done / 1e6 / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
-        postfix = f"{rate:.1f} MB/s, {progress.errors} errors, rss {human_size(progress.rss_bytes)}"
+        postfix = f"{rate:.1f} MB/s, {progress.errors} errors, rss {human(progress.rss_bytes)}"
         if progress.memory:
             postfix += f", {progress.memory}"
         bar.set_postfix_str(postfix, refresh=False)
@@ -59,9 +59,9 @@ def _print_summary(summary) -> None:
     state = {"complete": "complete", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}[summary.state]
     lines.append(
         f"snakebatch: {state}: {_plural(summary.files, 'file')} ({summary.files_this_run} this run), "
-        f"{human_size(summary.bytes_this_run)} in {summary.elapsed_s:.1f}s: "
+        f"{human(summary.bytes_this_run)} in {summary.elapsed_s:.1f}s: "
         f"{summary.files_per_s:.0f} files/s, {summary.mb_per_s:.1f} MB/s, "
-        f"peak RSS {human_size(summary.peak_rss_bytes)}"
+        f"peak RSS {human(summary.peak_rss_bytes)}"
     )
     lines.append("  status:    " + ", ".join(f"{k} {v}" for k, v in summary.status_counts.items()))
     languages = list(summary.language_counts.items())
@@ -71,10 +71,20 @@ def _print_summary(summary) -> None:
     lines.append("  languages: " + (shown or "-"))
     if summary.recovery:
         lines.append(f"  recovered: {summary.recovery}")
+    rechecked = summary.io_errors_rechecked
+    if rechecked["gone"] or rechecked["back"]:
+        lines.append(f"  rechecked: {_plural(rechecked['gone'] + rechecked['back'], 'io_error file')} of earlier runs: "
+                     f"{rechecked['gone']} gone (rows removed), {rechecked['back']} there again (parsed again)")
+    if summary.status_counts.get("io_error"):
+        lines.append(f"  io_error:  {_plural(summary.status_counts['io_error'], 'file')} could not be read (deleted or "
+                     "replaced during the run?); --resume re-checks them")
     if summary.stale_files:
         lines.append(f"  stale:     {summary.stale_files} committed files changed on disk since (kept as committed)")
     if summary.unreadable_folders:
         lines.append(f"  skipped:   {len(summary.unreadable_folders)} unreadable folder(s), e.g. {summary.unreadable_folders[0]}")
+    if summary.job_folders:
+        lines.append(f"  skipped:   {len(summary.job_folders)} output folder(s) of other snakebatch jobs, "
+                     f"e.g. {summary.job_folders[0]}")
     for path, status, message in summary.error_samples[:3]:
         lines.append(f"  e.g. {status}: {path}: {message}")
     if summary.compaction:
@@ -118,7 +128,19 @@ def _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Ctrl-C before a run has installed its own handlers (importing parsers, recovering OUT)
+    exits 130 like any interruption, not 1 with click's "Aborted!"."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("snakebatch: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="snakebatch")
 def main():
     """Turn source repositories into Parquet tables: one row per file, definition and import."""
@@ -133,8 +155,8 @@ def main():
 @click.option("--content", is_flag=True, help="Also store each text file's content.")
 @click.option("--file-timeout", type=float, default=None, help="Seconds before a file's parse is given up as timeout [60].")
 @click.option("--retries", type=int, default=None, help="Retries of a crashed or timed-out file [1].")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first file with an error status.")
-@click.option("--max-errors", type=int, default=None, help="Stop once N files have an error status.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first file the parsing failed on (crashed, timeout, parser_error).")
+@click.option("--max-errors", type=int, default=None, help="Stop once N files have status crashed, timeout or parser_error.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default=None, help="Where batches run [local].")
 @click.option("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT (with --executor dask).")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr [on for a terminal].")
@@ -178,6 +200,8 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
     hint = polyglot_hint(summary.language_counts)
     if hint:
         click.echo(hint, err=True)
+    for warning in summary.warnings:
+        click.echo(f"snakebatch: warning: {warning}", err=True)
     if summary.state != "complete":
         click.echo(f"snakebatch: stopped: {summary.stop_reason}", err=True)
         click.echo(f"snakebatch: resume with: {summary.resume_command}", err=True)
@@ -186,16 +210,20 @@ def run(source, output, resume, fresh, workers, memory_budget, batch_bytes, incl
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=str))
+@click.option("--verify", is_flag=True, help="Also check every part's checksum (reads every part).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
-def status(out, as_json):
-    """The state of the job in OUT: complete, incomplete or running, with its counts."""
+def status(out, verify, as_json):
+    """The state of the job in OUT: complete, incomplete or running, with its counts.
+
+    Exits 1 when a part is damaged (missing, another size, or with --verify another checksum)."""
     from .report.status import format_status, job_status
 
     try:
-        job = job_status(out)
+        job = job_status(out, verify=verify)
     except (ConfigError, JobError) as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(_json(job) if as_json else format_status(job))
+    sys.exit(EXIT_STOPPED if job.damage else EXIT_OK)
 
 
 @main.command(name="plan")
@@ -218,6 +246,8 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
         result = plan(source, output, **options)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
+    for warning in result.warnings:
+        click.echo(f"snakebatch: warning: {warning}", err=True)
     if as_json:
         click.echo(_json(result))
         return
@@ -226,12 +256,12 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
     if len(languages) > 8:
         shown += f", {len(languages) - 8} more"
     lines = [
-        f"snakebatch plan: {result.files} files, {human_size(result.bytes)} in {result.source}",
+        f"snakebatch plan: {result.files} files, {human(result.bytes)} in {result.source}",
         f"  languages: {shown or '-'}",
-        f"  batches:   {result.batches} (up to {human_size(result.batch_bytes)} of source each), {result.workers} workers",
+        f"  batches:   {result.batches} (up to {human(result.batch_bytes)} of source each), {result.workers} workers",
         f"  estimate:  {result.estimated_wall_s:.1f}s wall ({result.estimated_cpu_s:.1f}s of CPU), "
-        f"peak RSS {human_size(result.estimated_peak_rss_bytes)} "
-        f"(budget {human_size(result.memory_budget_bytes)})",
+        f"peak RSS {human(result.estimated_peak_rss_bytes)} "
+        f"(budget {human(result.memory_budget_bytes)})",
         "  parsers:   " + ", ".join(
             f"{name} {cost.files} files at {cost.cpu_s_per_mb:.3f} CPU s/MB" for name, cost in result.parsers.items()),
     ]

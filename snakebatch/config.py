@@ -1,7 +1,7 @@
 """The one typed configuration of a job, validated once at the edge.
 
 Owns: `JobConfig` (the options that change the rows: the job's identity on resume) and
-`RunConfig` (how this run executes them), parsing and printing of sizes, `snakebatch.toml` /
+`RunConfig` (how this run executes them), parsing of sizes, `snakebatch.toml` /
 `[tool.snakebatch]` defaults, and every ConfigError for a bad option. The CLI and the Python API
 both call `build_config`; nothing past it re-validates or reads options from anywhere else.
 """
@@ -25,6 +25,16 @@ DASK_EXTRA_MISSING = "--executor dask needs the extra: pip install 'snakebatch[d
 _SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.I)
 _SCHEDULER = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-f:.]+\]|[^\s:/\[\]]+):\d{1,5}/?$", re.I)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def refuse_url(path: str | os.PathLike, option: str) -> None:
+    """ConfigError for `s3://...` and any other `scheme://`: taken as a local path, it would
+    quietly become a folder named `s3:` in the current one."""
+    text = os.fspath(path)
+    if isinstance(text, str) and _URL.match(text):
+        raise ConfigError(f"{option}: {text!r}: object storage ({text.split('://', 1)[0]}://) is not supported yet; "
+                          "give a local folder")
 
 
 def parse_size(value: object, option: str) -> int:
@@ -49,15 +59,6 @@ def parse_size(value: object, option: str) -> int:
     if size < 1:
         raise ConfigError(f"{option}: {value!r} is less than one byte (e.g. 512MB, 2GiB)")
     return size
-
-
-def human_size(n: float) -> str:
-    """Bytes for a person, in decimal units: `512 B`, `4.2 MB`, `1.5 TB`."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -114,6 +115,19 @@ def usable_cores() -> int:
 
 def default_memory_budget() -> int:
     return psutil.virtual_memory().available // 2
+
+
+def low_budget(budget: int, workers: int) -> str | None:
+    """Why `budget` is too low for `workers` local workers to parse anything, or None."""
+    from .engine.governor import PRIOR_WORKER_RSS, human, minimum_budget  # the governor's model of a pool at rest
+
+    minimum, coordinator = minimum_budget(workers)
+    if budget >= minimum:
+        return None
+    return (f"{human(budget)} is below the {human(minimum)} a run with {workers} worker(s) needs: "
+            f"this process ({human(coordinator)}, measured now), the forkserver and each worker at rest "
+            f"(about {human(PRIOR_WORKER_RSS)} each) and the parse of one small file; give at least "
+            f"{human(minimum)}, or fewer workers (-j)")
 
 
 def file_defaults(source: str) -> tuple[dict, str | None]:
@@ -204,15 +218,17 @@ def _positive_int(value: object, option: str, minimum: int = 1) -> int:
 
 def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  resume: bool = False, fresh: bool = False, use_config_file: bool = True,
-                 require_output: bool = True, **options) -> RunConfig:
+                 require_output: bool = True, check_budget: bool = True, **options) -> RunConfig:
     """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`).
 
-    `None` means "not given": the file's value or the default applies.
+    `None` means "not given": the file's value or the default applies. `check_budget`: refuse a
+    memory budget below what the local pool needs at rest (a plan only warns about it).
     """
     if resume and fresh:
         raise ConfigError("--resume and --fresh exclude each other: choose one")
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"SOURCE: expected a path to a folder, got {source!r}")
+    refuse_url(source, "SOURCE")
     source_path = os.path.abspath(os.fspath(source))
     if not os.path.exists(source_path):
         raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
@@ -271,15 +287,28 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         _flag(progress, label("progress"))
     if output is not None and not isinstance(output, (str, os.PathLike)):
         raise ConfigError(f"-o/--output: expected a path to a folder, got {output!r}")
+    if output is not None:
+        refuse_url(output, "-o/--output")
     if output is None and require_output:
         output = "snakebatch-out"
+    workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
+    if "memory_budget" in merged:
+        memory_budget = parse_size(merged.get("memory_budget"), label("memory_budget"))
+    else:
+        memory_budget = default_memory_budget()
+    # A remote Dask cluster's own memory limits replace the budget (governor.attach).
+    if check_budget and not (executor == "dask" and scheduler is not None):
+        budget_problem = low_budget(memory_budget, workers)
+        if budget_problem:
+            given = label("memory_budget") if "memory_budget" in merged else (
+                "--memory-budget (default: half the available RAM)")
+            raise ConfigError(f"{given}: {budget_problem}")
     return RunConfig(
         job=job,
         output=os.path.abspath(os.fspath(output)) if output else "",
         mode="resume" if resume else "fresh" if fresh else "new",
-        workers=_positive_int(merged.get("workers", usable_cores()), label("workers")),
-        memory_budget=parse_size(merged.get("memory_budget"), label("memory_budget"))
-        if "memory_budget" in merged else default_memory_budget(),
+        workers=workers,
+        memory_budget=memory_budget,
         batch_bytes=parse_size(merged.get("batch_bytes"), label("batch_bytes")) if "batch_bytes" in merged else None,
         file_timeout=file_timeout,
         retries=_positive_int(merged.get("retries", 1), label("retries"), minimum=0),

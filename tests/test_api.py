@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -15,7 +18,7 @@ import pytest
 
 import snakebatch
 from _corpus import copy_stdlib_corpus, files_on_disk
-from conftest import run_cli
+from conftest import cli_env, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +130,19 @@ def _stats(out):
 
 def test_stats_hold_the_job_totals_and_are_rewritten_after_a_resume(corpus, tmp_path):
     out = tmp_path / "out"
-    # --fail-fast stops at lib2to3's deliberately broken test files: a partial, resumable job.
-    first = snakebatch.run(corpus, output=out, workers=2, batch_bytes="64k", fail_fast=True)
-    assert first.state == "stopped" and first.files < len(files_on_disk(corpus))
+    # --fail-fast stops at a file its parser raises on, discovered first: a partial, resumable job.
+    src = tmp_path / "src"
+    shutil.copytree(corpus, src)
+    (src / "0_refused.bad").write_text("raise\n")
+    parsers = ["tests.misbehaving_parser:parser"]
+    first = snakebatch.run(src, output=out, workers=2, batch_bytes="64k", fail_fast=True, parsers=parsers)
+    assert first.state == "stopped" and first.files < len(files_on_disk(src))
     stats = _stats(out)
     assert stats["summary"]["state"] == "stopped"
     assert stats["job"]["files"] == first.files == first.dataset("files").count_rows()
 
-    second = snakebatch.run(corpus, output=out, resume=True, workers=2, batch_bytes="64k")
-    assert second.state == "complete" and second.files == len(files_on_disk(corpus))
+    second = snakebatch.run(src, output=out, resume=True, workers=2, batch_bytes="64k", parsers=parsers)
+    assert second.state == "complete" and second.files == len(files_on_disk(src))
     stats = _stats(out)
     summary, job, batches = stats["summary"], stats["job"], stats["batches"]
     assert summary["state"] == "complete"
@@ -188,3 +195,21 @@ def test_dataset_of_a_job_with_no_files_has_the_columns(tmp_path):
         result.dataset("functions")
     with pytest.raises(snakebatch.ConfigError, match="holds no snakebatch job"):
         snakebatch.open_dataset(empty)
+
+
+def test_run_from_a_script_on_stdin_or_in_c(tmp_path):
+    """`python -` names its main module `<stdin>`, no file a worker could run again; `-c` has none."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"m{i}.py").write_text(f"def f{i}(): pass\n")
+    for how in ("stdin", "-c"):
+        out = tmp_path / f"out-{how}"
+        script = (f"import snakebatch\n"
+                  f"result = snakebatch.run({str(src)!r}, output={str(out)!r}, workers=1)\n"
+                  f"print(result.state, result.files, result.summary.stop_reason)\n")
+        args, stdin = ([sys.executable, "-"], script) if how == "stdin" else ([sys.executable, "-c", script], None)
+        proc = subprocess.run(args, input=stdin, capture_output=True, text=True, cwd=tmp_path, env=cli_env(), check=False,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["complete", "3", "None"], (how, proc.stdout, proc.stderr)

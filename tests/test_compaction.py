@@ -84,9 +84,10 @@ def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, u
 
     manifest = read_manifest(str(out / "_snakebatch"))
     assert sorted(manifest.covers) == sorted(e.batch_id for e in Ledger(str(out)).entries())
-    # The batch_id column still tells each file's batch, and the manifest agrees with it.
+    # The batch_id column still tells each file's batch, and the manifest agrees with it (the
+    # job's empty first batch has no rows to tell).
     files = pq.read_table(out / "files")
-    assert set(files["batch_id"].to_pylist()) == set(manifest.covers)
+    assert set(files["batch_id"].to_pylist()) == set(manifest.covers) - {1}
 
     con = duckdb.connect()
     total, distinct = con.execute(
@@ -380,3 +381,50 @@ def test_a_compaction_that_cannot_write_leaves_the_batch_parts_and_the_job_compl
     proc = run_sb(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0 and json.loads(proc.stdout)["compaction"]["parts_after"] == 3, proc.stderr
     assert_same_output(snapshot(out), snapshot(uncompacted))
+
+
+def test_a_corrupt_compacted_part_is_found_and_exactly_its_batches_redone(corpus, uncompacted, tmp_path, monkeypatch):
+    from snakebatch.store import compaction
+
+    out = _copy(uncompacted, tmp_path / "out")
+    entries = {entry.batch_id: entry for entry in Ledger(str(out)).entries()}
+    files_bytes = sum((out / "imports" / name).stat().st_size for name in _parts(out, "imports"))
+    monkeypatch.setattr(compaction, "TARGET_PART_BYTES", files_bytes // 3)
+    manifest, _ = compaction.Compactor(str(out)).compact(None, sorted(entries), lambda: False)
+    damaged = manifest.parts("imports")[1]
+    assert damaged.size == (out / "imports" / damaged.name).stat().st_size and damaged.xxh3
+    data = bytearray((out / "imports" / damaged.name).read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    (out / "imports" / damaged.name).write_bytes(bytes(data))
+    assert run_sb("status", out).returncode == 0  # same size: only the checksum tells
+    proc = run_sb("status", out, "--verify", "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["damage"] == [["imports", damaged.name, "checksum"]]
+
+    log = tmp_path / "parses.log"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    assert proc.returncode == 0, proc.stderr
+    assert f"imports/{damaged.name} (checksum)" in proc.stdout
+    assert Counter(parse_log(log)) == Counter(p for batch in damaged.batches for p in entries[batch].paths)
+    assert_same_output(snapshot(out), snapshot(uncompacted))
+    assert run_sb("status", out, "--verify").returncode == 0
+
+
+def test_an_unreadable_manifest_is_damage_and_a_resume_rebuilds_it_without_parsing(corpus, compacted, uncompacted,
+                                                                                  tmp_path):
+    out = _copy(compacted[0], tmp_path / "out")
+    generation = read_manifest(str(out / "_snakebatch")).generation
+    (out / "_snakebatch" / MANIFEST).write_bytes(b'{"generation": 1, "cov')
+    proc = run_sb("status", out, "--json")
+    assert proc.returncode == 1, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["state"] == "incomplete" and status["damage"] == [["_snakebatch", MANIFEST, "unreadable"]]
+
+    log = tmp_path / "parses.log"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True), environ=env(log=log))
+    assert proc.returncode == 0, proc.stderr
+    assert "unreadable compaction.json rebuilt from the compacted parts" in proc.stdout
+    assert parse_log(log) == []
+    assert read_manifest(str(out / "_snakebatch")).generation == generation
+    assert_same_output(snapshot(out), snapshot(uncompacted))
+    assert run_sb("status", out, "--verify").returncode == 0

@@ -187,3 +187,92 @@ def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, t
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("budget", ["200MB", "50MB", "1KB"])
+def test_budget_below_what_the_pool_needs_at_rest_is_refused(source, tmp_path, budget):
+    """A budget the workers at rest already exceed crashed the governor (division by zero) after
+    committing a job of `too_large` rows; now it is a usage error naming the minimum, before OUT
+    is touched."""
+    out = tmp_path / "out"
+    proc = run_cli("run", source, "-o", out, "-j", "2", "--memory-budget", budget)
+    _assert_usage_error(proc, ["--memory-budget", "is below the", "needs", "give at least"])
+    assert not out.exists()
+    with pytest.raises(snakebatch.ConfigError, match="give at least") as info:
+        snakebatch.run(source, output=out, workers=2, memory_budget=budget)
+    assert "--memory-budget" in str(info.value)
+    assert not out.exists()
+    with pytest.raises(snakebatch.ConfigError, match="give at least"):
+        snakebatch.stream(source, workers=2, memory_budget=budget)
+
+
+def test_budget_check_names_the_minimum_it_measured(source, tmp_path):
+    from snakebatch.engine.governor import minimum_budget
+
+    minimum, coordinator = minimum_budget(1)
+    assert coordinator > 0 and minimum > coordinator
+    # Just above the minimum: accepted, and the job completes.
+    result = snakebatch.run(source, output=tmp_path / "out", workers=1, memory_budget=minimum + 32 * 2**20)
+    assert result.state == "complete" and result.files == 2
+
+
+def test_object_storage_urls_are_refused_not_made_local_folders(source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where `s3://bucket/out` would become the folders `s3:/bucket/out`
+    words = ["object storage", "not supported yet", "s3://bucket/out"]
+    with pytest.raises(snakebatch.ConfigError) as info:
+        snakebatch.run(source, output="s3://bucket/out")
+    assert all(word in str(info.value) for word in words)
+    _assert_usage_error(run_cli("run", source, "-o", "s3://bucket/out", cwd=tmp_path), words)
+    _assert_usage_error(run_cli("run", "gs://bucket/src", "-o", "out", cwd=tmp_path),
+                        ["SOURCE", "object storage", "gs://bucket/src"])
+    _assert_usage_error(run_cli("plan", source, "-o", "s3://bucket/out", cwd=tmp_path), words)
+    _assert_usage_error(run_cli("status", "s3://bucket/out", cwd=tmp_path), words)
+    assert sorted(os.listdir(tmp_path)) == ["repo"]
+
+
+def test_output_that_cannot_be_a_folder_exits_2_with_a_message(source, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone" / "out")
+    cases = {
+        tmp_path / "a_file" / "out": ["-o/--output", "cannot prepare", "Not a directory"],
+        tmp_path / "dangling": ["-o/--output", "symbolic link", "does not exist"],
+        # procfs refuses new entries, as a read-only filesystem does (the tests run as root,
+        # for whom a folder's mode bits do not keep anything out)
+        "/proc/snakebatch-out": ["-o/--output", "cannot prepare", "/proc/snakebatch-out"],
+    }
+    for out, words in cases.items():
+        proc = run_cli("run", source, "-o", out)
+        _assert_usage_error(proc, words)
+        with pytest.raises(snakebatch.SnakebatchError) as info:
+            snakebatch.run(source, output=out)
+        assert all(word in str(info.value) for word in words)
+    assert not (tmp_path / "gone").exists()
+
+
+def test_ctrl_c_during_start_up_exits_130(source, tmp_path):
+    """Start-up (here: importing a --parser module, which takes its time) is interrupted like a run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    started = tmp_path / "importing"
+    (tmp_path / "slowparser.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(tmp_path / "out"),
+                             "--parser", "slowparser:parser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cli_env([tmp_path]))
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Aborted!" not in stderr and "Traceback" not in stderr
+    assert stderr.strip() == "snakebatch: interrupted"

@@ -213,31 +213,32 @@ def test_a_batch_that_cannot_write_its_staging_folder_stops_the_job(tmp_path):
     assert "No space left on device" in summary.stop_reason
 
 
-def _with_syntax_errors(n_errors: int) -> dict:
+def _with_failures(n_failures: int) -> tuple[dict, object]:
+    """Clean files and `n_failures` files whose batches raise (each ends as a parser_error row)."""
     files = _clean(6)
-    files.update({f"m{i:02d}_broken.py": "def (:\n" for i in range(n_errors)})
-    return files
+    files.update({f"m{i:02d}_broken.py": "v = 5\n" for i in range(n_failures)})
+    return files, lambda task: RuntimeError("boom") if any("broken" in name for name in _names(task)) else "ok"
 
 
-def test_fail_fast_stops_at_the_first_error_status(tmp_path):
-    src = _source(tmp_path, _with_syntax_errors(1))
-    summary, _, statuses, _ = _run(tmp_path, src, lambda task: "ok", fail_fast=True)
+def test_fail_fast_stops_at_the_first_failure_status(tmp_path):
+    files, script = _with_failures(1)
+    summary, _, statuses, _ = _run(tmp_path, _source(tmp_path, files), script, fail_fast=True)
     assert summary.state == "stopped" and summary.exit_code == 1
-    assert summary.stop_reason == "--fail-fast: m00_broken.py has status syntax_error"
-    assert statuses["m00_broken.py"] == "syntax_error"
+    assert summary.stop_reason == "--fail-fast: m00_broken.py has status parser_error"
+    assert statuses["m00_broken.py"] == "parser_error"
     assert summary.resume_command is not None
 
 
 @pytest.mark.parametrize("limit, state", [(2, "stopped"), (4, "complete")])
-def test_max_errors_stops_once_that_many_files_have_an_error_status(tmp_path, limit, state):
-    src = _source(tmp_path, _with_syntax_errors(3))
-    summary, _, statuses, _ = _run(tmp_path, src, lambda task: "ok", workers=1, max_errors=limit)
+def test_max_errors_stops_once_that_many_files_have_a_failure_status(tmp_path, limit, state):
+    files, script = _with_failures(3)
+    summary, _, statuses, _ = _run(tmp_path, _source(tmp_path, files), script, workers=1, max_errors=limit)
     assert summary.state == state
     if state == "stopped":
-        assert summary.stop_reason.startswith(f"--max-errors {limit}: ")
-        assert list(statuses.values()).count("syntax_error") >= limit
+        assert summary.stop_reason.startswith(f"--max-errors {limit}: {limit} files have status ")
+        assert list(statuses.values()).count("parser_error") == limit
     else:
-        assert summary.status_counts == {"ok": 6, "syntax_error": 3}
+        assert summary.status_counts == {"ok": 6, "parser_error": 3}
 
 
 def test_an_executor_that_cannot_rebuild_stops_the_job_resumably(tmp_path):

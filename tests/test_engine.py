@@ -5,12 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import signal
+import time
 
 import duckdb
+import pyarrow.dataset as ds
 import pytest
 
 from conftest import SAMPLES, read_table, run_cli
 from expectations import ast_counts, ast_names
+from resume_helpers import LOGGING_PARSER, Run, env, run_args
+
+MISBEHAVING = "tests.misbehaving_parser:parser"  # raises on a `.bad` file that says `raise`
 
 TINYLIB = SAMPLES / "tinylib"
 
@@ -201,31 +207,36 @@ def test_fail_fast_stops_with_exit_1_and_prints_resume(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(50):
-        (src / f"m{i:02d}.py").write_text("x = 1\n" if i != 3 else "def (:\n")
+        (src / f"m{i:02d}.py").write_text("x = 1\n" if i != 3 else "def (:\n")  # a syntax error does not stop it
+    (src / "m05.bad").write_text("raise\n")
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--fail-fast", "-j", "1", "--batch-bytes", "64")
+    proc = run_cli("run", src, "-o", out, "--no-progress", "--fail-fast", "-j", "1", "--batch-bytes", "64",
+                   "--parser", MISBEHAVING)
     assert proc.returncode == 1, proc.stderr
-    assert "--fail-fast" in proc.stderr
-    assert f"snakebatch run {src} -o {out} --resume" in proc.stderr
+    assert "--fail-fast: m05.bad has status parser_error" in proc.stderr
+    assert f"snakebatch run {src} -o {out} --resume --parser {MISBEHAVING}" in proc.stderr
     done = read_table(out, "files").num_rows
-    assert 1 <= done < 50
-    resumed = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
-    assert json.loads(resumed.stdout)["files"] == 50
-    assert read_table(out, "files").num_rows == 50
+    assert 5 <= done < 51
+    resumed = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--parser", MISBEHAVING, "--json",
+                      check_codes=[0])
+    assert json.loads(resumed.stdout)["files"] == 51
+    assert read_table(out, "files").num_rows == 51
 
 
-def test_max_errors_counts_error_statuses(tmp_path):
+def test_max_errors_counts_parser_failures(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(40):
         (src / f"m{i:02d}.py").write_text("def (:\n" if i % 2 else "y = 2\n")
+        (src / f"m{i:02d}.bad").write_text("raise\n")
     out = tmp_path / "out"
     proc = run_cli("run", src, "-o", out, "--no-progress", "--max-errors", "3", "-j", "1",
-                   "--batch-bytes", "16", "--json")
+                   "--batch-bytes", "16", "--parser", MISBEHAVING, "--json")
     assert proc.returncode == 1
     summary = json.loads(proc.stdout)
-    assert summary["state"] == "stopped" and summary["status_counts"].get("syntax_error", 0) >= 3
-    assert summary["files"] < 40
+    assert summary["state"] == "stopped" and summary["status_counts"].get("parser_error", 0) >= 3
+    assert "--max-errors 3: 3 files have status crashed, timeout or parser_error" == summary["stop_reason"]
+    assert summary["files"] < 80
 
 
 def test_parsers_command_lists_builtins():
@@ -315,3 +326,28 @@ def test_a_job_of_no_files_is_readable_by_duckdb(tmp_path):
     for table in ("files", "definitions", "imports"):
         assert con.execute(f"select count(*) from read_parquet('{out}/{table}/*.parquet')").fetchall() == [(0,)]
     assert "status" in read_table(out, "files").schema.names
+
+
+def test_tables_are_readable_before_the_first_batch_commits(tmp_path):
+    """From the moment a job exists, `OUT/T/*.parquet` matches at least one part (empty, with the
+    table's schema): DuckDB and pyarrow read zero rows instead of failing on an empty folder."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "slow.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    run = Run(run_args(src, out, "--parser", LOGGING_PARSER, "-j", "1"), env(sleep=60), tmp_path / "logs")
+    try:
+        deadline = time.monotonic() + 20  # the one parse takes 60 s
+        while not list((out / "files").glob("*.parquet")):
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.stderr
+            time.sleep(0.05)
+        con = duckdb.connect()
+        for table, column in (("files", "status"), ("definitions", "qualname"), ("imports", "module")):
+            (count,) = con.execute(f"SELECT count({column}) FROM read_parquet('{out}/{table}/*.parquet')").fetchone()
+            assert count == 0, table
+            assert ds.dataset(str(out / table), format="parquet").to_table().num_rows == 0
+        assert "status" in ds.dataset(str(out / "files"), format="parquet").schema.names
+        assert run.proc.poll() is None  # the one file is still being parsed
+    finally:
+        run.signal_group(signal.SIGKILL)
+        run.wait()

@@ -177,7 +177,8 @@ def test_sigkill_at_many_moments_then_resume(corpus, baseline, tmp_path):
 
 
 def _wait_for_parts(run: Run, out: Path, parts: int) -> None:
-    while _count_parts(out) < parts:
+    """Until `parts` batches of files are committed (after the job's empty first part)."""
+    while _count_parts(out) < parts + 1:
         assert run.proc.poll() is None, f"the run ended before it was interrupted\n{run.stderr}"
         time.sleep(0.005)
 
@@ -232,6 +233,45 @@ def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_p
     resumed = _resume_as_printed(run.stderr, env(sleep=SLEEP_PER_FILE), tmp_path / "logs")
     assert resumed.wait() == 0, resumed.stderr
     assert_same_output(snapshot(out), baseline["snapshot"])
+
+
+def test_sigkill_of_the_coordinator_alone_ends_every_process_it_started(corpus, baseline, tmp_path):
+    """Not the group: only the coordinator dies, as with `kill -9 PID` or the OOM killer. Its
+    workers, the forkserver and the resource tracker must not live on (and write staging folders)."""
+    import psutil
+
+    out = tmp_path / "out"
+    environ = env(sleep=SLEEP_PER_FILE)
+    run = Run(run_args(corpus, out, *OPTIONS), environ, tmp_path / "logs")
+    _wait_for_parts(run, out, 3)
+    children = psutil.Process(run.proc.pid).children(recursive=True)
+    assert len(children) >= 3  # the forkserver, two workers (and the resource tracker)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(timeout=10)
+    killed = time.monotonic()
+
+    def running(process) -> bool:  # a zombie has ended; reaping it is up to PID 1 here
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    alive = children
+    while alive and time.monotonic() < killed + 3:
+        time.sleep(0.02)
+        alive = [process for process in alive if running(process)]
+    assert not alive, [(p.pid, " ".join(p.cmdline())[:80]) for p in alive]
+    print(f"  every child gone {time.monotonic() - killed:.2f}s after the coordinator")
+
+    before = Ledger(str(out)).read()[0]
+    resumed = Run(run_args(corpus, out, *OPTIONS, resume=True), environ, tmp_path / "logs")
+    assert resumed.wait() == 0, resumed.stderr
+    assert_same_output(snapshot(out), baseline["snapshot"])
+    # Each run stages under its own names: none of the resumed run's folders was the killed run's.
+    after = Ledger(str(out)).read()[0][len(before):]
+    assert after and not {e.staging for e in after} & {f"staging/b{e.batch_id:08d}.0" for e in after}
+    assert len({e.staging.rsplit(".", 1)[1] for e in before} | {e.staging.rsplit(".", 1)[1] for e in after}) == 2
+    assert not os.listdir(out / "_snakebatch" / "staging")  # the killed run's folders were removed
 
 
 @pytest.mark.slow

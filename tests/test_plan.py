@@ -101,3 +101,18 @@ def test_plan_of_an_empty_folder(tmp_path):
     plan = snakebatch.plan(empty)
     assert (plan.files, plan.bytes, plan.batches, plan.estimated_wall_s) == (0, 0, 0, 0.0)
     assert os.listdir(empty) == []
+
+
+def test_plan_warns_when_the_budget_is_too_low(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("x = 1\n")
+    proc = run_cli("plan", repo, "-j", "2", "--memory-budget", "1KB", "--json", check_codes=[0])
+    plan = json.loads(proc.stdout)
+    assert len(plan["warnings"]) == 1 and "would refuse it" in plan["warnings"][0]
+    assert "snakebatch: warning: --memory-budget: 1.0 KB is below the" in proc.stderr
+    # Above what a run accepts, below the estimated peak: a warning naming both.
+    budget = plan["estimated_peak_rss_bytes"] - 1
+    proc = run_cli("plan", repo, "-j", "2", "--memory-budget", budget, check_codes=[0])
+    assert "snakebatch: warning: the estimated peak RSS" in proc.stderr
+    assert "is over --memory-budget" in proc.stderr

@@ -107,3 +107,26 @@ def test_max_errors_counts_timeouts_and_parser_errors(tmp_path):
     errors = {p: s for p, s in found.items() if s != "ok"}
     assert errors == {"pkg/a_hang.bad": "timeout", "pkg/b_raise.bad": "parser_error", "pkg/c_raise.bad": "parser_error"}
     assert len(found) < 43
+
+
+def test_memory_error_row_has_a_message(tmp_path):
+    # str(MemoryError()) is empty: the row must still say what happened.
+    src = make_tree(tmp_path / "src", {"oom.bad": "oom"}, n_good=2)
+    out = tmp_path / "out"
+    run_cli("run", src, "-o", out, "-j", "1", "--parser", PARSER, check_codes=(0,))
+    (row,) = [r for r in read_table(out, "files").to_pylist() if r["path"] == "pkg/oom.bad"]
+    assert (row["status"], row["error_type"]) == ("parser_error", "MemoryError")
+    assert row["error_message"] == "out of memory while parsing this file"
+
+
+def test_fail_fast_and_max_errors_ignore_data_errors(tmp_path):
+    # A syntax error or an undecodable file is the repository's data, not a failure of the run.
+    src = make_tree(tmp_path / "src", {}, n_good=5)
+    (src / "pkg" / "broken.py").write_text("def f(:\n")
+    (src / "pkg" / "latin1.py").write_bytes(b'x = "caf\xe9"\n')
+    for flags in (["--fail-fast"], ["--max-errors", "1"]):
+        out = tmp_path / f"out{len(flags)}"
+        proc = run_cli("run", src, "-o", out, "-j", "1", "--parser", PARSER, *flags, "--json", check_codes=(0,))
+        summary = json.loads(proc.stdout)
+        assert summary["state"] == "complete"
+        assert summary["status_counts"] == {"ok": 10, "syntax_error": 1, "decode_error": 1}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -300,35 +301,50 @@ def test_without_the_extra_text_rows_and_one_hint(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def todo_plugin():
-    """The third-party parser package in tests/plugin_pkg, installed into this environment."""
+def todo_plugin(tmp_path_factory):
+    """The third-party parser package in tests/plugin_pkg, installed into a temporary folder (never
+    into this environment): its name, the folder to put on a subprocess's PYTHONPATH, and whether
+    something had installed it into the environment before. Entry points are found on sys.path, so
+    the CLI subprocesses given the folder see the plugin and nothing else does."""
+    installed_before = _todo_installed()
+    build = tmp_path_factory.mktemp("todo_plugin")
+    source = build / "src"
+    shutil.copytree(PLUGIN_PKG, source)  # the build writes beside its sources: not in the checkout
+    target = build / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, timeout=300,
+    )
+    assert _todo_installed() == installed_before
+    return "todo", target, installed_before
+
+
+def _todo_installed() -> bool:
     try:
         importlib.metadata.distribution("snakebatch-todo")
     except importlib.metadata.PackageNotFoundError:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(PLUGIN_PKG)],
-            check=True, capture_output=True, timeout=300,
-        )
-        importlib.invalidate_caches()
-    return "todo"
+        return False
+    return True
 
 
 def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
-    listed = json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)
-    todo = next(p for p in listed if p["name"] == todo_plugin)
+    name, site, installed_before = todo_plugin
+    listed = json.loads(run_cli("parsers", "--json", check_codes=(0,), pythonpath=[site]).stdout)
+    todo = next(p for p in listed if p["name"] == name)
     assert todo["patterns"] == ["*.todo"] and todo["version"] == "1.2.3"
     assert "entry point" in todo["origin"] and "snakebatch-todo" in todo["origin"]
     names = [p["name"] for p in listed]
     # Documented order: entry points before the built-in parsers, `text` last.
     assert names.index("todo") < names.index("python") and names[-1] == "text"
 
-    (line,) = [line for line in run_cli("parsers", check_codes=(0,)).stdout.splitlines() if line.startswith("todo ")]
+    (line,) = [line for line in run_cli("parsers", check_codes=(0,), pythonpath=[site]).stdout.splitlines() if line.startswith("todo ")]
     assert "1.2.3" in line and "entry point snakebatch_todo:TodoParser (snakebatch-todo)" in line and "*.todo" in line
 
     src = tmp_path / "src"
     src.mkdir()
     (src / "week.todo").write_text("- [ ] write tests\nsee: notes.md\n- [ ] ship\n")
-    run_cli("run", src, "-o", tmp_path / "out", check_codes=(0,))
+    run_cli("run", src, "-o", tmp_path / "out", check_codes=(0,), pythonpath=[site])
     (row,) = read_table(tmp_path / "out", "files").to_pylist()
     assert (row["parser"], row["parser_version"], row["language"], row["n_definitions"]) == ("todo", "1.2.3", "Todo", 2)
     defs = read_table(tmp_path / "out", "definitions").to_pylist()
@@ -336,9 +352,16 @@ def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
     assert [i["module"] for i in read_table(tmp_path / "out", "imports").to_pylist()] == ["notes.md"]
 
     # A parser named with --parser comes before the plugin that claims the same file.
-    run_cli("run", src, "-o", tmp_path / "out2", "--parser", "text", check_codes=(0,))
+    run_cli("run", src, "-o", tmp_path / "out2", "--parser", "text", check_codes=(0,), pythonpath=[site])
     (row,) = read_table(tmp_path / "out2", "files").to_pylist()
     assert row["parser"] == "text"
+
+    # The environment is as the tests found it (where nothing had installed the plugin before, a
+    # run without the plugin's folder knows no `todo`).
+    assert _todo_installed() == installed_before
+    if not installed_before:
+        names = [p["name"] for p in json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)]
+        assert name not in names
 
 
 def test_parsers_are_safe_in_threads_and_picklable():

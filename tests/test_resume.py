@@ -11,6 +11,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -89,6 +91,59 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     assert status["state"] == "complete" and status["corrupt_ledger_lines"] == 0
 
 
+def _flip_middle(path: Path, count: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(corpus, baseline, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    environ = env(log=log)
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact"), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    entries = _entries(out)
+    assert all(set(entry.parts) == {"files", "definitions", "imports"} for entry in entries)
+    corrupt, deleted = entries[len(entries) // 2], entries[1]
+    _flip_middle(out / "files" / part_name(corrupt.batch_id))  # same size: only a checksum tells
+    assert run_sb("status", out).returncode == 0
+    proc = run_sb("status", out, "--verify", "--json")
+    assert proc.returncode == 1, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["state"] == "incomplete"
+    assert status["damage"] == [["files", part_name(corrupt.batch_id), "checksum"]]
+    (out / "definitions" / part_name(deleted.batch_id)).unlink()
+    proc = run_sb("status", out)  # existence and size are checked without --verify
+    assert proc.returncode == 1 and "DAMAGED:   1 part(s)" in proc.stdout
+    assert f"definitions/{part_name(deleted.batch_id)} (missing)" in proc.stdout
+
+    log.unlink()
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), environ=environ)
+    assert proc.returncode == 0, proc.stderr
+    assert f"files/{part_name(corrupt.batch_id)} (checksum)" in proc.stdout
+    assert Counter(parse_log(log)) == Counter(corrupt.paths + deleted.paths)  # exactly those batches, once
+    assert_same_output(snapshot(out), baseline)
+    proc = run_sb("status", out, "--verify")
+    assert proc.returncode == 0 and ": complete" in proc.stdout and "verified:" in proc.stdout, proc.stdout
+
+
+def test_an_emptied_ledger_is_damage_and_a_resume_repairs_it(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    proc = run_sb(*run_args(corpus, out, *OPTIONS))
+    assert proc.returncode == 0, proc.stderr
+    (out / "_snakebatch" / "ledger.jsonl").write_bytes(b"")
+    proc = run_sb("status", out, "--json")
+    assert proc.returncode == 1
+    status = json.loads(proc.stdout)
+    assert status["state"] == "incomplete" and status["damage"]
+    assert ["_snakebatch", "ledger.jsonl", "0 files, not the 150 of the complete job"] in status["damage"]
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), baseline)
+    assert run_sb("status", out, "--verify").returncode == 0
+
+
 def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path):
     out = tmp_path / "out"
     first = Run(run_args(corpus, out, *OPTIONS), env(sleep=0.05), tmp_path / "logs")
@@ -111,6 +166,68 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
     assert status["state"] == "incomplete" and status["running_pid"] is None
     proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_write_on(corpus, baseline, tmp_path):
+    out = tmp_path / "out"
+    # One worker on large, slow batches: the first commit comes seconds after the job's start.
+    first = Run(run_args(corpus, out, *OPTIONS, "-j", "1", "--batch-bytes", "400KB"), env(sleep=0.03),
+                tmp_path / "logs")
+    try:
+        ledger = out / "_snakebatch" / "ledger.jsonl"
+        while not (ledger.exists() and ledger.stat().st_size):  # its lock held, the empty first parts committed
+            assert first.proc.poll() is None, first.stderr
+            time.sleep(0.01)
+        (out / "_snakebatch" / "lock").unlink()
+        second = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"another snakebatch run (PID {first.proc.pid}) is writing" in second.stderr
+        assert first.proc.poll() is None  # the refusal was the lock's, not the first run's end
+        assert json.loads(run_sb("status", out, "--json").stdout)["state"] == "running"
+        # The holder finds its lock file gone at its next commit and stops, resumable.
+        assert first.wait(timeout=120) == 1, first.stderr
+    finally:
+        first.kill_group()
+    assert "lock" in first.stderr and "was removed while this run held it" in first.stderr
+    assert "resume with: " in first.stderr
+    assert len(snapshot(out)["files"]) < len(baseline["files"])
+    proc = run_sb(*run_args(corpus, out, *OPTIONS, resume=True))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_output(snapshot(out), baseline)
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+with open(os.path.join(sys.argv[1], "lock"), "w") as fh:
+    fh.write(sys.argv[2])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("content", ["", "999999"], ids=["pid-not-written-yet", "an-earlier-runs-pid"])
+def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
+    """What the lock file says may lag behind the lock (a run between its flock and its write, as
+    when two start at once) or be a dead run's: the refusal names the process that holds it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    out = tmp_path / "out"
+    run_sb(*run_args(src, out), check=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out / "_snakebatch"), content],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        proc = run_sb(*run_args(src, out, resume=True))
+        assert proc.returncode == 2, proc.stderr
+        assert f"another snakebatch run (PID {holder.pid}) is writing {out}" in proc.stderr
+        status = json.loads(run_sb("status", out, "--json").stdout)
+        assert status["state"] == "running" and status["running_pid"] == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
@@ -296,3 +413,43 @@ def test_a_run_killed_before_recording_its_job_can_be_started_again(corpus, tmp_
     (tmp_path / "other" / "keep.txt").write_text("not a job")
     proc = run_sb(*run_args(corpus, tmp_path / "other", *OPTIONS))
     assert proc.returncode == 2 and "is not empty and holds no snakebatch job" in proc.stderr
+
+
+@pytest.mark.parametrize("compact", ["--compact", "--no-compact"])
+def test_resume_rechecks_io_error_rows_of_files_that_vanished_or_came_back(tmp_path, compact):
+    """Files deleted (or a folder replaced by a file) after discovery got `io_error` rows that
+    stayed through every --resume. Now a resume removes them: gone files have no row, files
+    that are back are parsed again, each file keeps exactly one row."""
+    src, away = tmp_path / "src", tmp_path / "away.py"
+    (src / "zdir").mkdir(parents=True)
+    for name in ("z_back.py", "z_gone.py", "zdir/inner.py", "m.py"):
+        (src / name).write_text(f"# {name}\nx = 1\n")
+    # Parsed first, alone in its batch (one worker): takes the z files away after discovery
+    # (batches of its size read ahead twice that) and before they are read.
+    trigger = src / "a.bad"
+    trigger.write_text(f"vanish\nrm\t{src / 'z_gone.py'}\nhide\t{src / 'z_back.py'}\t{away}\n"
+                       f"dir2file\t{src / 'zdir'}\n")
+    out = tmp_path / "out"
+    args = ("run", src, "-o", out, "--no-progress", "-j", "1", "--batch-bytes", trigger.stat().st_size + 5, compact,
+            "--parser", "tests.misbehaving_parser:parser")
+    proc = run_sb(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "io_error:  3 files could not be read" in proc.stdout and "--resume re-checks them" in proc.stdout
+    rows = {r["path"]: r["status"] for r in ds.dataset(str(out / "files")).to_table().to_pylist()}
+    assert rows == {"a.bad": "ok", "m.py": "ok", "z_back.py": "io_error", "z_gone.py": "io_error",
+                    "zdir/inner.py": "io_error"}
+
+    os.rename(away, src / "z_back.py")
+    proc = run_sb(*args, "--resume", "--json")
+    assert proc.returncode == 0, proc.stderr
+    files = duckdb.sql(f"select path, status from read_parquet('{out}/files/*.parquet') order by path").fetchall()
+    assert files == [("a.bad", "ok"), ("m.py", "ok"), ("z_back.py", "ok"), ("zdir", "ok")]
+    summary = json.loads(proc.stdout)
+    assert summary["io_errors_rechecked"] == {"gone": 2, "back": 1}
+    assert summary["files_this_run"] == 2  # z_back.py and the file zdir; a.bad is not parsed again
+    assert summary["status_counts"] == {"ok": 4}
+    status = json.loads(run_sb("status", out, "--json").stdout)
+    assert status["files_done"] == 4 and status["status_counts"] == {"ok": 4}
+    # Nothing left to re-check: another resume changes nothing.
+    again = json.loads(run_sb(*args, "--resume", "--json").stdout)
+    assert again["io_errors_rechecked"] == {"gone": 0, "back": 0} and again["files_this_run"] == 0

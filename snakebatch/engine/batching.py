@@ -16,7 +16,8 @@ from typing import Iterable, Iterator
 
 import msgspec
 
-from .discovery import SourceFile, display_path
+from ..paths import display_path
+from .discovery import SourceFile
 
 MAX_FILES_PER_BATCH = 1000
 LOOKAHEAD_FILES = 20_000
@@ -32,7 +33,8 @@ class Batch(msgspec.Struct, frozen=True):
 
 
 class CommittedIndex:
-    """Files a resumed job committed before: display path -> (size, mtime_ns)."""
+    """Files a resumed job committed before: `path` (discovery.display_path: unique per name)
+    -> (size, mtime_ns)."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[int, int]] = {}
@@ -45,12 +47,10 @@ class CommittedIndex:
 
     def claim(self, source_file: SourceFile) -> bool:
         """True when the file was committed already (it is then skipped, never read again)."""
-        key = source_file.path
+        # The key is the file's `path` as the tables hold it: one per name (the raw name could
+        # equal another file's display form, e.g. the literal `bad\xff` and the byte 0xff).
+        key = display_path(source_file.path)
         committed = self.files.get(key)
-        if committed is None:
-            # Only a name that is not valid UTF-8 is stored under another (display) form.
-            key = display_path(key)
-            committed = self.files.get(key) if key != source_file.path else None
         if committed is None:
             return False
         self.seen += 1

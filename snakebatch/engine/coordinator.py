@@ -43,6 +43,7 @@ from ..config import RunConfig
 from ..errors import JobError
 from ..executors import make_executor
 from ..executors.base import Executor, WorkerDied
+from ..schema import FAILURE_STATUSES
 from .batching import BatchPlanner
 from .discovery import DiscoveryStats, discover
 from .governor import MemoryGovernor
@@ -99,6 +100,11 @@ class RunSummary(msgspec.Struct):
     recovery: str | None = None
     watchdog_kills: int = 0  # workers killed while stuck on one file past --file-timeout
     compaction: dict | None = None  # parts_before, parts_after, rows, seconds (a complete job)
+    # io_error rows an earlier run committed, removed by this --resume: "gone" files have no
+    # row now, those "back" were parsed again.
+    io_errors_rechecked: dict = msgspec.field(default_factory=lambda: {"gone": 0, "back": 0})
+    job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
+    warnings: list = []  # what the user should look at although the run went through
 
 
 class _Stop:
@@ -209,6 +215,7 @@ class Coordinator:
     def run(self) -> Iterator:
         """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
         record batches for a stream). Then `compact()`, and `close()` for the summary."""
+        yield from self._commit_first_part()
         self._start()
         try:
             while True:
@@ -233,7 +240,7 @@ class Coordinator:
             self.stop.request(str(err), 1)
         finally:
             self._shut_down()
-        yield from self._finish()
+        self._finish()
         self._maybe_progress(final=True)
 
     def _start(self) -> None:
@@ -301,22 +308,26 @@ class Coordinator:
         for entry in self.inflight.values():
             shutil.rmtree(entry.task.staging, ignore_errors=True)
 
-    def _finish(self):
-        """Whether the job is complete. A complete job of no files commits one empty part per
-        table: a reader given `OUT/files/*.parquet` gets zero rows with the schema, not "no
-        files found"."""
-        self.complete = (not self.stop and not self.suspects and not self._redo and self._next is None
-                         and self.planner.discovery_done)
-        if (self.complete and self.sink.before.files + self.tally.files == 0 and self.sink.committed is not None
-                and self.sink.first_batch_id == 1):  # nothing committed yet, not even an empty part
+    def _commit_first_part(self):
+        """A job's first commit is one empty part per table: a reader given `OUT/files/*.parquet`
+        gets zero rows with the schema, not "no files found", before the first batch ends and in
+        a job of no files."""
+        if self.sink.committed is not None and self.sink.first_batch_id == 1:
             empty = self._task(self.planner.new_id(), [])
             yield from self._commit(empty, process_batch(empty))
+
+    def _finish(self) -> None:
+        self.complete = (not self.stop and not self.suspects and not self._redo and self._next is None
+                         and self.planner.discovery_done)
 
     def compact(self) -> None:
         """After `run`: a complete job's closing work in the sink (compaction). A signal during
         it leaves the job resumable."""
         if self.complete:
-            self.compaction = self.sink.finish(should_stop=lambda: bool(self.stop))
+            try:
+                self.compaction = self.sink.finish(should_stop=lambda: bool(self.stop))
+            except JobError as err:  # the job's lock is no longer this run's
+                self.stop.request(str(err), 1)
             self.complete = not self.stop
         self._ended = True
 
@@ -451,17 +462,23 @@ class Coordinator:
             yield from self.sink.commit(task, outcome)
         except OSError as err:
             raise JobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
-        errors = self.tally.add(outcome)
-        if task.forced_status is None:
+        except JobError:  # the job's lock is no longer this run's
+            raise
+        failures_before = self.tally.failures
+        self.tally.add(outcome)
+        failures = self.tally.failures - failures_before
+        if task.forced_status is None and task.files:
             self.batches_parsed += 1
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
-        self.governor.observe(outcome)
-        if errors and self.config.fail_fast:
-            self.stop.request(f"--fail-fast: {outcome.errors[0][0] if outcome.errors else 'a file'} "
-                              f"has status {outcome.errors[0][1] if outcome.errors else 'error'}", 1)
-        elif self.config.max_errors is not None and self.tally.errors >= self.config.max_errors:
-            self.stop.request(f"--max-errors {self.config.max_errors}: {self.tally.errors} files have an error status", 1)
+        if task.files:  # the job's empty first part was written here, not by a worker
+            self.governor.observe(outcome)
+        if failures and self.config.fail_fast:
+            path, status = next(((p, s) for p, s, _ in outcome.errors if s in FAILURE_STATUSES), ("a file", "error"))
+            self.stop.request(f"--fail-fast: {path} has status {status}", 1)
+        elif self.config.max_errors is not None and self.tally.failures >= self.config.max_errors:
+            self.stop.request(f"--max-errors {self.config.max_errors}: {self.tally.failures} files have status "
+                              "crashed, timeout or parser_error", 1)
         self._maybe_progress()
 
     # -- reporting -----------------------------------------------------------------------------
@@ -500,6 +517,10 @@ class Coordinator:
         else:
             state = "interrupted" if self.stop.exit_code == 130 else "stopped"
             exit_code = self.stop.exit_code or 1
+        warnings = []
+        took_nothing = self.discovery_stats.filters_took_nothing(job.files)
+        if self.complete and took_nothing:
+            warnings.append(took_nothing)
         removed = 0
         if committed is not None and self.complete:
             removed = len(committed.files) - committed.seen
@@ -531,4 +552,7 @@ class Coordinator:
             recovery=self.sink.recovery,
             watchdog_kills=self.watchdog_kills,
             compaction=self.compaction,
+            io_errors_rechecked=dict(self.sink.io_errors_rechecked),
+            job_folders=self.discovery_stats.job_folders[:20],
+            warnings=warnings,
         )

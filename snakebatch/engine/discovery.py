@@ -1,7 +1,8 @@
 """Discovery: stream the regular files under SOURCE, honouring the job's filters.
 
 Owns: walking the tree (iteratively, with `os.scandir`, never listing it all first), `.gitignore`
-files at every depth, `--include`/`--exclude`, VCS folders, symbolic links, and skipping OUT.
+files at every depth, `--include`/`--exclude`, VCS folders, symbolic links, and skipping OUT and
+the output folders of other snakebatch jobs.
 Must not touch: file contents (only metadata is read here) or anything downstream.
 
 Ignored folders are pruned before they are entered: matching every path below an ignored
@@ -11,12 +12,15 @@ folder would double the cost of a large walk.
 from __future__ import annotations
 
 import os
+
 import stat
 from typing import Iterator, NamedTuple
 
 import pathspec
 
 from ..config import JobConfig
+from ..store.jobfolder import holds_job
+from ..store.layout import STATE_DIR_NAME as STATE
 
 VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj", ".pijul"})
 
@@ -35,15 +39,15 @@ class DiscoveryStats:
 
     def __init__(self) -> None:
         self.unreadable_folders: list[str] = []
+        self.job_folders: list[str] = []  # output folders of snakebatch jobs found under SOURCE
+        self.filtered = 0  # files and folders skipped by --include, --exclude and .gitignore files
 
-
-def display_path(path: str) -> str:
-    """The path as it appears in the tables: valid UTF-8, undecodable bytes shown as `\\xNN`."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    def filters_took_nothing(self, files: int) -> str | None:
+        """A warning when the filters skipped everything there was (`files` were taken)."""
+        if files or not self.filtered:
+            return None
+        return (f"no file was taken: --include, --exclude and .gitignore files skipped all {self.filtered} "
+                "files and folders under SOURCE; check the patterns")
 
 
 class _Ignores(NamedTuple):
@@ -109,6 +113,10 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
         except OSError:
             stats.unreadable_folders.append(rel_folder or ".")
             continue
+        if rel_folder and any(e.name == STATE for e in entries) and holds_job(folder):
+            # An earlier run's OUT inside SOURCE: its parts are output, not source.
+            stats.job_folders.append(rel_folder[:-1])
+            continue
         if job.gitignore and any(e.name == ".gitignore" for e in entries):
             spec = _read_gitignore(os.path.join(folder, ".gitignore"))
             if spec is not None:
@@ -141,6 +149,7 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
                     continue
                 dir_rel = rel + "/"
                 if ignores.rules and ignores.ignored(dir_rel) or exclude and exclude.match_file(dir_rel):
+                    stats.filtered += 1
                     continue
                 if follow:
                     visited.add(key)
@@ -149,8 +158,10 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
                 if name in VCS_FOLDERS:
                     continue  # a `.git` file of a worktree or submodule
                 if ignores.rules and ignores.ignored(rel) or exclude and exclude.match_file(rel):
+                    stats.filtered += 1
                     continue
                 if include is not None and not include.match_file(rel):
+                    stats.filtered += 1
                     continue
                 yield SourceFile(rel, st.st_size, st.st_mtime_ns)
             # FIFOs, sockets and devices are never taken (opening a FIFO would block).

@@ -25,7 +25,6 @@ from collections import deque
 
 import psutil
 
-from ..config import human_size
 from ..executors.base import Executor
 
 MIN_BATCH_BYTES = 256 * 1024
@@ -49,6 +48,24 @@ ROWS_RATIO = 4.0
 # standard library); too high a guess would call files too large that fit.
 PRIOR_WORKER_RSS = 64 * 1024 * 1024
 RATIO_WINDOW = 256  # a ratio is the largest of this many recent measurements
+
+
+def minimum_budget(workers: int) -> tuple[int, int]:
+    """(the least budget a local run can keep, this process's RSS now): the coordinator as
+    measured, the forkserver and each worker at rest (PRIOR_WORKER_RSS until one reports), and
+    the parse of one small file (64 KB at the `python` prior: 16 MB). Below it, every file but
+    the smallest would get `too_large` before a worker even started."""
+    coordinator = psutil.Process().memory_info().rss
+    return coordinator + (workers + 1) * PRIOR_WORKER_RSS + int(SMALL_FILE_BYTES * PRIOR_RATIO["python"]), coordinator
+
+
+def human(n: float) -> str:
+    """Bytes for a person, in decimal units: `512 B`, `4.2 MB`, `1.5 TB` (also the CLI's)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 class MemoryGovernor:
@@ -240,9 +257,9 @@ class MemoryGovernor:
             self.too_large_files += 1
             self.record("too_large", path=path, estimate=estimate, baseline=baseline)
             found[index] = (
-                f"parsing needs an estimated {human_size(estimate)} ({size} bytes x {estimate / size:.0f} for "
-                f"{parser or 'its parser'}); --memory-budget {human_size(self.budget)} leaves about "
-                f"{human_size(max(free, 0))} beside the {human_size(baseline)} the workers need at rest")
+                f"parsing needs an estimated {human(estimate)} ({size} bytes x {estimate / max(size, 1):.0f} for "
+                f"{parser or 'its parser'}); --memory-budget {human(self.budget)} leaves about "
+                f"{human(max(free, 0))} beside the {human(baseline)} the workers need at rest")
         return found
 
     # -- admission -----------------------------------------------------------------------------
@@ -286,7 +303,7 @@ class MemoryGovernor:
             self._holding = why
             if why == "alone":
                 self.held_alone += 1
-                self.note = f"waiting to run a {human_size(estimate)} batch alone"
+                self.note = f"waiting to run a {human(estimate)} batch alone"
             else:
                 self.held_budget += 1
                 self.note = "holding: budget"
@@ -350,7 +367,7 @@ class MemoryGovernor:
         """A few words for the progress line."""
         if self.recycle_wanted:
             return "recycling workers"
-        return self.note or f"batch {human_size(self.batch_bytes)}"
+        return self.note or f"batch {human(self.batch_bytes)}"
 
     def stats(self) -> dict:
         return {

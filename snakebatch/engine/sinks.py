@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import RunConfig
+from ..paths import display_path
 from ..schema import TABLES
 from ..store.jobfolder import clear_complete, open_job, read_json, resume_command, write_json
 from ..store.ledger import Ledger, LedgerEntry
 from .batching import CommittedIndex
-from .discovery import display_path
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
@@ -36,6 +36,7 @@ class Sink(Protocol):
     before: Tally  # what earlier runs committed
     first_batch_id: int
     recovery: str | None  # what opening the job repaired, in words
+    io_errors_rechecked: dict  # {"gone": n, "back": n}: io_error rows a --resume removed
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         """The folder a worker writes this attempt's part files into."""
@@ -48,7 +49,8 @@ class Sink(Protocol):
         """The command that continues this job, if it can be continued."""
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
-        """Work once the job is complete (compaction); what was done, or None."""
+        """Work once the job is complete (compaction); what was done, or None. JobError when
+        the job's lock is no longer this run's."""
 
     def close(self, summary, job: Tally) -> None:
         """The run is over (`summary`, `job` the whole job's counts): save its record, release OUT."""
@@ -66,6 +68,10 @@ class OutputSink:
             self.ledger.create()
             clear_complete(config.output)
             entries, report = self.ledger.recover()
+            # --resume re-checks files that could not be read: their rows go, and those that
+            # are there now are parsed again (a fresh or new job has none).
+            entries, self.io_errors_rechecked = self.ledger.forget_io_errors(
+                entries, report.manifest, config.job.source)
         except BaseException:
             self.lock.release()
             raise
@@ -99,7 +105,9 @@ class OutputSink:
             language_counts=outcome.language_counts,
             committed_at=time.time(),
             run_started_at=self.started_at,
+            parts=outcome.parts,
         )
+        self.lock.check()
         self.ledger.commit(entry, outcome.staging)
         self.batch_ids.append(entry.batch_id)
         self.batch_stats.append(
@@ -113,11 +121,13 @@ class OutputSink:
         return resume_command(self.config.job, self.config.output)
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
-        """Compact the complete job's tables (unless `--no-compact`); what was done, or None."""
+        """Compact the complete job's tables (unless `--no-compact`); what was done, or None.
+        JobError when the job's lock is no longer this run's."""
         if not self.config.compact:
             return None
         from ..store.compaction import Compactor
 
+        self.lock.check()
         try:
             done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop)
         except OSError as err:
@@ -161,6 +171,7 @@ class StreamSink:
     def __init__(self, config: RunConfig):
         self.config = config
         self.tmp = tempfile.mkdtemp(prefix="snakebatch-stream-")
+        self.io_errors_rechecked = {"gone": 0, "back": 0}
         self.committed = None
         self.before = Tally()
         self.first_batch_id = 1

@@ -1,7 +1,7 @@
 """The counts of committed batches: one struct for a run, for what earlier runs left, and for `status`.
 
 Owns: adding up what committed batches hold (batches, files, bytes, parse time, rows per table,
-statuses, languages, files with an error status). Must not touch: anything it is not handed; a
+statuses, languages, files with an error or a failure status). Must not touch: anything it is not handed; a
 `BatchOutcome` (a batch just committed) and a `LedgerEntry` (one committed before) both feed it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..schema import ERROR_STATUSES, TABLES
+from ..schema import ERROR_STATUSES, FAILURE_STATUSES, TABLES
 
 
 class Committed(Protocol):
@@ -31,10 +31,11 @@ class Tally:
         self.rows: dict[str, int] = dict.fromkeys(TABLES, 0)
         self.status_counts: dict[str, int] = {}
         self.language_counts: dict[str, int] = {}
-        self.errors = 0  # files with an error status
+        self.errors = 0  # files with an error status (ERROR_STATUSES)
+        self.failures = 0  # files with a failure status (FAILURE_STATUSES: what --max-errors counts)
 
-    def add(self, batch: Committed) -> int:
-        """Count one committed batch; returns how many of its files have an error status."""
+    def add(self, batch: Committed) -> None:
+        """Count one committed batch."""
         self.batches += 1
         self.files += len(batch.statuses)
         self.bytes += batch.bytes
@@ -42,15 +43,13 @@ class Tally:
         self.parse_s += round(batch.parse_s, 4)
         for table, count in batch.rows.items():
             self.rows[table] = self.rows.get(table, 0) + count
-        errors = 0
         for status in batch.statuses:
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
             if status in ERROR_STATUSES:
-                errors += 1
+                self.errors += 1
+                self.failures += status in FAILURE_STATUSES
         for language, count in batch.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
-        self.errors += errors
-        return errors
 
     def __add__(self, other: Tally) -> Tally:
         total = Tally()
@@ -64,6 +63,7 @@ class Tally:
                 for key, count in counts.items():
                     into[key] = into.get(key, 0) + count
             total.errors += part.errors
+            total.failures += part.failures
         return total
 
     def job_totals(self) -> dict:

@@ -29,7 +29,7 @@ from ..parsers import ParseResult, ParserRouter
 from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
 from ..store.durable import fsync_dir, write_part
 from . import memprobe
-from .discovery import display_path
+from ..paths import display_path
 from .watchdog import Heartbeat
 
 BINARY_SNIFF_BYTES = 8000  # git's heuristic: a NUL byte in the first 8000 bytes means binary
@@ -76,6 +76,7 @@ class BatchOutcome(msgspec.Struct):
     pid: int
     # (parser name, source bytes, peak extra RSS bytes) of each file >= MEASURE_MIN_BYTES parsed
     memory_samples: list = []
+    parts: dict = {}  # table -> [size, xxh3-64 hex] of its staged part, for the ledger
 
 
 class FileTimeout(Exception):
@@ -142,6 +143,16 @@ def _parse_with_limit(parser, path: str, data: bytes, timeout: float, retries: i
     raise AssertionError("unreachable")
 
 
+def _error_message(err: BaseException) -> str:
+    """A parser exception's message; never empty (a failed allocation raises a bare MemoryError)."""
+    message = str(err)
+    if message:
+        return message[:MAX_ERROR_MESSAGE]
+    if isinstance(err, MemoryError):
+        return "out of memory while parsing this file"
+    return f"{type(err).__name__} raised without a message"
+
+
 def _checked_rows(rows: list, width: int, what: str) -> list:
     """A third-party parser's rows, checked: each a sequence of `width` fields."""
     for row in rows:
@@ -198,7 +209,7 @@ def _parse(parser, path: str, out_path: str, data: bytes, task: BatchTask, index
             raise
         result = ParseResult(
             status="parser_error", error_type=type(err).__name__,
-            error_message=str(err)[:MAX_ERROR_MESSAGE], language=language_of(path),
+            error_message=_error_message(err), language=language_of(path),
         )
     elapsed = time.perf_counter() - started
     if heartbeat is not None:
@@ -350,8 +361,8 @@ class _Batch:
         tables = {"files": self.files.table(), "definitions": self.definitions.table(),
                   "imports": self.imports.table()}
         os.makedirs(task.staging, exist_ok=True)
-        for name in TABLES:
-            write_part(tables[name], os.path.join(task.staging, name + ".parquet"))
+        parts = {name: list(write_part(tables[name], os.path.join(task.staging, name + ".parquet")))
+                 for name in TABLES}
         fsync_dir(task.staging)
         return BatchOutcome(
             batch_id=task.batch_id,
@@ -367,6 +378,7 @@ class _Batch:
             rss_bytes=memprobe.rss(),
             pid=os.getpid(),
             memory_samples=self.memory_samples,
+            parts=parts,
         )
 
 

@@ -7,19 +7,68 @@ sampling, and turning the pool's failures into `WorkerDied`. Must not touch: wha
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import select
 import signal
+import sys
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from .base import WorkerDied
 
 
-def _init_worker() -> None:
+def _init_worker(coordinator: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the coordinator alone decides how to
     # stop, and lets the workers finish the batches they hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker's parent is the forkserver, not the coordinator, so PR_SET_PDEATHSIG cannot tie it
+    # to the coordinator; and the forkserver (and with it the resource tracker) lives exactly as
+    # long as a worker holds its "alive" pipe. A worker that ends with the coordinator therefore
+    # takes the whole tree down, and none is left to write a staging folder after a SIGKILL.
+    threading.Thread(target=_exit_with, args=(coordinator,), name="snakebatch-orphan-watch", daemon=True).start()
+
+
+def _exit_with(coordinator: int) -> None:
+    """Wait until the coordinator process has ended, then end this worker at once."""
+    if sys.platform == "linux":
+        try:
+            pidfd = os.pidfd_open(coordinator)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pidfd = None  # no pidfd (a kernel before 5.3, a sandbox): poll below
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once it has exited, even as an unreaped zombie
+            os._exit(1)
+    while True:
+        try:
+            os.kill(coordinator, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _main_module_left_alone():
+    """Workers started by forkserver or spawn run the caller's main script again, by its
+    `__file__`. A script read from stdin (`python -`) has the `__file__` `<stdin>`, which names no
+    file: every worker would die on it. While workers start, such a main module goes without a
+    `__file__`, so that workers leave it alone, as they do for `python -c` and the interactive
+    interpreter (nothing in it can be run again)."""
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    if main.__spec__ is not None or not isinstance(path, str) or not (path.startswith("<") and path.endswith(">")):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 class LocalExecutor:
@@ -37,13 +86,15 @@ class LocalExecutor:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_init_worker)
+        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_init_worker,
+                                   initargs=(os.getpid(),))
 
     def submit(self, fn, task) -> Future:
         future: Future = Future()
         future.set_running_or_notify_cancel()
         try:
-            pooled = self._pool.submit(fn, task)
+            with _main_module_left_alone():  # the pool starts its workers in submit
+                pooled = self._pool.submit(fn, task)
         except BrokenProcessPool as err:
             # The pool broke since the coordinator last looked: fail like the batches in flight,
             # so the coordinator's one path for worker deaths handles this one too.

@@ -32,13 +32,13 @@ import time
 import msgspec
 import psutil
 
+from ..config import RunConfig, build_config, low_budget, usable_cores
 from ..engine.batching import BatchPlanner
-from ..config import RunConfig, build_config, usable_cores
 from ..engine.discovery import DiscoveryStats, SourceFile, discover
-from ..engine.governor import MemoryGovernor
+from ..engine.governor import MemoryGovernor, human
+from ..engine.worker import BatchOutcome, BatchTask, process_batch
 from ..languages import language_of
 from ..parsers import ParserRouter
-from ..engine.worker import BatchOutcome, BatchTask, process_batch
 
 SAMPLE_FILES = 50
 SAMPLE_BYTES = 4 * 1024 * 1024
@@ -85,6 +85,7 @@ class Plan(msgspec.Struct):
     estimated_peak_rss_bytes: int
     unreadable_folders: list
     notes: list
+    warnings: list  # the run would go badly or be refused as planned (the CLI prints them on stderr)
 
 
 class _Reservoir:
@@ -239,7 +240,9 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
 
     `output` is only skipped by the walk when it lies inside SOURCE, as a run would skip it.
     """
-    config = build_config(source, output, **options)
+    # A budget the run would refuse is a warning here: the plan still shows what it would take.
+    config = build_config(source, output, check_budget=False, **options)
+    budget_problem = low_budget(config.memory_budget, config.workers)
     process_rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
     stats = DiscoveryStats()
@@ -277,11 +280,21 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
     worker_peak = calibration.worker_rss + calibration.batch_rss + int(rows * ROW_RSS_BYTES)
     peak = 2 * process_rss_before + RESOURCE_TRACKER_RSS + workers * worker_peak
     notes = []
-    if peak > config.memory_budget:
-        notes.append("the estimated peak is over --memory-budget: the governor will shrink batches and "
-                      "hold submissions back, so the run will be slower than estimated")
+    warnings = []
+    if budget_problem:
+        warnings.append(f"--memory-budget: {budget_problem}; `snakebatch run` would refuse it")
+    elif peak > config.memory_budget:
+        warnings.append(f"the estimated peak RSS ({human(peak)}) is over --memory-budget ({human(config.memory_budget)}): "
+                        "the governor will shrink batches, hold submissions back, and give files it cannot fit "
+                        "`too_large`, so the run will be slower than estimated")
     if config.workers > cores:
         notes.append(f"{config.workers} workers share {cores} cores")
+    took_nothing = stats.filters_took_nothing(tally.files)
+    if took_nothing:
+        notes.append(took_nothing)
+    if stats.job_folders:
+        notes.append(f"{len(stats.job_folders)} output folder(s) of other snakebatch jobs are skipped, "
+                     f"e.g. {stats.job_folders[0]}")
     return Plan(
         source=config.job.source,
         files=tally.files,
@@ -309,4 +322,5 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
         estimated_peak_rss_bytes=peak,
         unreadable_folders=stats.unreadable_folders[:20],
         notes=notes,
+        warnings=warnings,
     )

@@ -3,7 +3,8 @@
 Owns: reading a job's record, ledger, lock and stats into a `JobStatus`, and its text form.
 Must not touch: anything in OUT. It writes nothing, takes no lock and never recovers the ledger
 (a running job may be appending to it); counts come from the ledger, and Parquet is read only
-for the messages of a few sample errors.
+for the messages of a few sample errors. Parts are checked against the ledger and the
+compaction's manifest: existence and size always, the checksum with `--verify`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import time
 
 import msgspec
 
+from ..config import refuse_url
 from ..engine.tally import Tally
 from ..errors import ConfigError, JobError
-from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
-from ..store.ledger import Ledger
 from ..schema import ERROR_STATUSES, TABLES
+from ..store.durable import Damage, check_part
+from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
+from ..store.layout import part_name
+from ..store.ledger import Ledger
 
 ERROR_SAMPLES = 5
 
@@ -47,6 +51,10 @@ class JobStatus(msgspec.Struct):
     resume_command: str | None
     parts: dict  # table -> part files in its folder now
     compaction_generation: int | None  # of the compaction the tables are in, if compacted
+    # [table, part, problem]: parts not as committed (missing, size, checksum with --verify,
+    # unlisted), and the job state's own files (ledger, compaction.json); `run --resume` repairs
+    damage: list = []
+    verified: bool = False  # whether every part's checksum was checked (--verify)
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -97,8 +105,47 @@ def _elapsed(entries, runs: list, current_start: float | None) -> tuple[float, i
     return elapsed, count
 
 
-def job_status(out: str | os.PathLike) -> JobStatus:
-    """The status of the job in `out`; ConfigError when `out` holds no job."""
+def _damage(out: str, entries, manifest, manifest_unreadable: bool, deep: bool) -> list:
+    """The parts that are not as the ledger and compaction.json recorded them (see JobStatus)."""
+    from ..store.compaction import MANIFEST
+
+    if manifest_unreadable:
+        return [Damage("_snakebatch", MANIFEST, "unreadable")]  # which parts are live is unknown
+    state = state_dir(out)
+    cut_off = {table for table in TABLES if os.path.isdir(os.path.join(state, "compacting", table))}
+    covered = set(manifest.covers) if manifest else set()
+    damage, named = [], {table: set() for table in TABLES}
+    for entry in entries:
+        if entry.batch_id in covered:
+            continue
+        name = part_name(entry.batch_id)
+        for table in TABLES:
+            named[table].add(name)
+            if table in cut_off:
+                continue  # recovery settles a compaction cut off first
+            problem = check_part(os.path.join(out, table, name), entry.parts.get(table), deep)
+            if problem == "missing" and os.path.exists(os.path.join(state, entry.staging, table + ".parquet")):
+                problem = None  # a commit cut off between its ledger line and its renames
+            if problem:
+                damage.append(Damage(table, name, problem))
+    for table in TABLES:
+        for part in manifest.parts(table) if manifest else ():
+            named[table].add(part.name)
+            problem = None if table in cut_off else check_part(
+                os.path.join(out, table, part.name), [part.size, part.xxh3], deep)
+            if problem:
+                damage.append(Damage(table, part.name, problem))
+        if table not in cut_off:
+            for name in sorted(_listdir(os.path.join(out, table))):
+                if name.endswith(".parquet") and not name.startswith(".") and name not in named[table]:
+                    damage.append(Damage(table, name, "unlisted"))
+    return damage
+
+
+def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
+    """The status of the job in `out`; ConfigError when `out` holds no job. Every part is
+    checked for existence and size; with `verify`, also against its checksum (reads them all)."""
+    refuse_url(out, "OUT")
     out = os.path.abspath(os.fspath(out))
     if not holds_job(out):
         raise ConfigError(f"{out} holds no snakebatch job (no {os.path.basename(state_dir(out))}/job.json)")
@@ -115,7 +162,8 @@ def job_status(out: str | os.PathLike) -> JobStatus:
     tally = Tally()
     errors: list[tuple[int, str, str]] = []
     for entry in entries:
-        if tally.add(entry) and len(errors) < ERROR_SAMPLES:
+        tally.add(entry)
+        if len(errors) < ERROR_SAMPLES:
             errors += [(entry.batch_id, path, status) for path, status in zip(entry.paths, entry.statuses)
                        if status in ERROR_STATUSES][:ERROR_SAMPLES - len(errors)]
     stats = read_json(out, "stats.json")
@@ -123,19 +171,25 @@ def job_status(out: str | os.PathLike) -> JobStatus:
     last = stats.get("summary") or {}
     runs = stats.get("runs") or []
     completed = read_json(out, "complete.json")
+    from ..store.compaction import read_manifest  # pyarrow, as the error samples need it anyway
+
+    try:
+        manifest, manifest_unreadable = read_manifest(state_dir(out)), False
+    except JobError:
+        manifest, manifest_unreadable = None, True  # `run --resume` rebuilds it; status only reads
+    damage = []
+    if holder is None:  # a running job's parts are on their way between staging and the tables
+        damage = _damage(out, entries, manifest, manifest_unreadable, verify)
+        if isinstance(completed, dict) and completed.get("files") != tally.files:
+            damage.append(Damage("_snakebatch", "ledger.jsonl", f"{tally.files} files, not the {completed.get('files')} "
+                                                                "of the complete job"))
     if holder is not None:
         state = "running"
-    elif isinstance(completed, dict) and not corrupt:
+    elif isinstance(completed, dict) and not corrupt and not damage:
         state = "complete"
     else:
         state = "incomplete"
     elapsed, run_count = _elapsed(entries, runs, current_start)
-    from ..store.compaction import read_manifest  # pyarrow, as the error samples need it anyway
-
-    try:
-        manifest = read_manifest(state_dir(out))
-    except JobError:
-        manifest = None  # `run --resume` reports the damage; status only reads
     parts = {table: sum(1 for name in _listdir(os.path.join(out, table)) if name.endswith(".parquet"))
              for table in TABLES}
     return JobStatus(
@@ -161,6 +215,8 @@ def job_status(out: str | os.PathLike) -> JobStatus:
         resume_command=resume_command(record.job, out) if state == "incomplete" else None,
         parts=parts,
         compaction_generation=manifest.generation if manifest else None,
+        damage=damage,
+        verified=verify and holder is None,
     )
 
 
@@ -197,6 +253,13 @@ def format_status(status: JobStatus) -> str:
     if status.corrupt_ledger_lines:
         lines.append(f"  ledger:    {status.corrupt_ledger_lines} corrupt entr"
                      f"{'y' if status.corrupt_ledger_lines == 1 else 'ies'}; their files are redone on resume")
+    if status.damage:
+        shown = ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in status.damage[:8])
+        more = f", {len(status.damage) - 8} more" if len(status.damage) > 8 else ""
+        lines.append(f"  DAMAGED:   {len(status.damage)} part(s) not as committed: {shown}{more}; "
+                     "a resume redoes their batches")
+    elif status.verified:
+        lines.append("  verified:  every part matches its recorded size and checksum")
     for path, state, message in status.error_samples:
         lines.append(f"  e.g. {state}: {path}: {message}")
     if status.resume_command:

@@ -16,7 +16,8 @@ Protocol (generation g, all tables):
     1. every live part of T, in batch order  ->  compacting/T/part-c<g>-<k>.parquet, fsynced
     2. compaction.json := {generation, covered batch ids, the new parts}   (tmp + rename:
        the commit point)
-    3. per table: exchange compacting/T <-> T; then compacting/T (the old parts) is deleted
+    3. per table: exchange compacting/T <-> T; then the old parts in compacting/T are deleted,
+       and anything else the table folder held (not snakebatch's) is moved back into it
 
 A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
 leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
@@ -42,8 +43,8 @@ import pyarrow.parquet as pq
 
 from ..errors import JobError
 from ..schema import TABLES
-from .durable import PARQUET_OPTIONS, atomic_write, fsync_dir, write_part
-from .layout import JobLayout, part_name
+from .durable import PARQUET_OPTIONS, Damage, atomic_write, check_part, file_checksum, fsync_dir, write_part
+from .layout import JobLayout, is_own_part, part_name
 
 MANIFEST = "compaction.json"
 # Input bytes (Parquet on disk) per compacted part: large enough that a big job has few parts,
@@ -60,6 +61,8 @@ class CompactedPart(msgspec.Struct):
     name: str
     batches: list[int]  # batch ids whose rows it holds
     rows: int
+    size: int = -1  # bytes and xxh3-64 hex of the file as written (-1, "": not recorded)
+    xxh3: str = ""
 
 
 class Manifest(msgspec.Struct):
@@ -106,7 +109,7 @@ def files_part_of(manifest: Manifest | None, batch_id: int) -> str:
     return part_name(batch_id)
 
 
-def _write_manifest(state: str, manifest: Manifest) -> None:
+def write_manifest(state: str, manifest: Manifest) -> None:
     atomic_write(os.path.join(state, MANIFEST), msgspec.json.encode(manifest))
 
 
@@ -151,6 +154,8 @@ class Compactor:
         self.layout = JobLayout(out)
         self.state = self.layout.state
         self.twins = self.layout.twins
+        self.damaged: list[Damage] = []  # compacted parts `recover` found damaged and removed
+        self.rebuilt = False  # whether `recover` rebuilt an unreadable manifest from the parts
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -158,8 +163,14 @@ class Compactor:
         """Finish or drop a cut-off compaction, and cut out of the compacted parts the rows of
         covered batches that lost their ledger entry (`entries`: the valid ones by batch id) or
         one of their compacted parts; those batches are no longer covered, so the ledger redoes
-        them. Returns the manifest and how many batches lost their entry."""
-        manifest = read_manifest(self.state)
+        them. A compacted part that is not as written (size, checksum) counts as lost, and an
+        unreadable manifest is rebuilt from the parts. Returns the manifest and how many batches
+        lost their entry."""
+        try:
+            manifest = read_manifest(self.state)
+        except JobError:
+            manifest = self._rebuild_manifest()
+            self.rebuilt = True
         for table in TABLES:
             folder = self.layout.table_dir(table)
             for name in os.listdir(folder) if os.path.isdir(folder) else ():
@@ -174,10 +185,17 @@ class Compactor:
             if written and written <= set(os.listdir(twin)):
                 exchange(twin, self.layout.table_dir(table))
                 fsync_dir(self.out)
-            shutil.rmtree(twin)
-        shutil.rmtree(self.twins, ignore_errors=True)  # what a compaction stopped before its manifest left
+            self._empty_twin(table)
+        self._remove_twins()  # what a compaction stopped before its manifest left
         if manifest is None:
             return None, 0
+        for table in TABLES:
+            for part in manifest.parts(table):
+                path = os.path.join(self.layout.table_dir(table), part.name)
+                problem = check_part(path, [part.size, part.xxh3], deep=True)
+                if problem and problem != "missing":
+                    os.unlink(path)  # then lost like a deleted part: its batches are cut out and redone
+                    self.damaged.append(Damage(table, part.name, problem))
         unlogged = set(manifest.covers) - set(entries)
         gone = {batch for table in TABLES for part in manifest.parts(table)
                 if not os.path.exists(os.path.join(self.layout.table_dir(table), part.name)) for batch in part.batches}
@@ -185,6 +203,49 @@ class Compactor:
             known = {path for batch in gone if batch in entries for path in entries[batch].paths}
             self._cut_out(manifest, unlogged | gone, known)
         return manifest, len(unlogged)
+
+    def _rebuild_manifest(self) -> Manifest | None:
+        """A manifest for an unreadable compaction.json, from the compacted parts in the table
+        folders: a `files` part's batches are its `batch_id`s, another table's are those of its
+        paths' `files` rows. A part that cannot be read is removed (its batches are then redone).
+        With a compaction cut off (twins left), which parts are live is unknown: every
+        compacted part is then removed, and the batches they held are redone."""
+        cut_off = os.path.isdir(self.twins)
+        shutil.rmtree(self.twins, ignore_errors=True)
+        found: dict[str, list[str]] = {}
+        for table in TABLES:
+            folder = self.layout.table_dir(table)
+            found[table] = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else ())
+                                  if name.startswith("part-c") and name.endswith(".parquet"))
+            if cut_off:
+                for name in found[table]:
+                    os.unlink(os.path.join(folder, name))
+                found[table] = []
+        if not any(found.values()):
+            return None
+        batch_of: dict[str, int] = {}
+        tables: dict[str, list[CompactedPart]] = {table: [] for table in TABLES}
+        for table in TABLES:  # files first: the other tables' batches come from its rows
+            for name in found[table]:
+                path = os.path.join(self.layout.table_dir(table), name)
+                try:
+                    data = pq.read_table(path, columns=["path", "batch_id"] if table == "files" else ["path"])
+                except (OSError, ValueError):
+                    os.unlink(path)
+                    continue
+                paths = data["path"].to_pylist()
+                if table == "files":
+                    batch_of.update(zip(paths, data["batch_id"].to_pylist()))
+                    batches = set(data["batch_id"].to_pylist())
+                else:
+                    batches = {batch_of[p] for p in paths if p in batch_of}
+                size, digest = file_checksum(path)
+                tables[table].append(CompactedPart(name, sorted(batches), data.num_rows, size, digest))
+        generation = max(int(name[6:10]) for names in found.values() for name in names)
+        manifest = Manifest(generation=generation, covers=sorted(set(batch_of.values())), tables=tables,
+                            compacted_at=time.time())
+        write_manifest(self.state, manifest)
+        return manifest
 
     def _cut_out(self, manifest: Manifest, lost: set[int], lost_paths: set[str]) -> None:
         """Remove the rows of `lost` batches from the compacted parts (each part replaced whole;
@@ -212,13 +273,39 @@ class Compactor:
                     drop = pc.is_in(data["path"], pa.array(sorted(lost_paths), type=pa.string()))
                 kept = data.filter(pc.invert(drop))
                 tmp = os.path.join(self.layout.table_dir(table), "." + part.name + ".tmp")
-                write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS)
+                part.size, part.xxh3 = write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS)
                 os.replace(tmp, path)  # a reader sees the old part or the new one, whole
                 part.batches = [b for b in part.batches if b not in lost]
                 part.rows = kept.num_rows
             fsync_dir(self.layout.table_dir(table))
         manifest.covers = [b for b in manifest.covers if b not in lost]
-        _write_manifest(self.state, manifest)
+        write_manifest(self.state, manifest)
+
+    def _empty_twin(self, table: str) -> None:
+        """Delete the parts in `table`'s twin and the twin itself. After an exchange the twin is
+        the old table folder: whatever else it holds (a user's file) goes back into the table
+        folder, never deleted; should its name be taken there, it stays in the twin."""
+        twin, folder = self.layout.twin_dir(table), self.layout.table_dir(table)
+        for name in os.listdir(twin):
+            path = os.path.join(twin, name)
+            if (is_own_part(name) or name.startswith(".writing-")) and not os.path.isdir(path):
+                os.unlink(path)
+            elif not os.path.lexists(os.path.join(folder, name)):
+                os.rename(path, os.path.join(folder, name))
+        _rmdir_if_empty(twin)
+
+    def _remove_twins(self) -> None:
+        """Remove the twins' folder: what a compaction left in it is snakebatch's (parts being
+        written, the exchange probes), except what `_empty_twin` kept."""
+        if not os.path.isdir(self.twins):
+            return
+        for name in os.listdir(self.twins):
+            path = os.path.join(self.twins, name)
+            if name in TABLES:
+                self._empty_twin(name)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        _rmdir_if_empty(self.twins)
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -250,7 +337,8 @@ class Compactor:
 
         def build(table: str) -> list[CompactedPart]:
             twin = self.layout.twin_dir(table)
-            shutil.rmtree(twin, ignore_errors=True)
+            if os.path.isdir(twin):
+                self._empty_twin(table)
             os.makedirs(twin)
             parts = self._write_twin(table, live[table], generation, should_stop)
             fsync_dir(twin)
@@ -266,11 +354,11 @@ class Compactor:
                 return None
             raise
         rows = sum(part.rows for parts in new.tables.values() for part in parts)
-        _write_manifest(self.state, new)
+        write_manifest(self.state, new)
         for table in TABLES:
             exchange(self.layout.twin_dir(table), self.layout.table_dir(table))
         fsync_dir(self.out)  # the exchanges are durable before the old parts are deleted
-        shutil.rmtree(self.twins)
+        self._remove_twins()
         report = CompactionReport(
             parts_before=sum(len(parts) for parts in live.values()),
             parts_after=sum(len(parts) for parts in new.tables.values()),
@@ -305,6 +393,14 @@ class Compactor:
         else:
             writer.abandon()
         return written
+
+
+def _rmdir_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 class _Stopped(Exception):
@@ -361,8 +457,10 @@ class _PartWriter:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
-        os.rename(self.tmp, os.path.join(self.folder, name))
-        part = CompactedPart(name=name, batches=self.batches, rows=self.rows)
+        path = os.path.join(self.folder, name)
+        os.rename(self.tmp, path)
+        size, digest = file_checksum(path)  # from the page cache: ~0.1 s per GB
+        part = CompactedPart(name=name, batches=self.batches, rows=self.rows, size=size, xxh3=digest)
         self._reset()
         return part
 

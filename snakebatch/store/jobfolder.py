@@ -1,7 +1,7 @@
 """The job's own folder `OUT/_snakebatch/`: identity, lock, stats and completion marker.
 
 Owns: deciding whether OUT holds a job, `--fresh` / `--resume` / refusal, the OS lock that keeps
-two runs off one OUT, `job.json` (the options that change rows), `stats.json` and `complete.json`.
+two runs off one OUT (on the folder `_snakebatch` itself, with the holder's PID in its `lock`), `job.json` (the options that change rows), `stats.json` and `complete.json`.
 Must not touch: the ledger's entries or the table parts (ledger.py owns those).
 """
 
@@ -19,6 +19,7 @@ from .._version import __version__
 from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig
 from ..errors import ConfigError, JobError
 from ..schema import TABLES
+from .ledger import remove_tables
 from .durable import atomic_write
 from .layout import STATE_DIR_NAME as STATE
 
@@ -80,52 +81,103 @@ def resume_command(job: JobConfig, output: str) -> str:
 
 
 class JobLock:
-    """An exclusive `flock` on OUT/_snakebatch/lock, released by the OS when the process dies."""
+    """An exclusive `flock` on the state folder OUT/_snakebatch itself, with the holder's PID in
+    OUT/_snakebatch/lock; the OS releases it when the process dies.
+
+    Why the folder and not the `lock` file: a file's lock dies with its name, so deleting the
+    file lets the next run lock a new one and write the same OUT. The folder cannot be deleted
+    while it holds the job; if it is moved away or removed whole, the next run finds no job
+    there and is refused anyway. The holder checks before each commit that the folder and its
+    PID file at OUT are still the ones it locked and wrote (`check`), and stops, resumable,
+    when they are not."""
 
     def __init__(self, out: str):
-        self.path = os.path.join(state_dir(out), "lock")
+        self.out = out
+        self.folder = state_dir(out)
+        self.path = os.path.join(self.folder, "lock")
+        self.folder_fd: int | None = None
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        folder_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise JobError(
-                f"another snakebatch run (PID {holder or '?'}) is writing {os.path.dirname(os.path.dirname(self.path))}; "
-                "wait for it to finish or stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd = fd
+            holder = _holder_pid(self.folder, folder_fd)
+            os.close(folder_fd)
+            raise JobError(_held_message(holder, self.out)) from None
+        self.folder_fd = folder_fd
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+            self.check()  # the folder may have been replaced between its open and its lock
+        except BaseException:
+            self.release()
+            raise
+
+    def check(self) -> None:
+        """JobError unless the state folder and the PID file at OUT are still this lock's."""
+        for fd, path in ((self.folder_fd, self.folder), (self.fd, self.path)):
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path)
+            except OSError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                raise JobError(
+                    f"the job's lock in {self.folder} was {'removed' if now is None else 'replaced'} while this "
+                    "run held it: stopped so as not to write where another run may be writing now"
+                )
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd, self.folder_fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.folder_fd = None
 
 
-def _read_pid(fd: int) -> str:
+def _holder_pid(folder: str, folder_fd: int) -> str:
+    """The PID holding the exclusive flock on the state folder `folder` (open as `folder_fd`),
+    "" when unknown.
+
+    The kernel's table of locks (Linux's /proc/locks) names the holder exactly; the PID a holder
+    writes into its `lock` file may not be there yet (a run between its flock and its write, when
+    two start at once), be an earlier, dead run's, or be deleted, so it is only the fallback."""
+    st = os.fstat(folder_fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        return os.pread(fd, 32, 0).decode().strip()
+        with open("/proc/locks") as fh:
+            for line in fh:
+                # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2154506 0 EOF"; a waiter's line has "->".
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key and fields[4] != "0":
+                    return fields[4]
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(folder, "lock"), "rb") as fh:
+            return fh.read(32).decode().strip()
     except (OSError, UnicodeDecodeError):
         return ""
 
 
+def _held_message(holder: str, out: str) -> str:
+    who = f"PID {holder}" if holder else "its PID not recorded yet"
+    return f"another snakebatch run ({who}) is writing {out}; wait for it to finish or stop it first"
+
+
 def lock_holder(out: str) -> str | None:
     """The PID holding OUT's lock, or None when no run holds it."""
-    path = os.path.join(state_dir(out), "lock")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(state_dir(out), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read_pid(fd) or "?"
+            return _holder_pid(state_dir(out), fd) or "?"
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
@@ -140,6 +192,16 @@ def _differences(old: JobConfig, new: JobConfig) -> list[str]:
     ]
 
 
+def _foreign_state(out: str) -> bool:
+    """Whether OUT holds a `_snakebatch` that no run created (no lock file in it)."""
+    state = state_dir(out)
+    if not os.path.lexists(state):
+        return False
+    if os.path.islink(state) or not os.path.isdir(state):
+        return True
+    return bool(os.listdir(state)) and not os.path.isfile(os.path.join(state, "lock"))
+
+
 def _clear_state(out: str) -> None:
     """Remove what an earlier job (or a run killed before it recorded its job) left in the
     state folder, except the lock this run holds."""
@@ -147,6 +209,21 @@ def _clear_state(out: str) -> None:
         if name != "lock":
             path = os.path.join(state_dir(out), name)
             shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` lies strictly inside `folder` (both real paths)."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def _job_around(out_real: str) -> str | None:
+    """The job folder one of whose table or state folders holds `out_real` (or is it), if any."""
+    child, parent = out_real, os.path.dirname(out_real)
+    while parent != child:
+        if os.path.basename(child) in (*TABLES, STATE) and holds_job(parent):
+            return parent
+        child, parent = parent, os.path.dirname(parent)
+    return None
 
 
 def open_job(config: RunConfig) -> JobLock:
@@ -160,13 +237,22 @@ def open_job(config: RunConfig) -> JobLock:
     out_real = os.path.realpath(out)
     if out_real == source_real:
         raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
+    if _inside(source_real, out_real):
+        # --fresh, recovery and compaction clean OUT's folders: SOURCE must not be among them.
+        raise ConfigError(f"SOURCE {config.job.source} is inside OUT {out}: choose an OUT outside SOURCE "
+                          "(beside or inside it), or move SOURCE out of OUT")
+    job_folder = _job_around(out_real)
+    if job_folder is not None:
+        raise ConfigError(f"-o/--output: {out} is inside the job folder {job_folder}'s own folders "
+                          f"({', '.join(TABLES)}, {STATE}), which snakebatch cleans; choose another folder")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"-o/--output: {out} exists and is not a folder")
+    if os.path.islink(out) and not os.path.exists(out):
+        raise ConfigError(f"-o/--output: {out} is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                          "create that folder or give another OUT")
     holder = lock_holder(out)
     if holder is not None:
-        raise JobError(
-            f"another snakebatch run (PID {holder}) is writing {out}; wait for it to finish or stop it first"
-        )
+        raise JobError(_held_message("" if holder == "?" else holder, out))
     exists = holds_job(out)
     if config.mode == "resume":
         if not exists:
@@ -175,8 +261,9 @@ def open_job(config: RunConfig) -> JobLock:
         raise ConfigError(
             f"{out} already holds a snakebatch job: add --resume to continue it, or --fresh to delete it and start over"
         )
-    elif not exists and os.path.isdir(out) and set(os.listdir(out)) - {STATE}:
-        # A bare `_snakebatch/` is a run killed before it recorded its job: nothing to keep.
+    elif not exists and os.path.isdir(out) and (set(os.listdir(out)) - {STATE} or _foreign_state(out)):
+        # A bare `_snakebatch/` with a lock is a run killed before it recorded its job: nothing
+        # to keep. Without the lock (the first file a run creates) it is not snakebatch's.
         raise ConfigError(
             f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty or new folder"
         )
@@ -188,12 +275,7 @@ def open_job(config: RunConfig) -> JobLock:
             # Another run started or replaced the job between our look and our lock.
             raise JobError(f"{out} changed while this run was starting (another snakebatch run?); try again")
         if config.mode == "fresh" and exists:
-            for name in os.listdir(out):
-                if name == STATE:
-                    continue
-                path = os.path.join(out, name)
-                if name in TABLES and os.path.isdir(path):
-                    shutil.rmtree(path)
+            remove_tables(out)
             exists = False
         if exists:
             record = read_record(out)

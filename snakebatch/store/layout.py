@@ -8,21 +8,32 @@ modules that own each file read and write it; this one only names them).
       files/ definitions/ imports/      the tables: part-<batch>.parquet, part-c<gen>-<n>.parquet
       _snakebatch/
         job.json  ledger.jsonl  lock  stats.json  complete.json  compaction.json
-        staging/b<batch>.<attempt>/     a batch's parts, written by a worker
+        staging/b<batch>.<attempt>.<run>/  a batch's parts, written by run <run>'s workers
         compacting/<table>/             a table's compacted twin, before the swap
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from ..schema import TABLES
 
 STATE_DIR_NAME = "_snakebatch"
 
 
+# Every name snakebatch gives a file in a table folder: a batch's part, a compacted part, and the
+# temporary (`.NAME.tmp`) of a part being rewritten. Cleanup deletes nothing else: a table
+# folder may hold what a user put there.
+_OWN_NAME = re.compile(r"\.?part-(?:\d{8,}|c\d{4,}-\d{5,})\.parquet(?:\.tmp)?")
+
+
 def part_name(batch_id: int) -> str:
     return f"part-{batch_id:08d}.parquet"
+
+
+def is_own_part(name: str) -> bool:
+    return _OWN_NAME.fullmatch(name) is not None
 
 
 class JobLayout:
@@ -41,13 +52,13 @@ class JobLayout:
         return os.path.join(self.out, table)
 
     def table_dirs(self) -> list[str]:
-        return [self.table_dir(table) for table in TABLES]
+        return [self.layout.table_dir(table) for table in TABLES]
 
     def twin_dir(self, table: str) -> str:
         return os.path.join(self.twins, table)
 
-    def staging_for(self, batch_id: int, attempt: int) -> str:
-        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}")
+    def staging_for(self, batch_id: int, attempt: int, run_token: str) -> str:
+        return os.path.join(self.staging_root, f"b{batch_id:08d}.{attempt}.{run_token}")
 
     def state_file(self, name: str) -> str:
         return os.path.join(self.state, name)

@@ -10,6 +10,7 @@ Commit protocol (one batch):
                   staging/<batch>/T.parquet -> T/part-<batch>.parquet    atomic renames
                   rmdir staging/<batch>
 
+A staging folder is named by batch id, attempt and a token of the run: no two runs share one.
 A batch is committed exactly when its ledger line is whole. A crash before the line leaves only
 staging files, which recovery deletes (roll back); a crash after it leaves parts still in
 staging, which recovery renames (roll forward). A table folder only ever receives whole parts by
@@ -24,16 +25,22 @@ says which batches' rows live there, and recovery settles a cut-off compaction f
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import zlib
 from typing import Iterator
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from ..languages import language_of
+from ..paths import source_path
 from ..schema import TABLES
-from .compaction import Compactor
-from .durable import atomic_write, fsync_dir
-from .layout import JobLayout, part_name
+from .compaction import ROW_GROUP_ROWS, Compactor, files_part_of, write_manifest
+from .durable import Damage, atomic_write, check_part, fsync_dir, write_part
+from .layout import JobLayout, is_own_part, part_name
 
 
 class LedgerEntry(msgspec.Struct, array_like=False):
@@ -51,6 +58,8 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     language_counts: dict
     committed_at: float
     run_started_at: float = 0.0  # which run committed it (for `status`: elapsed over all runs)
+    # table -> [size, xxh3-64 hex] of its part as written (empty in ledgers before checksums)
+    parts: dict = msgspec.field(default_factory=dict)
 
 
 class RecoveryReport(msgspec.Struct):
@@ -61,6 +70,8 @@ class RecoveryReport(msgspec.Struct):
     removed_staging: int = 0
     removed_orphan_parts: int = 0
     cut_out_batches: int = 0  # covered by a compaction, but their ledger lines were corrupt
+    damaged_parts: list = msgspec.field(default_factory=list)  # [Damage] found and removed (then redone)
+    manifest_rebuilt: bool = False  # compaction.json was unreadable and was rebuilt from the parts
     manifest: object = None  # the compaction's (compaction.Manifest), if the job was compacted
 
     def describe(self) -> str:
@@ -70,6 +81,11 @@ class RecoveryReport(msgspec.Struct):
                 f"{len(self.corrupt_lines)} corrupt ledger entr{'y' if len(self.corrupt_lines) == 1 else 'ies'} "
                 f"(line {', '.join(map(str, self.corrupt_lines[:5]))}) ignored; their files will be redone"
             )
+        if self.manifest_rebuilt:
+            parts.append("unreadable compaction.json rebuilt from the compacted parts")
+        if self.damaged_parts:
+            shown = ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in self.damaged_parts[:5])
+            parts.append(f"{len(self.damaged_parts)} damaged part file(s) removed, their batches redone: {shown}")
         if self.rolled_forward:
             parts.append(f"{self.rolled_forward} interrupted commit(s) finished")
         if self.rolled_back:
@@ -107,6 +123,20 @@ def _decode_line(line: bytes) -> LedgerEntry | None:
         return None
 
 
+def remove_tables(out: str) -> None:
+    """Delete the part files of the job in `out` (`--fresh`), and each table folder once it is
+    empty; anything else in a table folder stays where it is."""
+    for table in TABLES:
+        folder = os.path.join(out, table)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if is_own_part(name) and not os.path.isdir(path):
+                os.unlink(path)
+        _remove_if_empty(folder)
+
+
 def _remove_if_empty(folder: str) -> bool:
     """Remove `folder` if it is empty (or already gone); False when it holds something."""
     try:
@@ -127,6 +157,9 @@ class Ledger:
         self.state = self.layout.state
         self.path = self.layout.ledger
         self.staging_root = self.layout.staging_root
+        # In every staging folder's name: a worker of a killed run that is still finishing a
+        # batch never writes into a folder this run uses (recovery deletes its folders anyway).
+        self.run_token = secrets.token_hex(4)
         self._fh = None
 
     def create(self) -> None:
@@ -170,14 +203,30 @@ class Ledger:
 
         entries, corrupt = self.read()
         report = RecoveryReport(corrupt_lines=corrupt)
-        report.manifest, report.cut_out_batches = Compactor(self.out).recover({entry.batch_id: entry for entry in entries})
+        compactor = Compactor(self.out)
+        report.manifest, report.cut_out_batches = compactor.recover({entry.batch_id: entry for entry in entries})
         manifest = report.manifest
         covered = set(manifest.covers) if manifest else set()
+        report.manifest_rebuilt = compactor.rebuilt
+        report.damaged_parts = list(compactor.damaged)
         present = {}
         for table in TABLES:
             folder = self.layout.table_dir(table)
             os.makedirs(folder, exist_ok=True)
             present[table] = set(os.listdir(folder))
+        for entry in entries:
+            # A damaged part is removed: its batch is then undone below and its files redone.
+            name = part_name(entry.batch_id)
+            if entry.batch_id in covered:
+                continue
+            for table in TABLES:
+                if name not in present[table]:
+                    continue
+                problem = check_part(os.path.join(self.layout.table_dir(table), name), entry.parts.get(table), deep=True)
+                if problem:
+                    os.unlink(os.path.join(self.layout.table_dir(table), name))
+                    present[table].discard(name)
+                    report.damaged_parts.append(Damage(table, name, problem))
         kept = []
         for entry in entries:
             name = part_name(entry.batch_id)
@@ -204,8 +253,8 @@ class Ledger:
             live = own_parts | (manifest.names(table) if manifest else set())
             for name in present[table] - live:
                 path = os.path.join(self.layout.table_dir(table), name)
-                if name.startswith(".") or os.path.isdir(path):
-                    continue
+                if not is_own_part(name) or os.path.isdir(path):
+                    continue  # a rewrite's temporary (`.part-...tmp`) is an orphan too
                 os.unlink(path)
                 report.removed_orphan_parts += 1
         if os.path.isdir(self.staging_root):
@@ -222,11 +271,85 @@ class Ledger:
         report.entries = len(kept)
         return kept, report
 
+    def forget_io_errors(self, entries: list[LedgerEntry], manifest, source: str
+                         ) -> tuple[list[LedgerEntry], dict]:
+        """Remove every committed `io_error` row (`--resume`): a file that is back is then
+        parsed again, one that is gone has no row, as in a fresh run. Returns the entries
+        without those files, and {"gone": n, "back": n}.
+
+        Each `files` part holding such rows is replaced whole (a temporary renamed over it, as
+        compaction cuts rows out: a reader sees the old part or the new one), then the manifest's
+        row counts, then the ledger. A crash in between leaves the ledger naming files whose rows
+        are gone; the next resume finds them again, removes nothing more, and rewrites the
+        ledger. io_error rows have no definitions or imports, so only `files` parts change."""
+        doomed = {entry.batch_id: {i for i, status in enumerate(entry.statuses) if status == "io_error"}
+                  for entry in entries if "io_error" in entry.statuses}
+        counts = {"gone": 0, "back": 0}
+        if not doomed:
+            return entries, counts
+        by_id = {entry.batch_id: entry for entry in entries}
+        by_part: dict[str, list[int]] = {}
+        for batch_id in doomed:
+            by_part.setdefault(files_part_of(manifest, batch_id), []).append(batch_id)
+        folder = self.layout.table_dir("files")
+        rows_now = {}
+        rewritten: dict[str, list] = {}  # part name -> [size, xxh3] as rewritten
+        for name, batch_ids in sorted(by_part.items()):
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                continue  # recovery has set its batches to be redone
+            data = pq.read_table(path)
+            drop = None
+            for batch_id in batch_ids:
+                paths = [by_id[batch_id].paths[i] for i in doomed[batch_id]]
+                hit = pc.and_(pc.equal(data["batch_id"], batch_id), pc.is_in(data["path"], pa.array(paths, pa.string())))
+                drop = hit if drop is None else pc.or_(drop, hit)
+            kept = data.filter(pc.invert(drop))
+            rows_now[name] = kept.num_rows
+            if kept.num_rows == data.num_rows:
+                continue  # done by a run that stopped before its ledger rewrite
+            tmp = os.path.join(folder, "." + name + ".tmp")
+            rewritten[name] = list(write_part(kept, tmp, row_group_size=ROW_GROUP_ROWS if name.startswith("part-c") else None))
+            os.replace(tmp, path)
+        fsync_dir(folder)
+        if manifest is not None:
+            for part in manifest.parts("files"):
+                part.rows = rows_now.get(part.name, part.rows)
+                if part.name in rewritten:
+                    part.size, part.xxh3 = rewritten[part.name]
+            write_manifest(self.state, manifest)
+        source_bytes = os.fsencode(source)
+        kept_entries = []
+        for entry in entries:
+            gone_rows = doomed.get(entry.batch_id)
+            if not gone_rows:
+                kept_entries.append(entry)
+                continue
+            languages = dict(entry.language_counts)
+            for i in gone_rows:
+                language = language_of(entry.paths[i])
+                if languages.get(language):
+                    languages[language] -= 1
+                    if not languages[language]:
+                        del languages[language]
+                there = os.path.isfile(os.path.join(source_bytes, source_path(entry.paths[i])))
+                counts["back" if there else "gone"] += 1
+            keep = [i for i in range(len(entry.paths)) if i not in gone_rows]
+            kept_entries.append(msgspec.structs.replace(
+                entry,
+                paths=[entry.paths[i] for i in keep], sizes=[entry.sizes[i] for i in keep],
+                mtimes=[entry.mtimes[i] for i in keep], statuses=[entry.statuses[i] for i in keep],
+                rows=dict(entry.rows, files=len(keep)), language_counts=languages,
+                parts=dict(entry.parts, files=rewritten.get(part_name(entry.batch_id), entry.parts.get("files", []))),
+            ))
+        self._rewrite(kept_entries)
+        return kept_entries, counts
+
     def _rewrite(self, entries: list[LedgerEntry]) -> None:
         atomic_write(self.path, b"".join(map(_encode_line, entries)))
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
-        return self.layout.staging_for(batch_id, attempt)
+        return self.layout.staging_for(batch_id, attempt, self.run_token)
 
     def commit(self, entry: LedgerEntry, staging: str) -> None:
         """Commit one batch whose parts are whole in `staging` (see the protocol above).
