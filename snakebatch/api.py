@@ -99,26 +99,14 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     return ds.dataset([], format="parquet", schema=table_schema(table, read_record(out).job.content))
 
 
-def _execute(coordinator: Coordinator, sink, handle_signals: bool) -> Iterator:
+def _execute(coordinator: Coordinator, handle_signals: bool) -> Iterator:
     restore = coordinator.install_signal_handlers() if handle_signals else (lambda: None)
-    summary = None
     try:
         yield from coordinator.run()
-        if coordinator.complete:
-            try:
-                coordinator.compaction = sink.finish(should_stop=lambda: bool(coordinator.stop))
-            except JobError as err:  # the job's lock is no longer this run's
-                coordinator.stop.request(str(err), 1)
-            coordinator.complete = not coordinator.stop  # a signal during compaction: resumable
-        summary = sink.amend(coordinator.summary())
+        coordinator.compact()
     finally:
         restore()
-        if summary is None:  # the consumer stopped early, or an error escaped
-            coordinator.complete = False
-            coordinator.stop.request(coordinator.stop.reason or "stopped by the caller", 1)
-            summary = sink.amend(coordinator.summary())
-        sink.close(summary)
-        coordinator.final_summary = summary
+        coordinator.close()  # the consumer may have stopped early, or an error escaped: resumable
 
 
 def _refuse_inside_a_starting_worker(function: str) -> None:
@@ -150,7 +138,7 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
         raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "
                        f"{err.strerror or err}{where}; give a folder this user can write") from None
     coordinator = Coordinator(config, sink, on_progress=on_progress, files=sink.to_parse if refreshing else None)
-    for _ in _execute(coordinator, sink, handle_signals=True):
+    for _ in _execute(coordinator, handle_signals=True):
         pass
     return RunResult(coordinator.final_summary)
 
@@ -175,4 +163,4 @@ def _stream(config, on_progress) -> Iterator[tuple[str, pa.RecordBatch]]:
     sink = StreamSink(config)
     coordinator = Coordinator(config, sink, on_progress=on_progress)
     # Ctrl-C stays the caller's KeyboardInterrupt: the stream is inside their loop.
-    yield from _execute(coordinator, sink, handle_signals=False)
+    yield from _execute(coordinator, handle_signals=False)

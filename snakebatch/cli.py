@@ -13,6 +13,7 @@ import click
 import msgspec
 
 from ._version import __version__
+from .engine.governor import human
 from .errors import ConfigError, JobError
 
 EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -26,14 +27,6 @@ def _fail(message: str, code: int = EXIT_USAGE):
 
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 class _ProgressBar:
@@ -51,7 +44,7 @@ class _ProgressBar:
             bar.total = progress.files_total
         bar.n = progress.files_done
         rate = progress.bytes_done / 1e6 / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
-        postfix = f"{rate:.1f} MB/s, {progress.errors} errors, rss {_human_bytes(progress.rss_bytes)}"
+        postfix = f"{rate:.1f} MB/s, {progress.errors} errors, rss {human(progress.rss_bytes)}"
         if progress.memory:
             postfix += f", {progress.memory}"
         bar.set_postfix_str(postfix, refresh=False)
@@ -66,9 +59,9 @@ def _print_summary(summary) -> None:
     state = {"complete": "complete", "stopped": "STOPPED", "interrupted": "INTERRUPTED"}[summary.state]
     lines.append(
         f"snakebatch: {state}: {_plural(summary.files, 'file')} ({summary.files_this_run} this run), "
-        f"{_human_bytes(summary.bytes_this_run)} in {summary.elapsed_s:.1f}s: "
+        f"{human(summary.bytes_this_run)} in {summary.elapsed_s:.1f}s: "
         f"{summary.files_per_s:.0f} files/s, {summary.mb_per_s:.1f} MB/s, "
-        f"peak RSS {_human_bytes(summary.peak_rss_bytes)}"
+        f"peak RSS {human(summary.peak_rss_bytes)}"
     )
     lines.append("  status:    " + ", ".join(f"{k} {v}" for k, v in summary.status_counts.items()))
     languages = list(summary.language_counts.items())
@@ -276,12 +269,12 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
     if len(languages) > 8:
         shown += f", {len(languages) - 8} more"
     lines = [
-        f"snakebatch plan: {result.files} files, {_human_bytes(result.bytes)} in {result.source}",
+        f"snakebatch plan: {result.files} files, {human(result.bytes)} in {result.source}",
         f"  languages: {shown or '-'}",
-        f"  batches:   {result.batches} (up to {_human_bytes(result.batch_bytes)} of source each), {result.workers} workers",
+        f"  batches:   {result.batches} (up to {human(result.batch_bytes)} of source each), {result.workers} workers",
         f"  estimate:  {result.estimated_wall_s:.1f}s wall ({result.estimated_cpu_s:.1f}s of CPU), "
-        f"peak RSS {_human_bytes(result.estimated_peak_rss_bytes)} "
-        f"(budget {_human_bytes(result.memory_budget_bytes)})",
+        f"peak RSS {human(result.estimated_peak_rss_bytes)} "
+        f"(budget {human(result.memory_budget_bytes)})",
         "  parsers:   " + ", ".join(
             f"{name} {cost.files} files at {cost.cpu_s_per_mb:.3f} CPU s/MB" for name, cost in result.parsers.items()),
     ]

@@ -74,7 +74,6 @@ class BatchPlanner:
         self.next_id = first_batch_id
         self.committed = committed
         self.discovered = 0  # files discovered and not committed before (to be processed)
-        self.discovered_bytes = 0
 
     @property
     def discovery_done(self) -> bool:
@@ -90,13 +89,8 @@ class BatchPlanner:
             if self.committed is not None and self.committed.claim(source_file):
                 continue
             self.discovered += 1
-            self.discovered_bytes += source_file.size
             self._buffer.append(source_file)
             self._buffer_bytes += source_file.size
-
-    def has_more(self) -> bool:
-        self._fill(1)
-        return bool(self._buffer)
 
     def new_id(self) -> int:
         batch_id = self.next_id

@@ -29,26 +29,26 @@ until the pool is idle and the pool is replaced.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, wait
-from typing import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import msgspec
 
 from ..config import RunConfig
 from ..errors import JobError
 from ..executors import make_executor
-from ..executors.base import WorkerDied
-from ..schema import ERROR_STATUSES, FAILURE_STATUSES
+from ..executors.base import Executor, WorkerDied
+from ..schema import FAILURE_STATUSES
 from .batching import BatchPlanner
 from .discovery import DiscoveryStats, SourceFile, discover
 from .governor import MemoryGovernor
+from .sinks import Sink
+from .tally import Tally
 from .watchdog import Stuck, Watchdog
 from .worker import BatchOutcome, BatchTask, process_batch
 
@@ -121,35 +121,55 @@ class _Stop:
         return self.reason is not None
 
 
+class InFlight(NamedTuple):
+    """A batch submitted and not settled yet."""
+
+    task: BatchTask
+    isolated: bool  # run alone, so that a worker death is its own
+    estimate: int  # its predicted peak bytes, reserved with the governor while it runs
+
+
 class Coordinator:
-    def __init__(self, config: RunConfig, sink, on_progress: Callable[[Progress], None] | None = None,
+    def __init__(self, config: RunConfig, sink: Sink, on_progress: Callable[[Progress], None] | None = None,
+                 executor_factory: Callable[[RunConfig], Executor] = make_executor,
                  files: Iterable[SourceFile] | None = None):
         self.config = config
-        self.files = files  # the files to process, when not all of discovery's (a refresh's changed ones)
         self.sink = sink
         self.on_progress = on_progress
+        self.executor_factory = executor_factory
         self.stop = _Stop()
         self.governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes,
                                        parsers=config.job.parsers)
-        self.watchdog: Watchdog | None = None
-        self.planner: BatchPlanner | None = None
-        self.watchdog_kills = 0
-        self.compaction: dict | None = None  # set by the caller once a complete job is compacted
+        self.discovery_stats = DiscoveryStats()
+        committed = sink.committed
+        self.planner = BatchPlanner(  # discovery is lazy: nothing is walked before `run`
+            # `files`: the ones a refresh chose to parse, instead of all that discovery finds
+            files if files is not None else discover(config.job, skip=config.output or None,
+                                                     stats=self.discovery_stats),
+            workers=config.workers,
+            first_batch_id=sink.first_batch_id,
+            # A fresh job has nothing committed: no look-up per discovered file.
+            committed=committed if committed is not None and committed.files else None,
+        )
+        self.executor: Executor | None = None  # started by `run`
+        self.watchdog: Watchdog | None = None  # when the executor's workers write heartbeats
+        self.inflight: dict[Future, InFlight] = {}
+        self.suspects: deque[BatchTask] = deque()  # batches to run alone, one at a time
         self._redo: deque[BatchTask] = deque()  # batches a broken pool took down, to run again
         self._next: tuple[BatchTask, int] | None = None  # the next batch and its estimate, waiting for room
-        self.discovery_stats = DiscoveryStats()
-        self.status_counts: dict[str, int] = dict(sink.status_counts)
-        self.language_counts: dict[str, int] = dict(sink.language_counts)
-        self.files_before = sink.files_committed
-        self.bytes_before = sink.bytes_committed
-        self.files_run = 0
-        self.bytes_run = 0
-        self.failures_run = 0  # files with a FAILURE_STATUSES status, for --max-errors
-        self.batches_run = 0
+        self._pool_broke = False  # a worker died: settle the rest in flight, then rebuild
+        self._watchdog_broke = False  # the watchdog killed a worker since the last rebuild
+        self._killed = False  # a second signal: shut down without waiting for the batches in flight
+        self.tally = Tally()  # this run's committed batches (`sink.before` holds earlier runs')
         self.batches_parsed = 0  # committed batches a worker parsed (not forced-status rows)
         self.retries = 0
         self.crashed_isolations = 0
+        self.watchdog_kills = 0
         self.error_samples: list = []
+        self.complete = False  # set when `run` ends
+        self.compaction: dict | None = None  # what `compact` did to a complete job
+        self.final_summary: RunSummary | None = None  # set by `close`
+        self._ended = False  # `run` and `compact` got to their end
         self._last_progress = 0.0
         self._started = time.monotonic()
 
@@ -198,128 +218,154 @@ class Coordinator:
 
     def run(self) -> Iterator:
         """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
-        record batches for a stream). `summary()` tells the outcome afterwards."""
-        config = self.config
-        committed = self.sink.committed
-        planner = BatchPlanner(
-            self.files if self.files is not None else discover(config.job, skip=config.output or None,
-                                                                stats=self.discovery_stats),
-            workers=config.workers,
-            first_batch_id=self.sink.first_batch_id,
-            # A fresh job has nothing committed: no look-up per discovered file.
-            committed=committed if committed is not None and committed.files else None,
-        )
-        self.planner = planner
-        if committed is not None and self.sink.first_batch_id == 1:
-            # A job's first commit is one empty part per table: a reader given `OUT/files/*.parquet`
-            # gets zero rows with the schema, not "no files found", before the first batch ends
-            # and in a job of no files.
-            empty = self._task(planner.new_id(), [])
-            yield from self._commit(empty, process_batch(empty))
-        executor = make_executor(config)
-        self.governor.attach(executor)
-        if executor.runs_heartbeats:
-            self.watchdog = Watchdog(config.file_timeout)
-        self.governor.start()
-        inflight: dict = {}  # future -> (task, isolated, estimated peak bytes)
-        suspects: deque[BatchTask] = deque()
-        killed = False
+        record batches for a stream). Then `compact()`, and `close()` for the summary."""
+        yield from self._commit_first_part()
+        self._start()
         try:
             while True:
                 if not self.stop:
-                    if suspects:
-                        if not inflight:
-                            task = suspects.popleft()
-                            estimate = self.governor.batch_estimate(task.files)
-                            inflight[executor.submit(process_batch, task)] = (task, True, estimate)
-                    else:
-                        yield from self._fill(executor, inflight)
-                if not inflight:
-                    if suspects and not self.stop:
+                    yield from self._submit_ready()
+                if not self.inflight:
+                    if self.suspects and not self.stop:
                         continue
                     break
-                done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
-                self._check_watchdog(executor)
-                # A pool the watchdog broke took innocent batches down with the stuck one.
-                watchdog_broke = self.watchdog is not None and bool(self.watchdog.killed)
-                broken = False
+                done = self._wait()
+                self._watchdog_broke = self._check_watchdog()
                 for future in done:
-                    task, isolated, _ = inflight.pop(future)
-                    try:
-                        outcome = future.result()
-                    except BaseException as err:  # noqa: BLE001 - sorted out below
-                        if isinstance(err, KeyboardInterrupt):
-                            raise
-                        shutil.rmtree(task.staging, ignore_errors=True)
-                        if self.stop:
-                            continue  # stopping: unfinished work stays undone, to resume
-                        if isinstance(err, WorkerDied):
-                            broken = True
-                            yield from self._after_death(task, isolated, suspects, watchdog_broke)
-                        elif isinstance(err, OSError):
-                            self.stop.request(f"cannot write batch {task.batch_id} to {task.staging}: {err}", 1)
-                        else:
-                            yield from self._after_failure(
-                                task, True, suspects, "parser_error", f"{type(err).__name__}: {err}"[:2000]
-                            )
-                        continue
-                    yield from self._commit(task, outcome)
-                if broken:
-                    # Every batch in flight fails with the pool: wait for them, then rebuild.
-                    for future in list(inflight):
-                        task, isolated, _ = inflight.pop(future)
-                        try:
-                            outcome = future.result()
-                        except BaseException:  # noqa: BLE001
-                            shutil.rmtree(task.staging, ignore_errors=True)
-                            if not self.stop:
-                                yield from self._after_death(task, False, suspects, watchdog_broke)
-                            continue
-                        yield from self._commit(task, outcome)
-                    time.sleep(0.05)  # a SIGTERM to the group kills workers first; let its handler run
-                    if not self.stop:
-                        executor.rebuild()
-                        if self.watchdog is not None:
-                            self.watchdog.reset()
+                    yield from self._settle(future)
+                if self._pool_broke:
+                    yield from self._rebuild_after_death()
                 self._maybe_progress()
         except KeyboardInterrupt:
             self.stop.request("interrupted", 130)
             self.stop.reason += "; a second signal stopped it at once, without the batches in flight"
-            killed = True
+            self._killed = True
         except JobError as err:
             self.stop.request(str(err), 1)
         finally:
-            self.governor.stop()
-            executor.shutdown(kill=killed or bool(inflight))
-            if self.watchdog is not None:
-                self.watchdog.close()
-            for task, *_ in inflight.values():
-                shutil.rmtree(task.staging, ignore_errors=True)
-        self.complete = (not self.stop and not suspects and not self._redo and self._next is None
-                         and planner.discovery_done)
+            self._shut_down()
+        self._finish()
         self._maybe_progress(final=True)
 
-    def _fill(self, executor, inflight: dict):
+    def _start(self) -> None:
+        """Start the workers; the governor samples them, the watchdog reads their heartbeats."""
+        self.executor = self.executor_factory(self.config)
+        self.governor.attach(self.executor)
+        if self.executor.runs_heartbeats:
+            self.watchdog = Watchdog(self.config.file_timeout)
+        self.governor.start()
+
+    def _submit(self, task: BatchTask, isolated: bool, estimate: int) -> None:
+        self.inflight[self.executor.submit(process_batch, task)] = InFlight(task, isolated, estimate)
+
+    def _submit_ready(self):
+        """Submit what may run now: the next suspect, alone, once nothing else runs; else new
+        batches while the governor allows. Yields what forced rows commit."""
+        if not self.suspects:
+            yield from self._fill()
+        elif not self.inflight:
+            task = self.suspects.popleft()
+            self._submit(task, isolated=True, estimate=self.governor.batch_estimate(task.files))
+
+    def _wait(self) -> set[Future]:
+        done, _ = wait(list(self.inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+        return done
+
+    def _settle(self, future: Future, drained: bool = False):
+        """One finished batch: commit it, or decide what its failure means. `drained`: it was
+        waited for after a worker died, so whatever it failed with, it went down with the pool."""
+        task, isolated, _ = self.inflight.pop(future)
+        try:
+            outcome = future.result()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: BLE001 - sorted out below
+            shutil.rmtree(task.staging, ignore_errors=True)
+            if self.stop:
+                return  # stopping: unfinished work stays undone, to resume
+            if drained or isinstance(err, WorkerDied):
+                self._pool_broke = True
+                yield from self._after_death(task, isolated and not drained)
+            elif isinstance(err, OSError):
+                self.stop.request(f"cannot write batch {task.batch_id} to {task.staging}: {err}", 1)
+            else:
+                yield from self._after_failure(task, True, "parser_error", f"{type(err).__name__}: {err}"[:2000])
+            return
+        yield from self._commit(task, outcome)
+
+    def _rebuild_after_death(self):
+        """Every batch in flight fails with the pool: settle them as they end, then rebuild."""
+        for future in list(self.inflight):
+            yield from self._settle(future, drained=True)
+        self._pool_broke = False
+        time.sleep(0.05)  # a SIGTERM to the group kills workers first; let its handler run
+        if not self.stop:
+            self.executor.rebuild()
+            if self.watchdog is not None:
+                self.watchdog.reset()
+
+    def _shut_down(self) -> None:
+        self.governor.stop()
+        self.executor.shutdown(kill=self._killed or bool(self.inflight))
+        if self.watchdog is not None:
+            self.watchdog.close()
+        for entry in self.inflight.values():
+            shutil.rmtree(entry.task.staging, ignore_errors=True)
+
+    def _commit_first_part(self):
+        """A job's first commit is one empty part per table: a reader given `OUT/files/*.parquet`
+        gets zero rows with the schema, not "no files found", before the first batch ends and in
+        a job of no files."""
+        if self.sink.committed is not None and self.sink.first_batch_id == 1:
+            empty = self._task(self.planner.new_id(), [])
+            yield from self._commit(empty, process_batch(empty))
+
+    def _finish(self) -> None:
+        self.complete = (not self.stop and not self.suspects and not self._redo and self._next is None
+                         and self.planner.discovery_done)
+
+    def compact(self) -> None:
+        """After `run`: a complete job's closing work in the sink (compaction). A signal during
+        it leaves the job resumable."""
+        if self.complete:
+            try:
+                self.compaction = self.sink.finish(should_stop=lambda: bool(self.stop))
+            except JobError as err:  # the job's lock is no longer this run's
+                self.stop.request(str(err), 1)
+            self.complete = not self.stop
+        self._ended = True
+
+    def close(self) -> RunSummary:
+        """The run's summary, saved by the sink, which is closed. A run that did not get to its
+        end (the consumer stopped early, or an error escaped) is stopped, resumable."""
+        if not self._ended:
+            self.complete = False
+            self.stop.request(self.stop.reason or "stopped by the caller", 1)
+        self.final_summary = self.sink.amend(self.summary())
+        self.sink.close(self.final_summary, self.sink.before + self.tally)
+        return self.final_summary
+
+    def _fill(self):
         """Submit batches while the governor allows; yields what forced rows commit."""
         governor = self.governor
         if governor.recycle_wanted:
-            if inflight:
+            if self.inflight:
                 return  # let the pool go idle first
-            recycled = executor.recycle()
+            recycled = self.executor.recycle()
             if recycled and self.watchdog is not None:
                 self.watchdog.reset()
             governor.recycled(recycled)
-        while governor.may_submit(len(inflight)):
+        while governor.may_submit(len(self.inflight)):
             if self._next is None:
                 self._next = yield from self._next_task()
                 if self._next is None:
                     return
             task, estimate = self._next
-            reserved = sum(entry[2] for entry in inflight.values())
-            if not governor.admit(estimate, reserved, len(inflight)):
+            reserved = sum(entry.estimate for entry in self.inflight.values())
+            if not governor.admit(estimate, reserved, len(self.inflight)):
                 return
             self._next = None
-            inflight[executor.submit(process_batch, task)] = (task, False, estimate)
+            self._submit(task, isolated=False, estimate=estimate)
 
     def _next_task(self):
         """The next batch to run and its estimated peak: one to redo, else a new one. Files the
@@ -342,22 +388,26 @@ class Coordinator:
                 task = self._task(batch.batch_id, files)
                 return task, self.governor.batch_estimate(task.files)
 
-    def _check_watchdog(self, executor) -> None:
-        if self.watchdog is None or self.stop:
-            return
-        for stuck in self.watchdog.overdue(executor.worker_pids()):
-            executor.kill_worker(stuck.pid)
-            self.watchdog_kills += 1
-            self.governor.record("killed_stuck_worker", pid=stuck.pid, batch_id=stuck.batch_id,
-                                 file_index=stuck.index, seconds=stuck.seconds)
+    def _check_watchdog(self) -> bool:
+        """Kill workers stuck on one file; whether the watchdog broke the pool (a pool it broke
+        took innocent batches down with the stuck one)."""
+        if self.watchdog is None:
+            return False
+        if not self.stop:
+            for stuck in self.watchdog.overdue(self.executor.worker_pids()):
+                self.executor.kill_worker(stuck.pid)
+                self.watchdog_kills += 1
+                self.governor.record("killed_stuck_worker", pid=stuck.pid, batch_id=stuck.batch_id,
+                                     file_index=stuck.index, seconds=stuck.seconds)
+        return bool(self.watchdog.killed)
 
-    def _after_death(self, task: BatchTask, isolated: bool, suspects: deque, watchdog_broke: bool):
+    def _after_death(self, task: BatchTask, isolated: bool):
         """A batch failed with its worker: killed by the watchdog, taken down with the pool by
         that kill, or a crash to isolate."""
         stuck = self.watchdog.take(task.batch_id, task.attempt) if self.watchdog else None
         if stuck is not None:
             yield from self._after_timeout(task, stuck)
-        elif watchdog_broke:
+        elif self._watchdog_broke:
             self._redo.append(task)
         else:
             if isolated and self.batches_parsed == 0 and self.crashed_isolations >= WORKERS_NEVER_WORK:
@@ -368,7 +418,7 @@ class Coordinator:
                     "any batch: they cannot start or run; check that --parser modules import cleanly and "
                     "that a script calling snakebatch.run guards it with `if __name__ == \"__main__\":`"
                 )
-            yield from self._after_failure(task, isolated, suspects, "crashed",
+            yield from self._after_failure(task, isolated, "crashed",
                                            "the worker process died while parsing this file")
 
     def _after_timeout(self, task: BatchTask, stuck: Stuck):
@@ -390,21 +440,21 @@ class Coordinator:
         forced = self._task(self.planner.new_id(), [culprit], attempt=kills, forced=("timeout", message))
         yield from self._commit(forced, process_batch(forced))
 
-    def _after_failure(self, task: BatchTask, isolated: bool, suspects: deque, status: str, message: str):
+    def _after_failure(self, task: BatchTask, isolated: bool, status: str, message: str):
         """A batch failed: redo it alone, split it, or give its one file the failure's status."""
         self.retries += 1
         if not isolated:
-            suspects.append(task)
+            self.suspects.append(task)
             return
         self.crashed_isolations += 1
         files = task.files
         if len(files) > 1:
             half = len(files) // 2
             for part in (files[:half], files[half:]):
-                suspects.append(self._task(self.planner.new_id(), part, attempt=0))
+                self.suspects.append(self._task(self.planner.new_id(), part, attempt=0))
             return
         if task.attempt < self.config.retries:
-            suspects.append(self._task(task.batch_id, files, attempt=task.attempt + 1))
+            self.suspects.append(self._task(task.batch_id, files, attempt=task.attempt + 1))
             return
         attempts = task.attempt + 1
         forced = self._task(task.batch_id, files, attempt=task.attempt + 1,
@@ -418,19 +468,11 @@ class Coordinator:
             raise JobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
         except JobError:  # the job's lock is no longer this run's
             raise
-        self.batches_run += 1
+        failures_before = self.tally.failures
+        self.tally.add(outcome)
+        failures = self.tally.failures - failures_before
         if task.forced_status is None and task.files:
             self.batches_parsed += 1
-        self.files_run += len(outcome.statuses)
-        self.bytes_run += outcome.bytes
-        failures = 0
-        for status in outcome.statuses:
-            self.status_counts[status] = self.status_counts.get(status, 0) + 1
-            if status in FAILURE_STATUSES:
-                failures += 1
-        for language, count in outcome.language_counts.items():
-            self.language_counts[language] = self.language_counts.get(language, 0) + count
-        self.failures_run += failures
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
         if task.files:  # the job's empty first part was written here, not by a worker
@@ -438,25 +480,24 @@ class Coordinator:
         if failures and self.config.fail_fast:
             path, status = next(((p, s) for p, s, _ in outcome.errors if s in FAILURE_STATUSES), ("a file", "error"))
             self.stop.request(f"--fail-fast: {path} has status {status}", 1)
-        elif self.config.max_errors is not None and self.failures_run >= self.config.max_errors:
-            self.stop.request(f"--max-errors {self.config.max_errors}: {self.failures_run} files have status "
+        elif self.config.max_errors is not None and self.tally.failures >= self.config.max_errors:
+            self.stop.request(f"--max-errors {self.config.max_errors}: {self.tally.failures} files have status "
                               "crashed, timeout or parser_error", 1)
         self._maybe_progress()
 
     # -- reporting -----------------------------------------------------------------------------
 
     def progress(self) -> Progress:
-        planner = self.planner
         total = None
-        if planner is not None and planner.discovery_done:
+        if self.planner.discovery_done:
             seen_before = self.sink.committed.seen if self.sink.committed is not None else 0
-            total = seen_before + planner.discovered
-        errors = sum(self.status_counts.get(s, 0) for s in ERROR_STATUSES)
+            total = seen_before + self.planner.discovered
+        before, run = self.sink.before, self.tally
         return Progress(
-            files_done=self.files_before + self.files_run,
+            files_done=before.files + run.files,
             files_total=total,
-            bytes_done=self.bytes_before + self.bytes_run,
-            errors=errors,
+            bytes_done=before.bytes + run.bytes,
+            errors=before.errors + run.errors,
             elapsed_s=time.monotonic() - self._started,
             rss_bytes=self.governor.rss,
             memory=self.governor.brief(),
@@ -473,13 +514,15 @@ class Coordinator:
     def summary(self) -> RunSummary:
         elapsed = time.monotonic() - self._started
         committed = self.sink.committed
+        run = self.tally
+        job = self.sink.before + run
         if self.complete:
             state, exit_code = "complete", 0
         else:
             state = "interrupted" if self.stop.exit_code == 130 else "stopped"
             exit_code = self.stop.exit_code or 1
         warnings = []
-        took_nothing = self.discovery_stats.filters_took_nothing(self.files_before + self.files_run)
+        took_nothing = self.discovery_stats.filters_took_nothing(job.files)
         if self.complete and took_nothing:
             warnings.append(took_nothing)
         removed = 0
@@ -489,17 +532,17 @@ class Coordinator:
             state=state,
             exit_code=exit_code,
             output=self.config.output,
-            files=self.files_before + self.files_run,
-            files_this_run=self.files_run,
-            bytes=self.bytes_before + self.bytes_run,
-            bytes_this_run=self.bytes_run,
-            status_counts=dict(sorted(self.status_counts.items(), key=lambda kv: -kv[1])),
-            language_counts=dict(sorted(self.language_counts.items(), key=lambda kv: -kv[1])),
+            files=job.files,
+            files_this_run=run.files,
+            bytes=job.bytes,
+            bytes_this_run=run.bytes,
+            status_counts=dict(sorted(job.status_counts.items(), key=lambda kv: -kv[1])),
+            language_counts=dict(sorted(job.language_counts.items(), key=lambda kv: -kv[1])),
             elapsed_s=round(elapsed, 3),
-            files_per_s=round(self.files_run / elapsed, 1) if elapsed > 0 else 0.0,
-            mb_per_s=round(self.bytes_run / 1e6 / elapsed, 2) if elapsed > 0 else 0.0,
+            files_per_s=round(run.files / elapsed, 1) if elapsed > 0 else 0.0,
+            mb_per_s=round(run.bytes / 1e6 / elapsed, 2) if elapsed > 0 else 0.0,
             peak_rss_bytes=self.governor.peak_rss,
-            batches_this_run=self.batches_run,
+            batches_this_run=run.batches,
             retries=self.retries,
             crashed_isolations=self.crashed_isolations,
             stale_files=committed.stale_count if committed is not None else 0,

@@ -60,11 +60,12 @@ def minimum_budget(workers: int) -> tuple[int, int]:
 
 
 def human(n: float) -> str:
+    """Bytes for a person, in decimal units: `512 B`, `4.2 MB`, `1.5 TB` (also the CLI's)."""
     for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
+        if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} GB"
+    return f"{n:.1f} TB"
 
 
 class MemoryGovernor:

@@ -34,6 +34,7 @@ from .._version import __version__
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..parsers import ParserRouter
+from ..paths import display_path
 from ..schema import TABLES
 from ..store.compaction import Compactor, exchange_supported
 from ..store.durable import atomic_write
@@ -51,9 +52,9 @@ from ..store.snapshot import (
     side_part,
     write_snapshot,
 )
-from ..paths import display_path
 from .discovery import DiscoveryStats, SourceFile, discover
 from .sinks import OutputSink
+from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
 # Timestamps come from a coarse clock and some filesystems keep seconds (FAT: two); a file whose
@@ -94,8 +95,7 @@ class RefreshSink(OutputSink):
             raise
         # The coordinator counts only this refresh's batches; `amend` tells the snapshot's totals.
         self.committed = None
-        self.status_counts, self.language_counts = {}, {}
-        self.files_committed = self.bytes_committed = 0
+        self.before = Tally()
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -235,13 +235,12 @@ class RefreshSink(OutputSink):
             os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))
         os.rmdir(outcome.staging)
         self.new_entries.append(entry)
-        self._count_totals(entry)
         self.batch_stats.append(
             {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
              "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
              "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
         )
-        return iter(())
+        yield from ()  # the output folder hands the caller nothing
 
     # -- the new generation --------------------------------------------------------------------
 
@@ -324,23 +323,23 @@ class RefreshSink(OutputSink):
         self.manifest = commit(out, self.manifest, self.live_entries, gen)
         return
 
-    def amend(self, summary):
-        report = self.report
-        if report is None or summary.state != "complete":
-            return summary
-        statuses: dict[str, int] = {}
-        languages: dict[str, int] = {}
-        files = read = 0
+    def _snapshot(self) -> Tally:
+        """The counts of the new snapshot: every entry of its ledger."""
+        snapshot = Tally()
         for entry in self.final_entries:
-            files += len(entry.paths)
-            read += entry.bytes
-            for status in entry.statuses:
-                statuses[status] = statuses.get(status, 0) + 1
-            for language, count in entry.language_counts.items():
-                languages[language] = languages.get(language, 0) + count
-        refresh = {k: v for k, v in report.items() if k != "router"}
+            snapshot.add(entry)
+        return snapshot
+
+    def amend(self, summary):
+        if self.report is None or summary.state != "complete":
+            return summary
+        snapshot = self._snapshot()
+        refresh = {k: v for k, v in self.report.items() if k != "router"}
         return msgspec.structs.replace(
-            summary, files=files, bytes=read, removed_files=len(self.deleted), refresh=refresh,
-            status_counts=dict(sorted(statuses.items(), key=lambda kv: -kv[1])),
-            language_counts=dict(sorted(languages.items(), key=lambda kv: -kv[1])),
+            summary, files=snapshot.files, bytes=snapshot.bytes, removed_files=len(self.deleted), refresh=refresh,
+            status_counts=dict(sorted(snapshot.status_counts.items(), key=lambda kv: -kv[1])),
+            language_counts=dict(sorted(snapshot.language_counts.items(), key=lambda kv: -kv[1])),
         )
+
+    def close(self, summary, job: Tally) -> None:
+        super().close(summary, self._snapshot() if self.report is not None else job)

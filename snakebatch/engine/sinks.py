@@ -1,8 +1,9 @@
 """Sinks: where a finished batch goes. The output folder with its ledger, or a stream of Arrow.
 
-Owns: turning a worker's staged part files into committed output (`OutputSink`) or into
-record batches handed to the caller (`StreamSink`), and what a run needs to know of earlier
-runs (committed files, counts, the next batch id). Must not touch: scheduling or parsing.
+Owns: the `Sink` protocol; turning a worker's staged part files into committed output
+(`OutputSink`) or into record batches handed to the caller (`StreamSink`), and what a run needs
+to know of earlier runs (committed files, their counts, the next batch id). Must not touch:
+scheduling, parsing, or counting this run's batches (the coordinator's `Tally` does).
 """
 
 from __future__ import annotations
@@ -12,19 +13,51 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
 import msgspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .batching import CommittedIndex
 from ..config import RunConfig
+from ..paths import display_path
+from ..schema import TABLES
 from ..store.jobfolder import clear_complete, open_job, read_json, resume_command, write_json
 from ..store.ledger import Ledger, LedgerEntry
 from ..store.snapshot import settle
-from ..schema import TABLES
+from .batching import CommittedIndex
+from .tally import Tally
 from .worker import BatchOutcome, BatchTask
+
+
+class Sink(Protocol):
+    """Where the coordinator sends each finished batch."""
+
+    committed: CommittedIndex | None  # files earlier runs committed; None: nothing is resumed
+    before: Tally  # what earlier runs committed
+    first_batch_id: int
+    recovery: str | None  # what opening the job repaired, in words
+    io_errors_rechecked: dict  # {"gone": n, "back": n}: io_error rows a --resume removed
+
+    def staging_for(self, batch_id: int, attempt: int) -> str:
+        """The folder a worker writes this attempt's part files into."""
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Commit a finished batch, yielding what the caller receives of it (a stream's
+        `(table, record batch)` pairs; nothing for the output folder). Committed once exhausted."""
+
+    def resume_command(self) -> str | None:
+        """The command that continues this job, if it can be continued."""
+
+    def amend(self, summary):
+        """The run's summary as this sink completes it (a refresh tells the new snapshot's counts)."""
+
+    def finish(self, should_stop: Callable[[], bool]) -> dict | None:
+        """Work once the job is complete (compaction); what was done, or None. JobError when
+        the job's lock is no longer this run's."""
+
+    def close(self, summary, job: Tally) -> None:
+        """The run is over (`summary`, `job` the whole job's counts): save its record, release OUT."""
 
 
 def stat_data(source: str, files: list) -> list:
@@ -63,45 +96,21 @@ class OutputSink:
             raise
         self.recovery = report.describe() or None
         self.committed = CommittedIndex()
-        self.status_counts: dict[str, int] = {}
-        self.language_counts: dict[str, int] = {}
-        self.files_committed = 0
-        self.bytes_committed = 0
+        # Earlier runs' counts, from the ledger: right even when an earlier run was killed.
+        self.before = Tally()
         self.first_batch_id = 1
         self.batch_ids = [entry.batch_id for entry in entries]
         self.manifest = report.manifest
-        # The whole job's totals, from the ledger: right even when an earlier run was killed.
-        self.job_totals = {"batches": 0, "files": 0, "bytes": 0, "parse_s": 0.0, "rows": dict.fromkeys(TABLES, 0)}
         for entry in entries:
-            self._count(entry)
+            self.committed.add(entry.paths, entry.sizes, entry.mtimes)
+            self.before.add(entry)
             self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
         self.batch_stats: list[dict] = []
-
-    def _count(self, entry: LedgerEntry) -> None:
-        self.committed.add(entry.paths, entry.sizes, entry.mtimes)
-        self.files_committed += len(entry.paths)
-        self.bytes_committed += entry.bytes
-        for status, count in Counter(entry.statuses).items():
-            self.status_counts[status] = self.status_counts.get(status, 0) + count
-        for language, count in entry.language_counts.items():
-            self.language_counts[language] = self.language_counts.get(language, 0) + count
-        self._count_totals(entry)
-
-    def _count_totals(self, entry: LedgerEntry) -> None:
-        totals = self.job_totals
-        totals["batches"] += 1
-        totals["files"] += len(entry.paths)
-        totals["bytes"] += entry.bytes
-        totals["parse_s"] += entry.parse_s
-        for table, count in entry.rows.items():
-            totals["rows"][table] = totals["rows"].get(table, 0) + count
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return self.ledger.staging_for(batch_id, attempt)
 
-    def commit(self, task: BatchTask, outcome: BatchOutcome):
-        from ..paths import display_path
-
+    def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
         entry = LedgerEntry(
             batch_id=task.batch_id,
             staging=os.path.relpath(outcome.staging, self.ledger.state),
@@ -121,13 +130,12 @@ class OutputSink:
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)
         self.batch_ids.append(entry.batch_id)
-        self._count_totals(entry)
         self.batch_stats.append(
             {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
              "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
              "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
         )
-        return iter(())
+        yield from ()  # the output folder hands the caller nothing
 
     def resume_command(self) -> str:
         return resume_command(self.config.job, self.config.output)
@@ -155,7 +163,7 @@ class OutputSink:
         self.manifest, report = done
         return msgspec.structs.asdict(report)
 
-    def close(self, summary) -> None:
+    def close(self, summary, job: Tally) -> None:
         """Save the run's stats (and the completion marker) and release the lock.
 
         The stats are a record, not job state: when OUT cannot be written any more (the reason a
@@ -167,8 +175,7 @@ class OutputSink:
             runs = previous.get("runs", []) if isinstance(previous, dict) else []
             runs.append({"started_at": self.started_at, "elapsed_s": summary.elapsed_s, "state": summary.state,
                          "files_this_run": summary.files_this_run, "stop_reason": summary.stop_reason})
-            totals = dict(self.job_totals, parse_s=round(self.job_totals["parse_s"], 3))
-            write_json(out, "stats.json", {"summary": summary, "job": totals, "runs": runs[-1000:],
+            write_json(out, "stats.json", {"summary": summary, "job": job.job_totals(), "runs": runs[-1000:],
                                            "batches": self.batch_stats[-10000:]})
             if summary.state == "complete":
                 write_json(out, "complete.json",
@@ -190,16 +197,13 @@ class StreamSink:
         self.tmp = tempfile.mkdtemp(prefix="snakebatch-stream-")
         self.io_errors_rechecked = {"gone": 0, "back": 0}
         self.committed = None
-        self.status_counts: dict[str, int] = {}
-        self.language_counts: dict[str, int] = {}
-        self.files_committed = 0
-        self.bytes_committed = 0
+        self.before = Tally()
         self.first_batch_id = 1
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return os.path.join(self.tmp, f"b{batch_id:08d}.{attempt}")
 
-    def commit(self, task: BatchTask, outcome: BatchOutcome):
+    def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
         try:
             for table in TABLES:
                 parquet = pq.read_table(os.path.join(outcome.staging, table + ".parquet"))
@@ -217,5 +221,5 @@ class StreamSink:
     def finish(self, should_stop: Callable[[], bool]) -> None:
         return None
 
-    def close(self, summary) -> None:
+    def close(self, summary, job: Tally) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

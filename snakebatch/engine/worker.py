@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import signal
 import stat
 import threading
 import time
 from functools import lru_cache
+from typing import NamedTuple
 
 import msgspec
 import pyarrow as pa
@@ -73,7 +73,6 @@ class BatchOutcome(msgspec.Struct):
     language_counts: dict
     errors: list  # a few (path, status, message) samples
     rss_bytes: int
-    max_rss_bytes: int
     pid: int
     # (parser name, source bytes, peak extra RSS bytes) of each file >= MEASURE_MIN_BYTES parsed
     memory_samples: list = []
@@ -162,6 +161,133 @@ def _checked_rows(rows: list, width: int, what: str) -> list:
     return rows
 
 
+class _File(NamedTuple):
+    """One file of a batch, read and parsed: its row of the files table and its parser rows."""
+
+    row: dict  # column of the files table -> value
+    definitions: list  # parser rows, in DEFINITION_FIELDS order
+    imports: list  # parser rows, in IMPORT_FIELDS order
+    bytes_read: int
+    parse_s: float
+    memory_sample: tuple | None  # (parser name, source bytes, peak extra RSS bytes) when measured
+
+
+def _read_source(path: str, task: BatchTask) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
+    """(data, size, mtime_ns, the file's result when it is not to be parsed); sizes None: unknown."""
+    try:
+        data, size, mtime_ns, status, message = _read(os.path.join(task.source, path), task.max_file_size)
+    except OSError as err:
+        data, size, mtime_ns = None, None, None
+        status, message = "io_error", f"{type(err).__name__}: {err.strerror or err}"
+    if status is None:
+        return data, size, mtime_ns, None
+    return data, size, mtime_ns, ParseResult(status=status, error_type=status if status == "too_large" else "OSError",
+                                              error_message=message, language=language_of(path))
+
+
+def _parse(parser, path: str, out_path: str, data: bytes, task: BatchTask, index: int, use_alarm: bool,
+           heartbeat: Heartbeat | None) -> tuple[ParseResult, float, tuple | None]:
+    """(the parse's result, its seconds, its memory sample): a parser's failure is the result."""
+    on_attempt = None
+    if heartbeat is not None:
+        def on_attempt():
+            heartbeat.parsing(task.batch_id, task.attempt, index)
+    measured = len(data) >= MEASURE_MIN_BYTES
+    if measured:
+        rss_before = memprobe.rss()
+        peak_reset = memprobe.reset_peak()
+    started = time.perf_counter()
+    try:
+        result = _parse_with_limit(parser, out_path, data, task.file_timeout, task.retries, use_alarm, on_attempt)
+        if not isinstance(result, ParseResult):
+            raise TypeError(f"parse() returned {type(result).__name__}, not ParseResult")
+        if parser.origin != "builtin":
+            _checked_rows(result.definitions, len(DEFINITION_FIELDS), "definition")
+            _checked_rows(result.imports, len(IMPORT_FIELDS), "import")
+    except BaseException as err:  # noqa: BLE001 - a parser's failure is this file's row
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        result = ParseResult(
+            status="parser_error", error_type=type(err).__name__,
+            error_message=_error_message(err), language=language_of(path),
+        )
+    elapsed = time.perf_counter() - started
+    if heartbeat is not None:
+        heartbeat.between_files(task.batch_id, task.attempt)
+    sample = None
+    if measured:
+        # Without a peak reset, the RSS after the parse (freed memory is still
+        # mapped until trimmed) is a lower bound of the peak.
+        peak = memprobe.peak_rss() if peak_reset else memprobe.rss()
+        extra = max(0, peak - rss_before)
+        if result.status == "ok":
+            sample = (parser.name, len(data), extra)
+        if extra >= TRIM_AFTER_BYTES:
+            memprobe.trim()
+    return result, elapsed, sample
+
+
+def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm: bool,
+                   heartbeat: Heartbeat | None) -> _File:
+    """Read, classify and parse file `index` of the batch (or give it the batch's forced status)."""
+    path, size, mtime_ns = task.files[index]
+    out_path = display_path(path)
+    data = None
+    parser = None
+    content_hash = blob_id = None
+    elapsed = None
+    sample = None
+    if task.forced_status is not None:
+        result = ParseResult(status=task.forced_status, error_type=task.forced_status,
+                             error_message=task.forced_message, language=language_of(path))
+    else:
+        data, read_size, read_mtime, result = _read_source(path, task)
+        if read_size is not None:
+            size, mtime_ns = read_size, read_mtime
+    if data is not None:
+        content_hash = xxhash.xxh3_128_hexdigest(data)
+        blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        if _is_binary(data):
+            result = ParseResult(status="binary", language=language_of(path))
+        else:
+            parser = router.route(path, data[:256])
+            result, elapsed, sample = _parse(parser, path, out_path, data, task, index, use_alarm, heartbeat)
+    message = result.error_message
+    row = {
+        "path": out_path,
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "content_hash": content_hash,
+        "language": result.language or language_of(path),
+        "parser": parser.name if parser is not None else None,
+        "status": result.status,
+        "error_type": result.error_type,
+        "error_message": message[:MAX_ERROR_MESSAGE] if message else message,
+        "error_line": result.error_line,
+        "error_col": result.error_col,
+        "lines": result.lines,
+        "code_lines": result.code_lines,
+        "comment_lines": result.comment_lines,
+        "blank_lines": result.blank_lines,
+        "n_definitions": len(result.definitions),
+        "n_imports": len(result.imports),
+        "docstring": result.docstring,
+        "parse_ms": elapsed * 1000.0 if elapsed is not None else None,
+        "batch_id": task.batch_id,
+        "parser_version": parser.version if parser is not None else None,
+        "blob_id": blob_id,
+    }
+    if task.content:
+        text = None
+        if data is not None and result.status != "binary":
+            from ..parsers.text import decode_text
+
+            text = decode_text(data)
+        row["content"] = text
+    return _File(row, result.definitions, result.imports, len(data) if data is not None else 0,
+                 elapsed or 0.0, sample)
+
+
 class _Columns:
     """Column lists of one table, appended to row by row and turned into Arrow at the end."""
 
@@ -169,9 +295,90 @@ class _Columns:
         self.schema = schema
         self.columns = {name: [] for name in schema.names}
 
+    def append(self, row: dict) -> None:
+        for name, column in self.columns.items():
+            column.append(row[name])
+
     def table(self) -> pa.Table:
         return pa.Table.from_arrays(
             [pa.array(self.columns[f.name], type=f.type) for f in self.schema], schema=self.schema
+        )
+
+
+class _ParserRows:
+    """Definitions or imports of a batch: parser rows with their file's path and language."""
+
+    def __init__(self, schema: pa.Schema, fields: tuple):
+        self.schema, self.fields = schema, fields
+        self.paths: list = []
+        self.langs: list = []
+        self.rows: list = []
+
+    def extend(self, path: str, language: str | None, rows: list) -> None:
+        if rows:
+            self.paths.extend([path] * len(rows))
+            self.langs.extend([language] * len(rows))
+            self.rows.extend(rows)
+
+    def table(self) -> pa.Table:
+        return _rows_table(self.schema, self.paths, self.rows, self.langs, self.fields)
+
+
+class _Batch:
+    """A batch's three tables and its stats, built file by file."""
+
+    def __init__(self, content: bool):
+        self.files = _Columns(files_schema(content))
+        self.definitions = _ParserRows(DEFINITIONS_SCHEMA, DEFINITION_FIELDS)
+        self.imports = _ParserRows(IMPORTS_SCHEMA, IMPORT_FIELDS)
+        self.files_meta: list = []
+        self.statuses: list = []
+        self.errors: list = []
+        self.language_counts: dict = {}
+        self.memory_samples: list = []
+        self.bytes = 0
+        self.parse_s = 0.0
+
+    def add(self, file: _File) -> None:
+        row = file.row
+        path, language, status, message = row["path"], row["language"], row["status"], row["error_message"]
+        self.files.append(row)
+        self.definitions.extend(path, language, file.definitions)
+        self.imports.extend(path, language, file.imports)
+        self.files_meta.append((row["size"], row["mtime_ns"]))
+        self.statuses.append(status)
+        if language:
+            self.language_counts[language] = self.language_counts.get(language, 0) + 1
+        if status != "ok" and len(self.errors) < 5 and status not in ("binary", "too_large"):
+            self.errors.append((path, status, (message or "")[:300]))
+        if file.memory_sample is not None:
+            self.memory_samples.append(file.memory_sample)
+        self.bytes += file.bytes_read
+        self.parse_s += file.parse_s
+
+    def write(self, task: BatchTask) -> BatchOutcome:
+        """Write the part files into the task's staging folder (fsynced); the batch's stats."""
+        tables = {"files": self.files.table(), "definitions": self.definitions.table(),
+                  "imports": self.imports.table()}
+        os.makedirs(task.staging, exist_ok=True)
+        parts = {name: list(write_part(tables[name], os.path.join(task.staging, name + ".parquet")))
+                 for name in TABLES}
+        fsync_dir(task.staging)
+        return BatchOutcome(
+            batch_id=task.batch_id,
+            attempt=task.attempt,
+            staging=task.staging,
+            rows={name: tables[name].num_rows for name in TABLES},
+            files_meta=self.files_meta,
+            statuses=self.statuses,
+            bytes=self.bytes,
+            parse_s=self.parse_s,
+            language_counts=self.language_counts,
+            errors=self.errors,
+            rss_bytes=memprobe.rss(),
+            pid=os.getpid(),
+            memory_samples=self.memory_samples,
+            parts=parts,
         )
 
 
@@ -179,172 +386,21 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     """Read, parse and write one batch; returns its stats. Part files land in `task.staging`."""
     router = _router(tuple(task.parsers))
     use_alarm = threading.current_thread() is threading.main_thread() and task.forced_status is None
-    if use_alarm:
-        previous_handler = signal.signal(signal.SIGALRM, _alarm)
-    files = _Columns(files_schema(task.content))
-    fc = files.columns
-    def_paths: list = []
-    def_langs: list = []
-    def_rows: list = []
-    imp_paths: list = []
-    imp_langs: list = []
-    imp_rows: list = []
-    files_meta, statuses, errors = [], [], []
-    language_counts: dict = {}
-    memory_samples: list = []
-    total_bytes = 0
-    parse_s = 0.0
-    source = task.source
     heartbeat = None
     if task.heartbeat_dir is not None and task.forced_status is None:
         heartbeat = Heartbeat.for_folder(task.heartbeat_dir)
         if heartbeat is not None:
             heartbeat.between_files(task.batch_id, task.attempt)
+    batch = _Batch(task.content)
+    if use_alarm:
+        previous_handler = signal.signal(signal.SIGALRM, _alarm)
     try:
-        for index, (path, disc_size, disc_mtime) in enumerate(task.files):
-            out_path = display_path(path)
-            data = None
-            size, mtime_ns = disc_size, disc_mtime
-            result: ParseResult | None = None
-            parser_name = parser_version = None
-            content_hash = blob_id = None
-            elapsed_ms = None
-            if task.forced_status is not None:
-                result = ParseResult(status=task.forced_status, error_type=task.forced_status,
-                                     error_message=task.forced_message, language=language_of(path))
-            else:
-                try:
-                    data, size, mtime_ns, status, message = _read(os.path.join(source, path), task.max_file_size)
-                except OSError as err:
-                    status, message = "io_error", f"{type(err).__name__}: {err.strerror or err}"
-                if status is not None:
-                    result = ParseResult(status=status, error_type=status if status == "too_large" else "OSError",
-                                         error_message=message, language=language_of(path))
-            if data is not None:
-                total_bytes += len(data)
-                content_hash = xxhash.xxh3_128_hexdigest(data)
-                blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-                if _is_binary(data):
-                    result = ParseResult(status="binary", language=language_of(path))
-                else:
-                    parser = router.route(path, data[:256])
-                    parser_name, parser_version = parser.name, parser.version
-                    on_attempt = None
-                    if heartbeat is not None:
-                        def on_attempt(index=index):
-                            heartbeat.parsing(task.batch_id, task.attempt, index)
-                    measured = len(data) >= MEASURE_MIN_BYTES
-                    if measured:
-                        rss_before = memprobe.rss()
-                        peak_reset = memprobe.reset_peak()
-                    started = time.perf_counter()
-                    try:
-                        result = _parse_with_limit(parser, out_path, data, task.file_timeout, task.retries, use_alarm,
-                                                   on_attempt)
-                        if not isinstance(result, ParseResult):
-                            raise TypeError(f"parse() returned {type(result).__name__}, not ParseResult")
-                        if parser.origin != "builtin":
-                            _checked_rows(result.definitions, len(DEFINITION_FIELDS), "definition")
-                            _checked_rows(result.imports, len(IMPORT_FIELDS), "import")
-                    except BaseException as err:  # noqa: BLE001 - a parser's failure is this file's row
-                        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                            raise
-                        result = ParseResult(
-                            status="parser_error", error_type=type(err).__name__,
-                            error_message=_error_message(err), language=language_of(path),
-                        )
-                    elapsed = time.perf_counter() - started
-                    parse_s += elapsed
-                    elapsed_ms = elapsed * 1000.0
-                    if heartbeat is not None:
-                        heartbeat.between_files(task.batch_id, task.attempt)
-                    if measured:
-                        # Without a peak reset, the RSS after the parse (freed memory is still
-                        # mapped until trimmed) is a lower bound of the peak.
-                        peak = memprobe.peak_rss() if peak_reset else memprobe.rss()
-                        extra = max(0, peak - rss_before)
-                        if result.status == "ok":
-                            memory_samples.append((parser_name, len(data), extra))
-                        if extra >= TRIM_AFTER_BYTES:
-                            memprobe.trim()
-            status = result.status
-            language = result.language or language_of(path)
-            n_defs = len(result.definitions)
-            n_imps = len(result.imports)
-            if n_defs:
-                def_paths.extend([out_path] * n_defs)
-                def_langs.extend([language] * n_defs)
-                def_rows.extend(result.definitions)
-            if n_imps:
-                imp_paths.extend([out_path] * n_imps)
-                imp_langs.extend([language] * n_imps)
-                imp_rows.extend(result.imports)
-            fc["path"].append(out_path)
-            fc["size"].append(size)
-            fc["mtime_ns"].append(mtime_ns)
-            fc["content_hash"].append(content_hash)
-            fc["language"].append(language)
-            fc["parser"].append(parser_name)
-            fc["status"].append(status)
-            fc["error_type"].append(result.error_type)
-            message = result.error_message
-            fc["error_message"].append(message[:MAX_ERROR_MESSAGE] if message else message)
-            fc["error_line"].append(result.error_line)
-            fc["error_col"].append(result.error_col)
-            fc["lines"].append(result.lines)
-            fc["code_lines"].append(result.code_lines)
-            fc["comment_lines"].append(result.comment_lines)
-            fc["blank_lines"].append(result.blank_lines)
-            fc["n_definitions"].append(n_defs)
-            fc["n_imports"].append(n_imps)
-            fc["docstring"].append(result.docstring)
-            fc["parse_ms"].append(elapsed_ms)
-            fc["batch_id"].append(task.batch_id)
-            fc["parser_version"].append(parser_version)
-            fc["blob_id"].append(blob_id)
-            if task.content:
-                text = None
-                if data is not None and status != "binary":
-                    from ..parsers.text import decode_text
-
-                    text = decode_text(data)
-                fc["content"].append(text)
-            files_meta.append((size, mtime_ns))
-            statuses.append(status)
-            if language:
-                language_counts[language] = language_counts.get(language, 0) + 1
-            if status != "ok" and len(errors) < 5 and status not in ("binary", "too_large"):
-                errors.append((out_path, status, (message or "")[:300]))
+        for index in range(len(task.files)):
+            batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat))
     finally:
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)
-
-    tables = {
-        "files": files.table(),
-        "definitions": _rows_table(DEFINITIONS_SCHEMA, def_paths, def_rows, def_langs, DEFINITION_FIELDS),
-        "imports": _rows_table(IMPORTS_SCHEMA, imp_paths, imp_rows, imp_langs, IMPORT_FIELDS),
-    }
-    os.makedirs(task.staging, exist_ok=True)
-    parts = {name: list(write_part(tables[name], os.path.join(task.staging, name + ".parquet"))) for name in TABLES}
-    fsync_dir(task.staging)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return BatchOutcome(
-        batch_id=task.batch_id,
-        attempt=task.attempt,
-        staging=task.staging,
-        rows={name: tables[name].num_rows for name in TABLES},
-        files_meta=files_meta,
-        statuses=statuses,
-        bytes=total_bytes,
-        parse_s=parse_s,
-        language_counts=language_counts,
-        errors=errors,
-        rss_bytes=_current_rss(),
-        max_rss_bytes=usage.ru_maxrss * 1024,
-        pid=os.getpid(),
-        memory_samples=memory_samples,
-        parts=parts,
-    )
+    return batch.write(task)
 
 
 def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, fields: tuple) -> pa.Table:
@@ -354,11 +410,3 @@ def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, fields:
     arrays += [pa.array(list(col), type=schema.field(name).type) for name, col in zip(fields, columns)]
     arrays.append(pa.array(langs, type=pa.string()))
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _current_rss() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0

@@ -230,8 +230,7 @@ def _count_batches(planner: BatchPlanner, governor: MemoryGovernor, seconds_per_
             size = pending.pop(0)
             governor.observe(BatchOutcome(
                 batch_id=batches, attempt=0, staging="", rows={}, files_meta=[], statuses=[], bytes=size,
-                parse_s=size * seconds_per_byte, language_counts={}, errors=[], rss_bytes=0,
-                max_rss_bytes=0, pid=0,
+                parse_s=size * seconds_per_byte, language_counts={}, errors=[], rss_bytes=0, pid=0,
             ))
     return batches, governor.target_batch_bytes()
 

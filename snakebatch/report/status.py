@@ -15,6 +15,7 @@ import time
 import msgspec
 
 from ..config import refuse_url
+from ..engine.tally import Tally
 from ..errors import ConfigError, JobError
 from ..store.snapshot import read_snapshot
 from ..schema import ERROR_STATUSES, TABLES
@@ -161,19 +162,13 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
             current_start = time.time()
     ledger = Ledger(out)
     entries, corrupt = ledger.read()
-    status_counts: dict[str, int] = {}
-    language_counts: dict[str, int] = {}
-    files_done = bytes_done = 0
+    tally = Tally()
     errors: list[tuple[int, str, str]] = []
     for entry in entries:
-        files_done += len(entry.paths)
-        bytes_done += entry.bytes
-        for path, status in zip(entry.paths, entry.statuses):
-            status_counts[status] = status_counts.get(status, 0) + 1
-            if status in ERROR_STATUSES and len(errors) < ERROR_SAMPLES:
-                errors.append((entry.batch_id, path, status))
-        for language, count in entry.language_counts.items():
-            language_counts[language] = language_counts.get(language, 0) + count
+        tally.add(entry)
+        if len(errors) < ERROR_SAMPLES:
+            errors += [(entry.batch_id, path, status) for path, status in zip(entry.paths, entry.statuses)
+                       if status in ERROR_STATUSES][:ERROR_SAMPLES - len(errors)]
     stats = read_json(out, "stats.json")
     stats = stats if isinstance(stats, dict) else {}
     last = stats.get("summary") or {}
@@ -188,8 +183,8 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
     damage = []
     if holder is None:  # a running job's parts are on their way between staging and the tables
         damage = _damage(out, entries, manifest, manifest_unreadable, verify)
-        if isinstance(completed, dict) and completed.get("files") != files_done:
-            damage.append(Damage("_snakebatch", "ledger.jsonl", f"{files_done} files, not the {completed.get('files')} "
+        if isinstance(completed, dict) and completed.get("files") != tally.files:
+            damage.append(Damage("_snakebatch", "ledger.jsonl", f"{tally.files} files, not the {completed.get('files')} "
                                                                 "of the complete job"))
     if holder is not None:
         state = "running"
@@ -205,14 +200,14 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
         output=out,
         source=record.job.source,
         running_pid=holder,
-        files_done=files_done,
-        bytes_done=bytes_done,
-        status_counts=_sorted_counts(status_counts),
-        language_counts=_sorted_counts(language_counts),
+        files_done=tally.files,
+        bytes_done=tally.bytes,
+        status_counts=_sorted_counts(tally.status_counts),
+        language_counts=_sorted_counts(tally.language_counts),
         batches=len(entries),
         runs=run_count,
         elapsed_s=round(elapsed, 3),
-        files_per_s=round(files_done / elapsed, 1) if elapsed > 0 else 0.0,
+        files_per_s=round(tally.files / elapsed, 1) if elapsed > 0 else 0.0,
         stale_files=int(last.get("stale_files") or 0),
         stale_sample=list(last.get("stale_sample") or []),
         error_samples=_error_samples(out, errors, manifest),
