@@ -18,12 +18,11 @@ import ast
 import json
 import os
 import shutil
+import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
-
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from treepeak import generated_module, run_sampled  # noqa: E402 - shared with the memory tests

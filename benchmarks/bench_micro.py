@@ -24,12 +24,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from snakebatch.engine.batching import BatchPlanner  # noqa: E402
 from snakebatch.config import JobConfig  # noqa: E402
+from snakebatch.engine.batching import BatchPlanner  # noqa: E402
 from snakebatch.engine.discovery import SourceFile, discover  # noqa: E402
-from snakebatch.store.ledger import Ledger, LedgerEntry  # noqa: E402
 from snakebatch.parsers import get  # noqa: E402
 from snakebatch.schema import TABLES, table_schema  # noqa: E402
+from snakebatch.store.ledger import Ledger, LedgerEntry  # noqa: E402
 
 PARSER_FILES = int(os.environ.get("SNAKEBATCH_BENCH_PARSER_FILES", "1500"))
 PLANNER_FILES = 100_000
@@ -142,8 +142,8 @@ def test_discovery(benchmark, generated_tree):
 
 def test_arrow_parquet_part(benchmark, tmp_path):
     """Building one batch's files table from column lists and writing it as the worker does."""
-    from snakebatch.store.durable import PARQUET_OPTIONS
     from snakebatch.schema import FILES_SCHEMA
+    from snakebatch.store.durable import PARQUET_OPTIONS
 
     n = 1000
     columns = {f.name: [None] * n for f in FILES_SCHEMA}
@@ -168,7 +168,7 @@ def real_batch_tables(corpus_bytes, tmp_path_factory) -> dict:
 
     source = tmp_path_factory.mktemp("batch-src")
     files = []
-    for i, (path, data) in enumerate(corpus_bytes[:500]):
+    for i, (_path, data) in enumerate(corpus_bytes[:500]):
         name = f"m{i:04d}.py"
         (source / name).write_bytes(data)
         files.append((name, len(data), 0))

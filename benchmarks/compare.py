@@ -349,7 +349,7 @@ def write_section(key: str, text: str, path: str = RESULTS) -> None:
 
 def run_scale(names: list[str], workers: int, scratch: str, write: bool, engine: str) -> None:
     load_start = _load()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     results = []
     for name in names:
         source = corpus_path(name)
@@ -382,7 +382,7 @@ def render_saved(path: str, write: bool) -> int:
     name = saved.get("corpus") or re.sub(r"^results-|\.json$", "", os.path.basename(path))
     workers = saved.get("workers") or max(r["workers"] for r in saved["runs"])
     when = saved.get("when") or datetime.datetime.fromtimestamp(
-        os.path.getmtime(path), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC (end)")
+        os.path.getmtime(path), datetime.UTC).strftime("%Y-%m-%d %H:%M UTC (end)")
     rounds = saved.get("rounds") or sum(1 for r in saved["runs"] if r["tool"] == "snakebatch"
                                         and r["workers"] == workers)
     rows = summarize(saved["runs"], workers, 0, 0)
@@ -445,7 +445,7 @@ def main(argv=None) -> int:
         for name in args.corpus or ["stdlib"]:
             source = corpus_path(name)
             load_start = _load()
-            when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
             runs = []
             corpus_notes = list(notes)
             failed: set = set()

@@ -29,7 +29,8 @@ import xxhash
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from snakebatch.parsers.python import extract, parser as python_parser  # noqa: E402
+from snakebatch.parsers.python import extract  # noqa: E402
+from snakebatch.parsers.python import parser as python_parser
 
 DEFINITION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 IMPORT_TYPES = (ast.Import, ast.ImportFrom)

@@ -31,8 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("-j", "--workers", type=int, default=2)
     ap.add_argument("--top", type=int, default=20)
     args = ap.parse_args(argv)
-    import snakebatch
     from corpora import corpus
+
+    import snakebatch
 
     source = corpus(args.corpus)
     out = tempfile.mkdtemp(prefix="snakebatch-coord-")

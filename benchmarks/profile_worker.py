@@ -34,8 +34,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from snakebatch.engine.batching import BatchPlanner  # noqa: E402
 from snakebatch.config import JobConfig  # noqa: E402
+from snakebatch.engine.batching import BatchPlanner  # noqa: E402
 from snakebatch.engine.discovery import discover  # noqa: E402
 from snakebatch.engine.worker import BatchTask, process_batch  # noqa: E402
 
@@ -118,13 +118,13 @@ def stage_times(stats: pstats.Stats) -> list[tuple[str, float]]:
         for pattern in patterns:
             if which == "special":
                 # get_docstring called from PythonParser.parse directly (the module docstring)
-                for key, (cc, nc, tt, ct, callers) in raw.items():
+                for key, (_cc, _nc, _tt, _ct, callers) in raw.items():
                     if key[0].endswith("ast.py") and key[2] == "get_docstring":
                         for caller, values in callers.items():
                             if _matches(caller, pattern[0], pattern[1]):
                                 total += values[3]
                 continue
-            for key, (cc, nc, tt, ct, callers) in raw.items():
+            for key, (_cc, _nc, tt, ct, _callers) in raw.items():
                 if _matches(key, *pattern):
                     total += tt if which == "tt" else ct
         out.append((label, total))

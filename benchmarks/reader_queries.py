@@ -78,7 +78,7 @@ def main() -> None:
         for name in queries("", sample):
             results = [con.execute(queries(out, sample)[name]).fetchall() for out in outs.values()]
             assert sorted(results[0]) == sorted(results[1]), f"{name}: the two outputs disagree"
-        print(f"\n| query | per batch ms | compacted ms | per batch / compacted |")
+        print("\n| query | per batch ms | compacted ms | per batch / compacted |")
         print("| --- | ---: | ---: | ---: |")
         for name in queries("", sample):
             slow = statistics.median(times[(name, "per batch")]) * 1000

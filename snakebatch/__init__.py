@@ -9,11 +9,10 @@
 """
 
 from ._version import __version__
-
 from .api import RunResult, open_dataset, run, stream  # noqa: E402
 from .engine.coordinator import Progress  # noqa: E402
 from .errors import ConfigError, JobError, SnakebatchError  # noqa: E402
 from .report.plan import Plan, plan  # noqa: E402
 
-__all__ = ["ConfigError", "JobError", "Plan", "Progress", "RunResult", "SnakebatchError", "open_dataset", "plan", "run",
+__all__ = ["__version__", "ConfigError", "JobError", "Plan", "Progress", "RunResult", "SnakebatchError", "open_dataset", "plan", "run",
            "stream"]

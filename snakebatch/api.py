@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
@@ -82,8 +82,8 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     """
     import pyarrow.dataset as ds
 
-    from .store.jobfolder import holds_job, read_record
     from .schema import TABLES, table_schema
+    from .store.jobfolder import holds_job, read_record
 
     if table not in TABLES:
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+
 def display_path(path: str) -> str:
     """The path as it appears in the tables: valid UTF-8, unique per file and reversible
     (`source_path` turns it back into the name's bytes).

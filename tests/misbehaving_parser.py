@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 
-from snakebatch.parsers import ParseResult, Parser
+from snakebatch.parsers import Parser, ParseResult
 
 _hoard: list = []
 

@@ -92,7 +92,7 @@ def test_stream_left_early_stops_the_pool_and_removes_its_staging(corpus, tmp_pa
     before = _descendants()
     stream = snakebatch.stream(corpus, workers=2, batch_bytes="16k")
     rows = 0
-    for table, batch in stream:
+    for _table, batch in stream:
         rows += batch.num_rows
         workers = {pid for pid, parent in _descendants().items() if pid not in before and parent != me}
         assert len(list(staging_parent.glob("snakebatch-stream-*"))) == 1  # while it runs

@@ -23,7 +23,15 @@ import pytest
 
 from helpers import run_cli
 from resume_helpers import (
-    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
+    LOGGING_PARSER,
+    Run,
+    assert_same_output,
+    copy_stdlib,
+    env,
+    file_size_limit,
+    parse_log,
+    read_parts,
+    run_args,
     snapshot,
 )
 from snakebatch.schema import TABLES

@@ -3,14 +3,13 @@ exit 2 with a one-line message from the CLI. Good options: sizes, snakebatch.tom
 
 from __future__ import annotations
 
-
 import os
 
 import pytest
 
 import snakebatch
-from snakebatch.config import build_config, parse_size
 from helpers import cli_env, run_cli
+from snakebatch.config import build_config, parse_size
 
 
 @pytest.fixture

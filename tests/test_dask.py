@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from helpers import cli_command, cli_env, read_table, run_cli, stdlib_dir
-from snakebatch.store.ledger import Ledger
 from snakebatch.engine.worker import BatchTask, process_batch
+from snakebatch.store.ledger import Ledger
 
 distributed = pytest.importorskip("distributed")
 
@@ -320,8 +320,8 @@ def test_resume_waits_for_batches_the_killed_client_left_running(corpus, cli_clu
 def test_a_builtin_local_cluster_without_workers_is_replaced(corpus, tmp_path, monkeypatch):
     """When no worker comes back after a death (its nanny gave up), `rebuild` replaces the local
     cluster as the local pool replaces a broken pool, and batches run again."""
-    from snakebatch.executors import dask as dask_executor
     from snakebatch.config import build_config
+    from snakebatch.executors import dask as dask_executor
     monkeypatch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])
     monkeypatch.setattr(dask_executor, "LOCAL_WORKERS_BACK_TIMEOUT_S", 1)
     out = tmp_path / "out"

@@ -15,7 +15,6 @@ import os
 import random
 import shlex
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +24,17 @@ import pytest
 
 from helpers import run_cli
 from resume_helpers import (
-    LOGGING_PARSER, Run, assert_same_output, committed_paths, copy_stdlib, env, holds_job, parse_log,
-    read_parts, run_args, snapshot,
+    LOGGING_PARSER,
+    Run,
+    assert_same_output,
+    committed_paths,
+    copy_stdlib,
+    env,
+    holds_job,
+    parse_log,
+    read_parts,
+    run_args,
+    snapshot,
 )
 from snakebatch.store.ledger import Ledger
 

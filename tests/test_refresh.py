@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
+import snakebatch
 from helpers import run_cli
 from resume_helpers import (
     LOGGING_PARSER,
@@ -28,8 +30,6 @@ from resume_helpers import (
     run_args,
     snapshot,
 )
-
-import snakebatch
 from snakebatch.store import snapshot as snapshot_store
 
 TABLES = ("files", "definitions", "imports")

@@ -23,14 +23,22 @@ import pytest
 
 from helpers import run_cli
 from resume_helpers import (
-    LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, file_size_limit, parse_log, read_parts, run_args,
+    LOGGING_PARSER,
+    Run,
+    assert_same_output,
+    copy_stdlib,
+    env,
+    file_size_limit,
+    parse_log,
+    read_parts,
+    run_args,
     snapshot,
 )
+from snakebatch.engine.worker import BatchTask, process_batch
 from snakebatch.schema import TABLES
 from snakebatch.store import ledger as ledger_module
 from snakebatch.store.layout import part_name
 from snakebatch.store.ledger import Ledger, LedgerEntry
-from snakebatch.engine.worker import BatchTask, process_batch
 
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2")
 

@@ -13,8 +13,8 @@ import stat
 import duckdb
 import pytest
 
-from helpers import read_table, run_cli, stdlib_dir
 from expectations import ast_counts
+from helpers import read_table, run_cli, stdlib_dir
 
 
 def _expected_files(root) -> dict[str, str]:

@@ -12,7 +12,7 @@ stays busy to the end instead of one worker finishing a large last batch alone.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 

@@ -34,8 +34,9 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 

@@ -12,9 +12,9 @@ folder would double the cost of a large walk.
 from __future__ import annotations
 
 import os
-
 import stat
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import pathspec
 

@@ -13,7 +13,8 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import msgspec
 import pyarrow as pa

@@ -33,7 +33,7 @@ class Heartbeat:
     _open: dict = {}
 
     @classmethod
-    def for_folder(cls, folder: str) -> "Heartbeat | None":
+    def for_folder(cls, folder: str) -> Heartbeat | None:
         key = (os.getpid(), folder)
         heartbeat = cls._open.get(key)
         if heartbeat is None:

@@ -26,10 +26,10 @@ import xxhash
 
 from ..languages import language_of
 from ..parsers import ParseResult, ParserRouter
+from ..paths import display_path
 from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
 from ..store.durable import fsync_dir, write_part
 from . import memprobe
-from ..paths import display_path
 from .watchdog import Heartbeat
 
 BINARY_SNIFF_BYTES = 8000  # git's heuristic: a NUL byte in the first 8000 bytes means binary

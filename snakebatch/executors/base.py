@@ -17,8 +17,9 @@ coordinator never inspects an exception's class name or probes an executor's att
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..errors import SnakebatchError
 

@@ -17,12 +17,12 @@ parsers in exactly this order.
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import entry_points
 
 from ..errors import ConfigError
 from ..languages import shebang_interpreter
-from .base import Definition, Import, ParseResult, Parser, count_lines
+from .base import Definition, Import, Parser, ParseResult, count_lines
 
 __all__ = [
     "Definition", "Import", "ParseResult", "Parser", "ParserRouter", "available", "count_lines", "get",
@@ -32,7 +32,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "snakebatch.parsers"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _language_parsers() -> tuple[Parser, ...]:
     from .python import parser as python
 
@@ -59,7 +59,7 @@ def _as_parser(obj: object, spec: str) -> Parser:
     return obj
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_point_parsers() -> tuple[Parser, ...]:
     found = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
@@ -68,7 +68,7 @@ def _entry_point_parsers() -> tuple[Parser, ...]:
         except Exception as err:  # a broken plugin must not break every run
             import warnings
 
-            warnings.warn(f"snakebatch: parser entry point {ep.name} ({ep.value}) failed to load: {err}")
+            warnings.warn(f"snakebatch: parser entry point {ep.name} ({ep.value}) failed to load: {err}", stacklevel=2)
             continue
         parser.origin = f"entry point {ep.value} ({ep.dist.name if ep.dist else '?'})"
         found.append(parser)
@@ -79,7 +79,7 @@ def builtin_parsers() -> tuple[Parser, ...]:
     return (*_language_parsers(), _text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def resolve(spec: str) -> Parser:
     """A parser from a registered name or a `module:attribute` spec; ConfigError otherwise."""
     if ":" in spec:

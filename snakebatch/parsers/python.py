@@ -20,7 +20,7 @@ import operator
 import platform
 import warnings
 
-from .base import Definition, Import, ParseResult, Parser, count_lines
+from .base import Definition, Import, Parser, ParseResult, count_lines
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # Statements whose nested bodies can hold definitions and imports, and their body fields.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .._version import __version__
 from ..languages import language_of_file
-from .base import ParseResult, Parser, count_lines
+from .base import Parser, ParseResult, count_lines
 
 
 def decode_text(data: bytes) -> str | None:

@@ -31,12 +31,12 @@ import importlib
 import importlib.util
 import re
 import threading
-from functools import lru_cache
+from functools import cache
 from importlib import metadata, resources
 
 import tree_sitter
 
-from .base import ParseResult, Parser, count_lines
+from .base import Parser, ParseResult, count_lines
 from .grammars import GRAMMARS, Grammar
 from .text import decode_text
 
@@ -239,7 +239,7 @@ def recover_python(path: str, data: bytes) -> tuple[list, list] | None:
     return result.definitions, result.imports
 
 
-@lru_cache(maxsize=None)
+@cache
 def treesitter_parsers() -> tuple[TreeSitterParser, ...]:
     """A parser for each grammar whose package is installed (found without importing it); one
     instance each, shared by the router and the C++ sniffing of `.h` files."""

@@ -17,12 +17,12 @@ import msgspec
 from ..config import refuse_url
 from ..engine.tally import Tally
 from ..errors import ConfigError, JobError
-from ..store.snapshot import read_snapshot
 from ..schema import ERROR_STATUSES, TABLES
 from ..store.durable import Damage, check_part
 from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from ..store.layout import part_name
 from ..store.ledger import Ledger
+from ..store.snapshot import read_snapshot
 
 ERROR_SAMPLES = 5
 

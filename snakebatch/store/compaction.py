@@ -34,8 +34,8 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import msgspec
 import pyarrow as pa

@@ -20,9 +20,9 @@ from .._version import __version__
 from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig
 from ..errors import ConfigError, JobError
 from ..schema import TABLES
-from .ledger import remove_tables
 from .durable import atomic_write
 from .layout import STATE_DIR_NAME as STATE
+from .ledger import remove_tables
 
 
 class JobRecord(msgspec.Struct):

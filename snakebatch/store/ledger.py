@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import msgspec
 import pyarrow as pa

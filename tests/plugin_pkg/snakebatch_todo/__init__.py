@@ -4,7 +4,7 @@
 Each `- [ ] text` line is a definition of kind `task`; each `see: path` line an import.
 """
 
-from snakebatch.parsers import ParseResult, Parser, count_lines
+from snakebatch.parsers import Parser, ParseResult, count_lines
 
 
 class TodoParser(Parser):
