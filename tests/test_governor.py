@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
+import psutil
 import pytest
 
 from helpers import read_table, run_cli
@@ -78,6 +80,33 @@ def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     assert python["measured_files"] >= 3
     assert 150 < python["largest_measured"] < 500
     assert governor["peak_rss_bytes"] <= peak * 1.05
+
+
+def test_admission_right_after_the_first_submission_counts_the_pool_it_started():
+    """The first submission starts the pool: a forkserver with the worker module preloaded, a
+    resource tracker, a worker. The admission that follows at once must count them (in a run
+    they are ~123 MB; missed, two 1 MB parses were let start together past the budget)."""
+    from snakebatch.engine.governor import MemoryGovernor
+    from snakebatch.executors.local import LocalExecutor
+
+    executor = LocalExecutor(2)
+    governor = MemoryGovernor(budget=100 * 10**9, workers=2)
+    governor.attach(executor)
+    governor.start()
+    try:
+        own = psutil.Process().memory_info().rss
+        running = executor.submit(time.sleep, 1.0)
+        governor.admit(MB, MB, in_flight=1)
+        workers = set(executor.worker_pids())
+        assert workers, "the submission started no worker"
+        helpers = sum(p.memory_info().rss for p in psutil.Process().children(recursive=True) if p.pid not in workers)
+        assert helpers > 20 * MB  # the forkserver alone imports pyarrow with the worker module
+        beside_workers = governor.last_baseline - governor.workers * governor.worker_rest_rss()
+        assert beside_workers >= own + 0.8 * helpers, (beside_workers / MB, own / MB, helpers / MB)
+        running.result(timeout=30)
+    finally:
+        governor.stop()
+        executor.shutdown()
 
 
 @pytest.mark.slow

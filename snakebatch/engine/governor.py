@@ -1,18 +1,20 @@
 """The memory governor: keeps the RSS of the whole process tree under `--memory-budget`.
 
-Owns: sampling memory (psutil, several times a second, in a thread), the model of what a batch
-will cost (bytes of memory per byte of source, learned per parser from the workers'
-measurements), the admission of each batch (in budget? alone?), the batch size target, the
-number of batches in flight, when the pool should be recycled, which files are too large for
-the budget, and the record of its decisions. Must not touch: executing or committing batches;
-the coordinator asks it before each submission and tells it each outcome.
+Owns: sampling memory (psutil, several times a second in a thread, and afresh at each
+admission), the model of what a batch will cost (bytes of memory per byte of source, learned per
+parser from the workers' measurements), the admission of each batch (in budget? alone?), the
+batch size target, the number of batches in flight, when the pool should be recycled, which
+files are too large for the budget, and the record of its decisions. Must not touch: executing
+or committing batches; the coordinator asks it before each submission and tells it each outcome.
 
 The model: the tree costs a baseline (the coordinator and its helpers, plus each worker at
 rest) and each batch in flight adds its predicted peak: its largest file's parse (files of a
 batch are parsed one after another, each tree freed before the next) plus the rows it builds.
 A batch is admitted when the larger of (baseline + what is in flight) and the sampled RSS, plus
-its own peak, fits the budget. A batch predicted to need more than one worker's share of the
-free budget runs only once nothing else is in flight; batches that fit beside it may follow.
+its own peak, fits the budget; both come from a sample taken for the admission, since the
+submission just before may have started the pool (its forkserver alone measured 110 MB). A
+batch predicted to need more than one worker's share of the free budget runs only once nothing
+else is in flight; batches that fit beside it may follow.
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ class MemoryGovernor:
         self._root = psutil.Process(os.getpid())
         self._processes: dict[int, psutil.Process] = {}
         self._tree_listed = float("-inf")
+        self._listed_workers: frozenset[int] = frozenset()
         self._stop = threading.Event()
+        self._sampling = threading.Lock()  # the sampling thread and admissions both sample
         self._thread: threading.Thread | None = None
         self._holding: str | None = None
         self.peak_remote_rss = 0
@@ -132,15 +136,17 @@ class MemoryGovernor:
 
     def _tree(self, worker_pids: set) -> list:
         """This process and its descendants. Listing descendants scans every process of the
-        machine (~5 ms), so the list is refreshed once a second; workers started since are
-        added from the executor's own list."""
+        machine (~5 ms), so the list is refreshed once a second, and at once when the executor
+        names a worker it does not hold: a new pool started its forkserver and resource tracker
+        with it (123 MB beside 70 MB workers, measured), and they are no workers."""
         now = time.monotonic()
-        if now - self._tree_listed >= TREE_REFRESH_S:
+        if now - self._tree_listed >= TREE_REFRESH_S or not worker_pids <= self._listed_workers:
             try:
                 self._processes = {p.pid: p for p in self._root.children(recursive=True)}
             except psutil.Error:
                 self._processes = {}
             self._tree_listed = now
+            self._listed_workers = frozenset(worker_pids)
         for pid in worker_pids - self._processes.keys():
             try:
                 self._processes[pid] = psutil.Process(pid)
@@ -150,6 +156,10 @@ class MemoryGovernor:
 
     def sample(self) -> int:
         """The RSS of this process and all its descendants (workers, forkserver), now."""
+        with self._sampling:
+            return self._sample()
+
+    def _sample(self) -> int:
         total = workers = 0
         worker_pids = set(self._worker_pids())
         for process in self._tree(worker_pids):
@@ -278,6 +288,7 @@ class MemoryGovernor:
     def admit(self, estimate: int, reserved: int, in_flight: int) -> bool:
         """Whether a batch predicted to add `estimate` may start beside `in_flight` batches
         predicted to add `reserved` in all."""
+        self.sample()
         self.last_baseline = self.baseline()
         if in_flight == 0:
             if self._holding:
