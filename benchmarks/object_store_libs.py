@@ -59,10 +59,9 @@ def timed(put, parts: int, threads: int) -> float:
 
 
 def bench_obstore(endpoint, bucket, data, parts, threads):
+    import obstore
     from obstore.exceptions import AlreadyExistsError
     from obstore.store import S3Store
-
-    import obstore
 
     store = S3Store(bucket, endpoint=endpoint, region="us-east-1", access_key_id="x", secret_access_key="x",
                     client_options={"allow_http": True})

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from .config import build_config
+from .config import build_config, is_object_output
 from .engine.coordinator import Coordinator, Progress, RunSummary
 from .engine.refresh import RefreshSink
-from .engine.sinks import OutputSink, StreamSink
+from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink
 from .errors import ConfigError, JobError
 from .store.snapshot import pending_refresh
 
@@ -130,9 +130,11 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
     config = build_config(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
                           verify_content=verify_content, **options)
     # A resume of a refresh that was cut off before its commit point is that refresh again.
-    refreshing = config.mode == "refresh" or (config.mode == "resume" and pending_refresh(config.output) is not None)
+    remote = is_object_output(config.output)
+    refreshing = not remote and (config.mode == "refresh" or
+                                 (config.mode == "resume" and pending_refresh(config.output) is not None))
     try:
-        sink = RefreshSink(config) if refreshing else OutputSink(config)
+        sink = ObjectStoreSink(config) if remote else RefreshSink(config) if refreshing else OutputSink(config)
     except OSError as err:  # a read-only filesystem, a file where a folder must be, no permission
         where = f" ({err.filename})" if err.filename else ""
         raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "

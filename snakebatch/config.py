@@ -28,13 +28,56 @@ _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
-def refuse_url(path: str | os.PathLike, option: str) -> None:
-    """ConfigError for `s3://...` and any other `scheme://`: taken as a local path, it would
-    quietly become a folder named `s3:` in the current one."""
+# OUT schemes opened through obstore (store/objectstore.py); `file://` is a local folder.
+OBJECT_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
+
+
+def refuse_url(path: str | os.PathLike, option: str, supported: tuple[str, ...] = ()) -> None:
+    """ConfigError for `s3://...` and any other `scheme://` not in `supported`: taken as a local
+    path, it would quietly become a folder named `s3:` in the current one."""
     text = os.fspath(path)
     if isinstance(text, str) and _URL.match(text):
-        raise ConfigError(f"{option}: {text!r}: object storage ({text.split('://', 1)[0]}://) is not supported yet; "
-                          "give a local folder")
+        scheme = text.split("://", 1)[0]
+        if scheme.lower() in supported:
+            return
+        where = (f"supported here: {', '.join(s + '://' for s in supported)} and file://" if supported
+                 else "give a local folder")
+        raise ConfigError(f"{option}: {text!r}: {scheme}:// is not supported ({where})")
+
+
+def _output_location(output: str | os.PathLike) -> str:
+    """OUT as RunConfig keeps it: an object-store URL as given (no trailing slash), `file://PATH`
+    and a plain path as an absolute local path."""
+    text = os.fspath(output)
+    if isinstance(text, str) and text.lower().startswith("file://"):
+        return os.path.abspath(text[len("file://"):] or "/")
+    refuse_url(text, "-o/--output", OBJECT_SCHEMES)
+    if _URL.match(text):
+        scheme, rest = text.split("://", 1)
+        if not rest.strip("/"):
+            raise ConfigError(f"-o/--output: {text!r} names no bucket; give {scheme}://BUCKET/PREFIX")
+        return f"{scheme.lower()}://{rest.rstrip('/')}"
+    return os.path.abspath(text)
+
+
+def is_object_output(output: str) -> bool:
+    return _URL.match(output) is not None
+
+
+def _storage_options(value: object, option: str) -> dict:
+    """{key: value} from `KEY=VALUE` strings (--storage-option, repeatable) or a mapping."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    items = [value] if isinstance(value, str) else list(value)
+    options = {}
+    for item in items:
+        key, sep, val = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option}: {item!r} is not KEY=VALUE (e.g. endpoint=http://127.0.0.1:9000)")
+        options[key.strip()] = val
+    return options
 
 
 def parse_size(value: object, option: str) -> int:
@@ -108,6 +151,9 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # and whether every file is hashed instead of trusting its stat data.
     redo: tuple[str, ...] = ()
     verify_content: bool = False
+    # OUT in object storage only: options of its store (endpoint, region, credentials), added to
+    # what the standard environment gives (store/objectstore.py).
+    storage_options: dict = {}
 
 
 def usable_cores() -> int:
@@ -313,10 +359,14 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         _flag(progress, label("progress"))
     if output is not None and not isinstance(output, (str, os.PathLike)):
         raise ConfigError(f"-o/--output: expected a path to a folder, got {output!r}")
-    if output is not None:
-        refuse_url(output, "-o/--output")
     if output is None and require_output:
         output = "snakebatch-out"
+    output = _output_location(output) if output else ""
+    storage_options = _storage_options(merged.get("storage_options"), label("storage_options"))
+    if storage_options and not is_object_output(output):
+        raise ConfigError(f"{label('storage_options')}: only for an OUT in object storage (s3://, gs://, az://)")
+    if is_object_output(output) and refresh:
+        raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
     if "memory_budget" in merged:
         memory_budget = parse_size(merged.get("memory_budget"), label("memory_budget"))
@@ -331,7 +381,7 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
             raise ConfigError(f"{given}: {budget_problem}")
     return RunConfig(
         job=job,
-        output=os.path.abspath(os.fspath(output)) if output else "",
+        output=output,
         mode="resume" if resume else "fresh" if fresh else "refresh" if refresh else "new",
         workers=workers,
         memory_budget=memory_budget,
@@ -346,4 +396,5 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         compact=compact,
         redo=redo_statuses,
         verify_content=_flag(verify_content, "--verify-content"),
+        storage_options=storage_options,
     )

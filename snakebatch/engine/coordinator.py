@@ -215,6 +215,7 @@ class Coordinator:
             forced_status=forced[0] if forced else None,
             forced_message=forced[1] if forced else None,
             heartbeat_dir=self.watchdog.folder if self.watchdog is not None and not forced else None,
+            storage_options=self.config.storage_options,
         )
 
     def run(self) -> Iterator:

@@ -9,6 +9,7 @@ scheduling, parsing, or counting this run's batches (the coordinator's `Tally` d
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -20,11 +21,22 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._version import __version__
 from ..config import RunConfig
+from ..errors import ConfigError, JobError
 from ..paths import display_path
 from ..schema import TABLES
-from ..store.jobfolder import clear_complete, open_job, read_json, resume_command, write_json
+from ..store.jobfolder import (
+    JobRecord,
+    clear_complete,
+    job_differences,
+    open_job,
+    read_json,
+    resume_command,
+    write_json,
+)
 from ..store.ledger import Ledger, LedgerEntry
+from ..store.objectstore import ObjectJob
 from ..store.snapshot import settle
 from .batching import CommittedIndex
 from .tally import Tally
@@ -185,6 +197,102 @@ class OutputSink:
             print(f"snakebatch: warning: cannot save the run's stats in {out}: {err}", file=sys.stderr)
         finally:
             self.lock.release()
+
+
+class ObjectStoreSink:
+    """Commits batches to an OUT in object storage (store/objectstore.py): ledger segments put
+    create-only, parts copied into place. Nothing to compact; no lock to release (the next
+    segment's create-only put is the lock)."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.started_at = time.time()
+        self.io_errors_rechecked = {"gone": 0, "back": 0}
+        try:
+            self.job = ObjectJob(config.output, config.storage_options)
+            self.job.check_reachable()
+            self._prepare()
+            entries, rolled, removed = self.job.open()
+        except (ConfigError, JobError):
+            raise
+        except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+            raise JobError(f"-o/--output: cannot open the job in {config.output}: {type(err).__name__}: {err}") from None
+        done = [f"rolled {rolled} part(s) forward"] if rolled else []
+        done += [f"deleted {removed} staging object(s)"] if removed else []
+        self.recovery = "; ".join(done) or None
+        self.committed = CommittedIndex()
+        self.before = Tally()
+        self.first_batch_id = 1
+        for entry in entries:
+            self.committed.add(entry.paths, entry.sizes, entry.mtimes)
+            self.before.add(entry)
+            self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
+        self.batch_stats: list[dict] = []
+
+    def _prepare(self) -> None:
+        """As open_job for a local OUT: new, fresh or resume, checked against the job record."""
+        out, mode = self.config.output, self.config.mode
+        data = self.job.read_job()
+        if mode == "fresh" and data is not None:
+            self.job.remove_all()
+            data = None
+        if mode == "resume":
+            if data is None:
+                raise ConfigError(f"--resume: {out} holds no snakebatch job to resume; run without --resume to start one")
+            record = msgspec.json.decode(data, type=JobRecord)
+            diffs = job_differences(record.job, self.config.job)
+            if diffs:
+                raise ConfigError("--resume: these options differ from the job's, and would change its rows: "
+                                  + "; ".join(diffs) + ". Resume with the job's values, or start over with --fresh")
+            return
+        if data is not None:
+            raise ConfigError(f"{out} already holds a snakebatch job: add --resume to continue it, "
+                              "or --fresh to delete it and start over")
+        if self.job.has_anything():
+            raise ConfigError(f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty prefix")
+        record = JobRecord(job=self.config.job, snakebatch_version=__version__, created_at=time.time())
+        self.job.create_job(msgspec.json.encode(record))
+
+    def staging_for(self, batch_id: int, attempt: int) -> str:
+        return self.job.staging_url(batch_id, attempt)
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
+        entry = LedgerEntry(
+            batch_id=task.batch_id, staging=self.job.staging_of(outcome.staging),
+            paths=[display_path(f[0]) for f in task.files], sizes=[m[0] for m in outcome.files_meta],
+            mtimes=[m[1] for m in outcome.files_meta], statuses=outcome.statuses, rows=outcome.rows,
+            bytes=outcome.bytes, parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
+            committed_at=time.time(), run_started_at=self.started_at, parts=outcome.parts,
+            stats=stat_data(self.config.job.source, task.files),
+        )
+        self.job.commit(entry)
+        self.batch_stats.append(
+            {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
+             "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
+             "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
+        )
+        yield from ()
+
+    def resume_command(self) -> str:
+        extra = [f"--storage-option={key}={value}" for key, value in self.config.storage_options.items()]
+        return " ".join([resume_command(self.config.job, self.config.output), *map(shlex.quote, extra)])
+
+    def amend(self, summary):
+        return summary
+
+    def finish(self, should_stop: Callable[[], bool]) -> None:
+        return None  # object storage is not compacted (store/objectstore.py)
+
+    def close(self, summary, job: Tally) -> None:
+        """Save the run's stats (and the completion marker); a failure to is a warning."""
+        try:
+            self.job.write_json("stats.json", msgspec.json.format(msgspec.json.encode(
+                {"summary": summary, "job": job.job_totals(), "batches": self.batch_stats[-10000:]})))
+            if summary.state == "complete":
+                self.job.write_json("complete.json", msgspec.json.encode(
+                    {"completed_at": time.time(), "files": summary.files, "status_counts": summary.status_counts}))
+        except Exception as err:  # obstore.exceptions.*: the record is given up, the job stays resumable
+            print(f"snakebatch: warning: cannot save the run's stats in {self.config.output}: {err}", file=sys.stderr)
 
 
 class StreamSink:

@@ -29,6 +29,7 @@ from ..parsers import ParseResult, ParserRouter
 from ..paths import display_path
 from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
 from ..store.durable import fsync_dir, write_part
+from ..store.objectstore import is_object_url, local_scratch, upload_parts
 from . import memprobe
 from .watchdog import Heartbeat
 
@@ -57,6 +58,7 @@ class BatchTask(msgspec.Struct, frozen=True):
     forced_status: str | None = None  # write this status for every file without reading it
     forced_message: str | None = None
     heartbeat_dir: str | None = None  # where the watchdog of a local pool reads heartbeats
+    storage_options: dict = {}  # when `staging` is an object-store URL (store/objectstore.py)
 
 
 class BatchOutcome(msgspec.Struct):
@@ -360,10 +362,17 @@ class _Batch:
         """Write the part files into the task's staging folder (fsynced); the batch's stats."""
         tables = {"files": self.files.table(), "definitions": self.definitions.table(),
                   "imports": self.imports.table()}
-        os.makedirs(task.staging, exist_ok=True)
-        parts = {name: list(write_part(tables[name], os.path.join(task.staging, name + ".parquet")))
+        # Object storage: the parts are written to a local scratch folder, then put whole into
+        # the staging prefix (no shared disk with the coordinator is needed).
+        remote = is_object_url(task.staging)
+        folder = local_scratch() if remote else task.staging
+        os.makedirs(folder, exist_ok=True)
+        parts = {name: list(write_part(tables[name], os.path.join(folder, name + ".parquet")))
                  for name in TABLES}
-        fsync_dir(task.staging)
+        if remote:
+            upload_parts(task.staging, task.storage_options, folder)
+        else:
+            fsync_dir(folder)
         return BatchOutcome(
             batch_id=task.batch_id,
             attempt=task.attempt,

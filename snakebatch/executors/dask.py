@@ -27,7 +27,7 @@ import dask
 import xxhash
 from distributed import Client, KilledWorker, LocalCluster
 
-from ..config import RunConfig
+from ..config import RunConfig, is_object_output
 from ..errors import ConfigError, JobError
 from ..store.layout import JobLayout
 from .base import WorkerDied
@@ -137,7 +137,9 @@ class DaskExecutor:
             time.sleep(0.2)
 
     def _check_paths(self) -> None:
-        staging = JobLayout(self.config.output).staging_root if self.config.output else None
+        # An OUT in object storage needs no shared disk: workers put their parts there themselves.
+        local_out = self.config.output and not is_object_output(self.config.output)
+        staging = JobLayout(self.config.output).staging_root if local_out else None
         probe = None
         if staging is not None:
             probe = f".probe-{uuid.uuid4().hex}"

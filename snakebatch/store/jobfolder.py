@@ -185,7 +185,7 @@ def lock_holder(out: str) -> str | None:
         os.close(fd)
 
 
-def _differences(old: JobConfig, new: JobConfig) -> list[str]:
+def job_differences(old: JobConfig, new: JobConfig) -> list[str]:
     return [
         f"{JOB_OPTION_NAMES[name]} (job: {getattr(old, name)!r}, now: {getattr(new, name)!r})"
         for name in JobConfig.__struct_fields__
@@ -288,7 +288,7 @@ def open_job(config: RunConfig) -> JobLock:
                                   "refresh it with its own SOURCE, or start over with --fresh")
         elif exists:
             record = read_record(out)
-            diffs = _differences(record.job, config.job)
+            diffs = job_differences(record.job, config.job)
             if diffs:
                 raise ConfigError(
                     "--resume: these options differ from the job's, and would change its rows: "

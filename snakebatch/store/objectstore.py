@@ -1,0 +1,303 @@
+"""A job in object storage (`-o s3://bucket/prefix`, `gs://`, `az://`): the commit protocol
+without rename, through `obstore`.
+
+Owns: the objects under OUT's prefix (job record, ledger segments, staging parts, table parts,
+stats), opening the store from OUT's URL and the storage options, and the check that the
+bucket is reachable before any work. Must not touch: parsing, scheduling, or local folders
+(ledger.py and jobfolder.py own a local OUT).
+
+    OUT/
+      files/ definitions/ imports/     part-<batch>.parquet, copied in after their segment
+      _snakebatch/
+        job.json                       the job, put create-only (a new job)
+        ledger/<seq>.json              immutable segments, put create-only, read in order
+        staging/b<batch>.<attempt>.<run>/<table>.parquet   a batch's parts, put by its worker
+        stats.json complete.json       the run's record
+
+Commit protocol (one batch), no rename and no append:
+
+    worker:       staging/.../<table>.parquet        three whole-object puts
+    coordinator:  ledger/<seq>.json                   put with If-None-Match: * (create-only)
+                  staging/... -> <table>/part-<batch>.parquet   server-side copies
+                  delete staging/...
+
+A batch is committed exactly when its segment exists. Segments are numbered densely; a
+coordinator writes segment N only after it has read or written every segment below N. A run
+first puts an `open` segment, create-only: of two coordinators on one prefix, the one whose put
+comes second gets `AlreadyExistsError` (at its open or at its next commit) and stops; this
+replaces the local folder's flock. Recovery (after the open segment is won) reads the segments
+in order, copies any part still missing from its staging (roll forward: the copy is idempotent,
+the part is named by its batch), and deletes all staging and any part no segment names.
+
+A reader listing `OUT/<table>/*.parquet` sees only parts whose segment exists: whole objects
+(a copy is atomic), each batch under one name (a row never twice). Object storage is not
+compacted: the tables keep one part per batch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from datetime import timedelta
+
+import msgspec
+
+from ..config import OBJECT_SCHEMES
+from ..errors import ConfigError, JobError
+from ..schema import TABLES
+from .layout import STATE_DIR_NAME, part_name
+from .ledger import LedgerEntry
+
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+
+# obstore retries 5xx (503 SlowDown included), connection errors and timeouts with exponential
+# backoff and full jitter; these are its defaults made explicit, with a bound on the total.
+RETRY = {"max_retries": 10, "backoff": {"init_backoff": timedelta(milliseconds=100),
+                                        "max_backoff": timedelta(seconds=15), "base": 2},
+         "retry_timeout": timedelta(minutes=3)}
+# Storage options that belong to the HTTP client, not the store.
+_CLIENT_KEYS = {"allow_http", "allow_invalid_certificates", "connect_timeout", "timeout", "proxy_url",
+                "http1_only", "http2_only", "user_agent"}
+
+
+def is_object_url(path: str) -> bool:
+    match = _SCHEME.match(path)
+    return match is not None and match.group(1).lower() in OBJECT_SCHEMES
+
+
+class Segment(msgspec.Struct):
+    """One ledger segment: a run's open (`entry` None) or one committed batch."""
+
+    kind: str  # "open" or "batch"
+    run: str
+    entry: LedgerEntry | None = None
+
+
+def _bool(value) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def open_store(url: str, storage_options: dict):
+    """The obstore store rooted at OUT's URL. Credentials and endpoint come from the standard
+    environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, AWS_REGION, GOOGLE_*, AZURE_*, ...);
+    `storage_options` (from --storage-option) add to and override them."""
+    from obstore.store import from_url
+
+    options = {k.lower(): v for k, v in storage_options.items()}
+    client = {k: _bool(v) if k.startswith(("allow_", "http")) else v for k, v in options.items() if k in _CLIENT_KEYS}
+    config = {k: v for k, v in options.items() if k not in _CLIENT_KEYS}
+    scheme = _SCHEME.match(url).group(1).lower()
+    if scheme in ("s3", "s3a"):
+        endpoint = config.get("endpoint") or config.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") \
+            or os.environ.get("AWS_ENDPOINT")
+        if endpoint and endpoint.startswith("http://"):
+            client.setdefault("allow_http", True)  # a plain-HTTP endpoint (a local server) was asked for
+        if "region" not in config and not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+            config["region"] = "us-east-1"
+    try:
+        return from_url(url.rstrip("/"), config=config, client_options=client, retry_config=RETRY)
+    except Exception as err:  # obstore's configuration errors (unknown key, bad URL)
+        raise ConfigError(f"-o/--output: cannot open {url}: {err}") from None
+
+
+def _key(*parts: str) -> str:
+    return "/".join(parts)
+
+
+STATE = STATE_DIR_NAME
+LEDGER = _key(STATE, "ledger")
+STAGING = _key(STATE, "staging")
+
+
+def staging_key(batch_id: int, attempt: int, run_token: str) -> str:
+    return _key(STAGING, f"b{batch_id:08d}.{attempt}.{run_token}")
+
+
+def upload_parts(url: str, storage_options: dict, local_folder: str) -> None:
+    """A worker's upload of its staged part files (`local_folder/<table>.parquet`) to the
+    staging prefix `url`; OSError when the store refuses after its retries (the coordinator
+    then stops the job, resumable)."""
+    import obstore
+
+    out, _, key = url.partition("/" + STATE + "/")
+    store = open_store(out, storage_options)
+    try:
+        for table in TABLES:
+            with open(os.path.join(local_folder, table + ".parquet"), "rb") as fh:
+                obstore.put(store, _key(STATE, key, table + ".parquet"), fh.read())
+    except OSError:
+        raise
+    except Exception as err:  # obstore.exceptions.BaseError and the like: the store said no
+        raise OSError(f"cannot upload to {url}: {err}") from None
+    finally:
+        shutil.rmtree(local_folder, ignore_errors=True)
+
+
+def local_scratch() -> str:
+    return tempfile.mkdtemp(prefix="snakebatch-part-")
+
+
+class ObjectJob:
+    """OUT in object storage, for one run: opened (won) at construction, then commits."""
+
+    def __init__(self, url: str, storage_options: dict):
+        self.url = url.rstrip("/")
+        self.storage_options = storage_options
+        self.store = open_store(self.url, storage_options)
+        self.run_token = secrets.token_hex(4)
+        self.next_seq = 1
+
+    # ---- small helpers
+
+    def _get(self, key: str) -> bytes | None:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        try:
+            return bytes(obstore.get(self.store, key).bytes())
+        except (NotFoundError, FileNotFoundError):
+            return None
+
+    def _list(self, prefix: str) -> list[dict]:
+        import obstore
+
+        return [meta for chunk in obstore.list(self.store, prefix + "/") for meta in chunk]
+
+    def _delete(self, keys: list[str]) -> None:
+        import obstore
+
+        for start in range(0, len(keys), 1000):
+            obstore.delete(self.store, keys[start:start + 1000])
+
+    def check_reachable(self) -> None:
+        """ConfigError (exit 2) when the bucket is missing or the credentials are refused:
+        before any work."""
+        import obstore
+
+        try:
+            obstore.list_with_delimiter(self.store, STATE)
+        except Exception as err:  # obstore.exceptions.*: not found, permission, authentication
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"-o/--output: cannot use {self.url}: {type(err).__name__}: {reason}; "
+                              "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, ... or "
+                              "--storage-option) and the endpoint (AWS_ENDPOINT_URL)") from None
+
+    # ---- the job record
+
+    def read_job(self) -> bytes | None:
+        return self._get(_key(STATE, "job.json"))
+
+    def create_job(self, record: bytes) -> None:
+        """Put the job record, create-only: JobError when another run created it first."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError
+
+        try:
+            obstore.put(self.store, _key(STATE, "job.json"), record, mode="create")
+        except AlreadyExistsError:
+            raise JobError(f"{self.url}: another run created a job here while this one was starting") from None
+
+    def remove_all(self) -> None:
+        """--fresh: delete every object snakebatch owns under the prefix."""
+        keys = [m["path"] for prefix in (*TABLES, STATE) for m in self._list(prefix)]
+        self._delete(keys)
+
+    def has_anything(self) -> bool:
+        import obstore
+
+        return bool(obstore.list_with_delimiter(self.store)["objects"] or
+                    obstore.list_with_delimiter(self.store)["common_prefixes"])
+
+    def write_json(self, name: str, data: bytes) -> None:
+        import obstore
+
+        obstore.put(self.store, _key(STATE, name), data)
+
+    # ---- the ledger
+
+    def _segment_key(self, seq: int) -> str:
+        return _key(LEDGER, f"{seq:010d}.json")
+
+    def _put_segment(self, segment: Segment) -> None:
+        import obstore
+        from obstore.exceptions import AlreadyExistsError
+
+        try:
+            obstore.put(self.store, self._segment_key(self.next_seq), msgspec.json.encode(segment), mode="create")
+        except AlreadyExistsError:
+            raise JobError(f"{self.url}: another snakebatch run is writing this job (it wrote ledger segment "
+                           f"{self.next_seq} first); this run stops. Resume once that run has ended") from None
+        self.next_seq += 1
+
+    def segments(self) -> list[Segment]:
+        """Every segment, in order (each is a whole object: a put is atomic)."""
+        keys = sorted(m["path"] for m in self._list(LEDGER))
+        found = []
+        for expected, key in enumerate(keys, 1):
+            if not key.endswith(f"{expected:010d}.json"):
+                raise JobError(f"{self.url}: ledger segment {expected} is missing ({key} follows); "
+                               "the job's ledger was changed outside snakebatch")
+            data = self._get(key)
+            if data is None:
+                raise JobError(f"{self.url}: ledger segment {key} vanished while being read (another run?)")
+            found.append(msgspec.json.decode(data, type=Segment))
+        return found
+
+    def open(self) -> tuple[list[LedgerEntry], int, int]:
+        """Win the job for this run (the open segment), then recover: the committed entries,
+        how many parts were rolled forward, and how many staging objects were deleted."""
+        segments = self.segments()
+        self.next_seq = len(segments) + 1
+        self._put_segment(Segment(kind="open", run=self.run_token))
+        entries = [s.entry for s in segments if s.kind == "batch"]
+        present = {table: {m["path"].rsplit("/", 1)[-1] for m in self._list(table)} for table in TABLES}
+        rolled = 0
+        for entry in entries:
+            for table in TABLES:
+                if part_name(entry.batch_id) not in present[table]:
+                    self._copy_in(entry, table)
+                    rolled += 1
+        named = {part_name(e.batch_id) for e in entries}
+        orphans = [_key(t, name) for t in TABLES for name in present[t] if name not in named]
+        staging = [m["path"] for m in self._list(STAGING)]
+        self._delete(orphans + staging)
+        return entries, rolled, len(staging)
+
+    def _copy_in(self, entry: LedgerEntry, table: str) -> None:
+        """Copy a committed batch's part from its staging into the table: idempotent (a run that
+        finds the staging gone checks the part is in place: another run rolled it forward)."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        target = _key(table, part_name(entry.batch_id))
+        try:
+            obstore.copy(self.store, _key(STATE, entry.staging, table + ".parquet"), target)
+        except (NotFoundError, FileNotFoundError):
+            try:
+                obstore.head(self.store, target)
+            except (NotFoundError, FileNotFoundError):
+                raise JobError(f"{self.url}: batch {entry.batch_id} is committed but its {table} part is "
+                               "neither in staging nor in place; the job is damaged: start over with --fresh") from None
+
+    def staging_url(self, batch_id: int, attempt: int) -> str:
+        return _key(self.url, staging_key(batch_id, attempt, self.run_token))
+
+    def staging_of(self, url: str) -> str:
+        """A staging URL relative to the state prefix, as the ledger entry records it."""
+        return url.partition("/" + STATE + "/")[2]
+
+    def commit(self, entry: LedgerEntry) -> None:
+        """Commit one batch whose parts are in its staging: segment, copies, delete staging.
+        JobError when another run wrote the next segment; OSError when the store fails."""
+        try:
+            self._put_segment(Segment(kind="batch", run=self.run_token, entry=entry))
+            for table in TABLES:
+                self._copy_in(entry, table)
+            self._delete([_key(STATE, entry.staging, table + ".parquet") for table in TABLES])
+        except (JobError, OSError):
+            raise
+        except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+            raise OSError(f"{self.url}: {err}") from None
