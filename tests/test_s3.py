@@ -1,0 +1,200 @@
+"""OUT in object storage: real runs against a real S3-compatible server (moto's standalone
+server on loopback, started here), read back with pyarrow and DuckDB.
+
+A run to s3:// gives the rows of a run to a local folder; SIGKILL of the run at several points
+and --resume give them too, never a row twice; a second coordinator on the same prefix loses
+the create-only segment put and stops; a missing bucket or an unsupported scheme is exit 2.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli
+from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, run_args, snapshot
+
+pytest.importorskip("moto")
+boto3 = pytest.importorskip("boto3")
+
+BUCKET = "snakebatch-test"
+SLEEP_PER_FILE = 0.004
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
+TABLES = ("files", "definitions", "imports")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket: its endpoint and a boto3 client."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the moto server did not start")
+            time.sleep(0.1)
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield endpoint, client
+    proc.kill()
+    proc.wait()
+
+
+def s3_env(endpoint: str, **extra) -> dict:
+    return env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+               AWS_REGION="us-east-1", **extra)
+
+
+def keys(client, prefix: str) -> list[str]:
+    found = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
+        found += [obj["Key"] for obj in page.get("Contents", [])]
+    return found
+
+
+def download_tables(client, prefix: str, dst: Path) -> Path:
+    """The table parts under `prefix`, as a listing reader gets them, into a local folder."""
+    for key in keys(client, prefix):
+        rel = key[len(prefix) + 1:]
+        if rel.split("/")[0] in TABLES:
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(BUCKET, key, str(target))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    assert copy_stdlib(root, 200) >= 150
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus, tmp_path_factory):
+    """The same job to a local folder."""
+    out = tmp_path_factory.mktemp("baseline") / "out"
+    run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), check_codes=(0,), env=env())
+    return snapshot(out)
+
+
+def test_run_to_s3_gives_the_rows_of_a_local_run(s3, corpus, baseline, tmp_path):
+    endpoint, client = s3
+    run_cli(*run_args(corpus, f"s3://{BUCKET}/same", *OPTIONS), check_codes=(0,), env=s3_env(endpoint))
+    assert_same_output(snapshot(download_tables(client, "same", tmp_path / "dl")), baseline)
+    names = keys(client, "same")
+    assert not [k for k in names if "/staging/" in k], "staging objects left after a complete run"
+    assert "same/_snakebatch/complete.json" in names
+    # A listing reader straight on the bucket (pyarrow's S3 filesystem) and DuckDB on the parts.
+    import duckdb
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    s3fs = fs.S3FileSystem(endpoint_override=endpoint, access_key="test", secret_key="test", region="us-east-1")
+    files = ds.dataset(f"{BUCKET}/same/files", filesystem=s3fs, format="parquet").to_table()
+    assert sorted(files.column("path").to_pylist()) == sorted(baseline["files"])
+    count = duckdb.sql(f"select count(*), count(distinct path) from read_parquet('{tmp_path}/dl/files/*.parquet')")
+    assert count.fetchall() == [(len(baseline["files"]), len(baseline["files"]))]
+
+
+def test_storage_option_gives_the_endpoint(s3, tmp_path):
+    endpoint, client = s3
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("def f():\n    return 1\n")
+    environ = s3_env(endpoint)
+    del environ["AWS_ENDPOINT_URL"]
+    run_cli("run", source, "-o", f"s3://{BUCKET}/opt/", "--storage-option", f"endpoint={endpoint}",
+            "--no-progress", "-j", "1", check_codes=(0,), env=environ)
+    table = snapshot(download_tables(client, "opt", tmp_path / "dl"))
+    assert set(table["files"]) == {"a.py"}
+    again = run_cli("run", source, "-o", f"s3://{BUCKET}/opt", "--storage-option", f"endpoint={endpoint}",
+                    "--no-progress", env=environ)
+    assert again.returncode == 2 and "already holds a snakebatch job" in again.stderr
+
+
+def test_missing_bucket_and_unsupported_scheme_exit_2_before_any_work(s3, tmp_path):
+    endpoint, _ = s3
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("x = 1\n")
+    missing = run_cli("run", source, "-o", "s3://no-such-bucket/out", "--no-progress", env=s3_env(endpoint))
+    assert missing.returncode == 2, missing.stderr
+    assert "no-such-bucket" in missing.stderr and "Traceback" not in missing.stderr
+    ftp = run_cli("run", source, "-o", "ftp://host/out", "--no-progress", env=s3_env(endpoint))
+    assert ftp.returncode == 2 and "ftp:// is not supported" in ftp.stderr
+    assert not (Path.cwd() / "ftp:").exists()
+    bad = run_cli("run", source, "-o", tmp_path / "local", "--storage-option", "endpoint=x", env=s3_env(endpoint))
+    assert bad.returncode == 2 and "only for an OUT in object storage" in bad.stderr
+
+
+def test_file_url_is_a_local_folder(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("x = 1\n")
+    run_cli("run", source, "-o", f"file://{tmp_path}/out", "--no-progress", check_codes=(0,))
+    assert set(snapshot(tmp_path / "out")["files"]) == {"a.py"}
+
+
+def _segments(client, prefix: str) -> int:
+    return len([k for k in keys(client, prefix) if "/_snakebatch/ledger/" in k])
+
+
+@pytest.mark.parametrize("segments", [2, pytest.param(5, marks=pytest.mark.slow), pytest.param(9, marks=pytest.mark.slow)])
+def test_sigkill_then_resume_gives_the_same_rows(segments, s3, corpus, baseline, tmp_path):
+    """Kill the whole run once `segments` ledger segments exist (in the middle of a commit's
+    copies, or between commits), then resume: the rows of the local run, none twice."""
+    endpoint, client = s3
+    prefix = f"kill{segments}"
+    url = f"s3://{BUCKET}/{prefix}"
+    environ = s3_env(endpoint, SNAKEBATCH_TEST_PARSE_SLEEP=str(SLEEP_PER_FILE))
+    run = Run(run_args(corpus, url, *OPTIONS), environ, tmp_path / "logs")
+    while _segments(client, prefix) < segments and run.proc.poll() is None:
+        time.sleep(0.005)
+    code = run.kill_group()
+    # What a listing reader sees between the kill and the resume: whole parts, no row twice.
+    snapshot(download_tables(client, prefix, tmp_path / "between"))
+    if code != 0:
+        resumed = run_cli(*run_args(corpus, url, *OPTIONS, resume=True), env=s3_env(endpoint))
+        assert resumed.returncode == 0, resumed.stderr
+    assert_same_output(snapshot(download_tables(client, prefix, tmp_path / "after")), baseline)
+    assert not [k for k in keys(client, prefix) if "/staging/" in k]
+
+
+def test_second_coordinator_loses_the_conditional_put_and_stops(s3, corpus, baseline, tmp_path):
+    endpoint, client = s3
+    prefix = "two"
+    url = f"s3://{BUCKET}/{prefix}"
+    environ = s3_env(endpoint, SNAKEBATCH_TEST_PARSE_SLEEP=str(SLEEP_PER_FILE))
+    first = Run(run_args(corpus, url, *OPTIONS), environ, tmp_path / "logs1")
+    while _segments(client, prefix) < 3 and first.proc.poll() is None:
+        time.sleep(0.005)
+    assert first.proc.poll() is None, "the first run ended before the second started"
+    second = Run(run_args(corpus, url, *OPTIONS, resume=True), environ, tmp_path / "logs2")
+    codes = (first.wait(), second.wait())
+    # The second run's open segment is put while the first is between commits: the first's next
+    # segment put is refused and it stops, resumable; the second finishes the job.
+    assert codes == (1, 0), (codes, first.stderr, second.stderr)
+    assert "another snakebatch run is writing this job" in first.stderr
+    assert "--resume" in first.stderr
+    assert_same_output(snapshot(download_tables(client, prefix, tmp_path / "dl")), baseline)
