@@ -40,15 +40,18 @@ def refuse_url(path: str | os.PathLike, option: str, supported: tuple[str, ...] 
         scheme = text.split("://", 1)[0]
         if scheme.lower() in supported:
             return
-        where = (f"supported here: {', '.join(s + '://' for s in supported)} and file://" if supported
+        where = (f"supported: {', '.join(s + '://' for s in supported)} and file://" if supported
                  else "give a local folder")
-        raise ConfigError(f"{option}: {text!r}: {scheme}:// is not supported ({where})")
+        raise ConfigError(f"{option}: {text!r}: object storage ({scheme}://) is not supported here; {where}")
 
 
 def _output_location(output: str | os.PathLike) -> str:
     """OUT as RunConfig keeps it: an object-store URL as given (no trailing slash), `file://PATH`
     and a plain path as an absolute local path."""
     text = os.fspath(output)
+    if _URL.match(text) and text.split("://", 1)[0].lower() in OBJECT_SCHEMES \
+            and importlib.util.find_spec("obstore") is None:
+        raise ConfigError(f"-o/--output: {text}: object storage needs the extra: pip install 'snakebatch[s3]'")
     if isinstance(text, str) and text.lower().startswith("file://"):
         return os.path.abspath(text[len("file://"):] or "/")
     refuse_url(text, "-o/--output", OBJECT_SCHEMES)
