@@ -198,3 +198,14 @@ def test_second_coordinator_loses_the_conditional_put_and_stops(s3, corpus, base
     assert "another snakebatch run is writing this job" in first.stderr
     assert "--resume" in first.stderr
     assert_same_output(snapshot(download_tables(client, prefix, tmp_path / "dl")), baseline)
+
+
+@pytest.mark.slow
+def test_dask_workers_put_their_parts_in_the_bucket(s3, corpus, baseline, tmp_path):
+    """--executor dask to s3://: no staging folder on a shared disk is asked for (the workers
+    put their parts into the bucket), and the rows are the local run's."""
+    pytest.importorskip("distributed")
+    endpoint, client = s3
+    run_cli(*run_args(corpus, f"s3://{BUCKET}/dask", *OPTIONS, "--executor", "dask"), check_codes=(0,),
+            env=s3_env(endpoint))
+    assert_same_output(snapshot(download_tables(client, "dask", tmp_path / "dl")), baseline)
