@@ -208,8 +208,8 @@ class ObjectJob:
     def has_anything(self) -> bool:
         import obstore
 
-        return bool(obstore.list_with_delimiter(self.store)["objects"] or
-                    obstore.list_with_delimiter(self.store)["common_prefixes"])
+        top = obstore.list_with_delimiter(self.store)
+        return bool(top["objects"] or top["common_prefixes"])
 
     def write_json(self, name: str, data: bytes) -> None:
         import obstore
