@@ -209,3 +209,36 @@ def test_dask_workers_put_their_parts_in_the_bucket(s3, corpus, baseline, tmp_pa
     run_cli(*run_args(corpus, f"s3://{BUCKET}/dask", *OPTIONS, "--executor", "dask"), check_codes=(0,),
             env=s3_env(endpoint))
     assert_same_output(snapshot(download_tables(client, "dask", tmp_path / "dl")), baseline)
+
+
+def test_a_store_that_stops_answering_stops_the_job_resumable(corpus, tmp_path):
+    """The server dies mid-run: after its (shortened) retries the run stops with exit 1 and the
+    resume command, no traceback."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the moto server did not start"
+                time.sleep(0.1)
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                              region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        environ = s3_env(endpoint, SNAKEBATCH_TEST_PARSE_SLEEP=str(SLEEP_PER_FILE))
+        run = Run(run_args(corpus, f"s3://{BUCKET}/gone", *OPTIONS, "--storage-option", "max_retries=2",
+                           "--storage-option", "retry_timeout=2"), environ, tmp_path / "logs")
+        while _segments(client, "gone") < 4 and run.proc.poll() is None:
+            time.sleep(0.005)
+    finally:
+        server.kill()
+        server.wait()
+    assert run.wait(timeout=120) == 1, run.stderr
+    assert "snakebatch: resume with:" in run.stderr and "--resume" in run.stderr
+    assert "max_retries=2" in run.stderr  # the resume command repeats the storage options
+    assert "Traceback" not in run.stderr

@@ -54,7 +54,8 @@ from .ledger import LedgerEntry
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
 # obstore retries 5xx (503 SlowDown included), connection errors and timeouts with exponential
-# backoff and full jitter; these are its defaults made explicit, with a bound on the total.
+# backoff and full jitter; these are its defaults made explicit, with a bound on the total
+# (`--storage-option max_retries=N` and `retry_timeout=SECONDS` change them).
 RETRY = {"max_retries": 10, "backoff": {"init_backoff": timedelta(milliseconds=100),
                                         "max_backoff": timedelta(seconds=15), "base": 2},
          "retry_timeout": timedelta(minutes=3)}
@@ -87,6 +88,14 @@ def open_store(url: str, storage_options: dict):
     from obstore.store import from_url
 
     options = {k.lower(): v for k, v in storage_options.items()}
+    retry = dict(RETRY)
+    try:
+        if "max_retries" in options:
+            retry["max_retries"] = int(options.pop("max_retries"))
+        if "retry_timeout" in options:
+            retry["retry_timeout"] = timedelta(seconds=float(options.pop("retry_timeout")))
+    except ValueError as err:
+        raise ConfigError(f"--storage-option: max_retries is a count, retry_timeout seconds: {err}") from None
     client = {k: _bool(v) if k.startswith(("allow_", "http")) else v for k, v in options.items() if k in _CLIENT_KEYS}
     config = {k: v for k, v in options.items() if k not in _CLIENT_KEYS}
     scheme = _SCHEME.match(url).group(1).lower()
@@ -98,7 +107,7 @@ def open_store(url: str, storage_options: dict):
         if "region" not in config and not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
             config["region"] = "us-east-1"
     try:
-        return from_url(url.rstrip("/"), config=config, client_options=client, retry_config=RETRY)
+        return from_url(url.rstrip("/"), config=config, client_options=client, retry_config=retry)
     except Exception as err:  # obstore's configuration errors (unknown key, bad URL)
         raise ConfigError(f"-o/--output: cannot open {url}: {err}") from None
 
