@@ -1,7 +1,7 @@
 """Sinks: where a finished batch goes. The output folder with its ledger, or a stream of Arrow.
 
 Owns: the `Sink` protocol; turning a worker's staged part files into committed output
-(`OutputSink`) or into record batches handed to the caller (`StreamSink`), and what a run needs
+(`OutputSink` for a folder, `ObjectStoreSink` for object storage) or into record batches handed to the caller (`StreamSink`), and what a run needs
 to know of earlier runs (committed files, their counts, the next batch id). Must not touch:
 scheduling, parsing, or counting this run's batches (the coordinator's `Tally` does).
 """
