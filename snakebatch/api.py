@@ -84,13 +84,14 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
 
     from .schema import TABLES, table_schema
     from .store.jobfolder import holds_job, read_record
+    from .store.layout import JobLayout
 
     if table not in TABLES:
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
     out = os.fspath(output)
     if not holds_job(out):
         raise ConfigError(f"{out} holds no snakebatch job")
-    folder = os.path.join(out, table)
+    folder = JobLayout(out).table_dir(table)
     parts = sorted(
         os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".parquet")
     ) if os.path.isdir(folder) else []

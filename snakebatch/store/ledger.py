@@ -136,7 +136,7 @@ def remove_tables(out: str) -> None:
     """Delete the part files of the job in `out` (`--fresh`), and each table folder once it is
     empty; anything else in a table folder stays where it is."""
     for table in TABLES:
-        folder = os.path.join(out, table)
+        folder = JobLayout(out).table_dir(table)
         if not os.path.isdir(folder) or os.path.islink(folder):
             continue
         for name in os.listdir(folder):
