@@ -18,7 +18,7 @@ rename, so a reader never sees a torn file; a part is renamed once and named by 
 reader never sees a row twice. Recovery also deletes any part no valid ledger line names (for
 example one whose line was later found corrupt), so the tables always equal the ledger.
 
-Once a job is complete, compaction.py replaces the batch parts by a few large ones; its manifest
+Once a job is complete, store/compaction.py replaces the batch parts by a few large ones; its manifest
 says which batches' rows live there, and recovery settles a cut-off compaction first.
 
 A refresh (store/snapshot.py) replaces the whole ledger with its generation's: it writes
