@@ -115,7 +115,7 @@ def _job_options(command):
         click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable)."),
         click.option("--no-gitignore", is_flag=True, help="Also take what .gitignore files exclude."),
         click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE."),
-        click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB]."),
+        click.option("--max-file-size", default=None, help="Larger files get status too_large [16MiB]."),
         click.option("--parser", "parsers", multiple=True,
                      help="A parser name or module:attribute, tried before the built-ins (repeatable)."),
     ]):
