@@ -139,8 +139,10 @@ def ls_tree(repo: str, commit: str) -> Iterator[TreeEntry]:
             for record in records:
                 meta, _, name = record.partition(b"\t")
                 mode, kind, object_id, size = meta.split()
+                # `-`: a gitlink; `BAD`: a blob missing from the object database (0 here, its
+                # reading gives the io_error row).
                 yield TreeEntry(mode.decode(), kind.decode(), object_id.decode(),
-                                None if size == b"-" else int(size), os.fsdecode(name))
+                                None if size == b"-" else int(size) if size.isdigit() else 0, os.fsdecode(name))
     finally:
         proc.stdout.close()
         error = proc.stderr.read()
