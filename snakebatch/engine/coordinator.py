@@ -207,7 +207,8 @@ class Coordinator:
             attempt=attempt,
             source=job.source,
             staging=self.sink.staging_for(batch_id, attempt),
-            files=[tuple(f) for f in files],
+            # (path, size, mtime_ns), and a git source's blob id after them
+            files=[tuple(f) if len(f) > 3 and f[3] is not None else tuple(f[:3]) for f in files],
             parsers=job.parsers,
             max_file_size=job.max_file_size,
             content=job.content,
