@@ -15,6 +15,8 @@ import pyarrow as pa
 
 from .config import build_config
 from .engine.coordinator import Coordinator, Progress, RunSummary
+from .engine.discovery import DiscoveryStats
+from .engine.gitsource import history_files
 from .engine.refresh import RefreshSink
 from .engine.sinks import OutputSink, StreamSink
 from .errors import ConfigError, JobError
@@ -138,7 +140,14 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
         where = f" ({err.filename})" if err.filename else ""
         raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "
                        f"{err.strerror or err}{where}; give a folder this user can write") from None
-    coordinator = Coordinator(config, sink, on_progress=on_progress, files=sink.to_parse if refreshing else None)
+    files = sink.to_parse if refreshing else None
+    if config.job.history:
+        try:  # the history's commits and tree_entries tables first, then its unique blobs to parse
+            files = history_files(config.job, config.output, DiscoveryStats())
+        except BaseException:
+            sink.lock.release()
+            raise
+    coordinator = Coordinator(config, sink, on_progress=on_progress, files=files)
     for _ in _execute(coordinator, handle_signals=True):
         pass
     return RunResult(coordinator.final_summary)
@@ -156,6 +165,8 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
                               "use snakebatch.run to write (and resume) a job")
     config = build_config(source, None, require_output=False, **options)  # raises here, not later
+    if config.job.history:
+        raise ConfigError("stream: --history/--revs write commits and tree_entries tables; use snakebatch.run")
     return _stream(config, on_progress)
 
 

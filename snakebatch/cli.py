@@ -174,10 +174,15 @@ def main():
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr [on for a terminal].")
 @click.option("--compact/--no-compact", default=None,
               help="Once the job is complete, merge each table's parts into a few large ones [on].")
+@click.option("--rev", default=None, metavar="REV",
+              help="SOURCE is a git repository: ingest the tree of this revision from its object database.")
+@click.option("--history", is_flag=True,
+              help="Ingest every commit reachable from --rev [HEAD], each unique blob once.")
+@click.option("--revs", default=None, metavar="A..B", help="Like --history, for the commits reachable from B and not A.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(source, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
-        executor, scheduler, progress, compact, as_json):
+        executor, scheduler, progress, compact, rev, history, revs, as_json):
     """Parse every file under SOURCE into Parquet tables in OUT."""
     from .api import run as api_run
 
@@ -189,6 +194,7 @@ def run(source, output, resume, fresh, refresh, redo, verify_content, workers, m
         content=True if content else None, file_timeout=file_timeout,
         retries=retries, fail_fast=True if fail_fast else None, max_errors=max_errors,
         executor=executor, scheduler=scheduler, compact=compact,
+        rev=rev, revs=revs, history=history,
     )
     try:
         result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,

@@ -21,12 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import RunConfig
-from ..paths import display_path
 from ..schema import TABLES
 from ..store.jobfolder import clear_complete, open_job, read_json, resume_command, write_json
 from ..store.ledger import Ledger, LedgerEntry
 from ..store.snapshot import settle
-from .batching import CommittedIndex
+from .batching import CommittedIndex, ledger_key
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
@@ -96,7 +95,7 @@ class OutputSink:
             self.lock.release()
             raise
         self.recovery = report.describe() or None
-        self.committed = CommittedIndex()
+        self.committed = CommittedIndex(by_blob=config.job.history)
         # Earlier runs' counts, from the ledger: right even when an earlier run was killed.
         self.before = Tally()
         self.first_batch_id = 1
@@ -115,7 +114,7 @@ class OutputSink:
         entry = LedgerEntry(
             batch_id=task.batch_id,
             staging=os.path.relpath(outcome.staging, self.ledger.state),
-            paths=[display_path(f[0]) for f in task.files],
+            paths=[ledger_key(f, self.config.job.history) for f in task.files],
             sizes=[m[0] for m in outcome.files_meta],
             mtimes=[m[1] for m in outcome.files_meta],
             statuses=outcome.statuses,
@@ -126,7 +125,8 @@ class OutputSink:
             committed_at=time.time(),
             run_started_at=self.started_at,
             parts=outcome.parts,
-            stats=stat_data(self.config.job.source, task.files),
+            # A git source has no working-tree stat data to compare.
+            stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
         )
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)

@@ -71,6 +71,10 @@ def job_arguments(job: JobConfig) -> list[str]:
         words += ["--parser", spec]
     if job.content:
         words.append("--content")
+    if job.since is not None:
+        words += ["--revs", f"{job.since}..{job.commit}"]
+    elif job.commit is not None:
+        words += ["--rev", job.commit] + (["--history"] if job.history else [])
     return words
 
 
