@@ -15,6 +15,8 @@ import pyarrow as pa
 
 from .config import build_config, is_object_output
 from .engine.coordinator import Coordinator, Progress, RunSummary
+from .engine.discovery import DiscoveryStats
+from .engine.gitsource import history_files
 from .engine.refresh import RefreshSink
 from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink
 from .errors import ConfigError, JobError
@@ -84,13 +86,14 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
 
     from .schema import TABLES, table_schema
     from .store.jobfolder import holds_job, read_record
+    from .store.layout import JobLayout
 
     if table not in TABLES:
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
     out = os.fspath(output)
     if not holds_job(out):
         raise ConfigError(f"{out} holds no snakebatch job")
-    folder = os.path.join(out, table)
+    folder = JobLayout(out).table_dir(table)
     parts = sorted(
         os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".parquet")
     ) if os.path.isdir(folder) else []
@@ -139,7 +142,14 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
         where = f" ({err.filename})" if err.filename else ""
         raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "
                        f"{err.strerror or err}{where}; give a folder this user can write") from None
-    coordinator = Coordinator(config, sink, on_progress=on_progress, files=sink.to_parse if refreshing else None)
+    files = sink.to_parse if refreshing else None
+    if config.job.history:
+        try:  # the history's commits and tree_entries tables first, then its unique blobs to parse
+            files = history_files(config.job, config.output, DiscoveryStats())
+        except BaseException:
+            sink.lock.release()
+            raise
+    coordinator = Coordinator(config, sink, on_progress=on_progress, files=files)
     for _ in _execute(coordinator, handle_signals=True):
         pass
     return RunResult(coordinator.final_summary)
@@ -157,6 +167,8 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
                               "use snakebatch.run to write (and resume) a job")
     config = build_config(source, None, require_output=False, **options)  # raises here, not later
+    if config.job.history:
+        raise ConfigError("stream: --history/--revs write commits and tree_entries tables; use snakebatch.run")
     return _stream(config, on_progress)
 
 

@@ -115,7 +115,7 @@ def _job_options(command):
         click.option("--exclude", multiple=True, help="Skip files matching this gitignore-style pattern (repeatable)."),
         click.option("--no-gitignore", is_flag=True, help="Also take what .gitignore files exclude."),
         click.option("--follow-symlinks", is_flag=True, help="Follow symbolic links that stay inside SOURCE."),
-        click.option("--max-file-size", default=None, help="Larger files get status too_large [16MB]."),
+        click.option("--max-file-size", default=None, help="Larger files get status too_large [16MiB]."),
         click.option("--parser", "parsers", multiple=True,
                      help="A parser name or module:attribute, tried before the built-ins (repeatable)."),
     ]):
@@ -174,13 +174,18 @@ def main():
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr [on for a terminal].")
 @click.option("--compact/--no-compact", default=None,
               help="Once the job is complete, merge each table's parts into a few large ones [on].")
+@click.option("--rev", default=None, metavar="REV",
+              help="SOURCE is a git repository: ingest the tree of this revision from its object database.")
+@click.option("--history", is_flag=True,
+              help="Ingest every commit reachable from --rev [HEAD], each unique blob once.")
+@click.option("--revs", default=None, metavar="A..B", help="Like --history, for the commits reachable from B and not A.")
 @click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
               help="For an OUT in object storage (s3://, gs://, az://): a store option such as "
                    "endpoint=URL, region=R, skip_signature=true (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 def run(source, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
-        executor, scheduler, progress, compact, storage_options, as_json):
+        executor, scheduler, progress, compact, rev, history, revs, storage_options, as_json):
     """Parse every file under SOURCE into Parquet tables in OUT."""
     from .api import run as api_run
 
@@ -193,6 +198,7 @@ def run(source, output, resume, fresh, refresh, redo, verify_content, workers, m
         retries=retries, fail_fast=True if fail_fast else None, max_errors=max_errors,
         executor=executor, scheduler=scheduler, compact=compact,
         storage_options=list(storage_options) or None,
+        rev=rev, revs=revs, history=history,
     )
     try:
         result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,

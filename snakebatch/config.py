@@ -118,6 +118,12 @@ class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_file_size: int = 16 * 1024 * 1024
     parsers: tuple[str, ...] = ()
     content: bool = False
+    # A git source (gitrepo.py, engine/gitsource.py): the resolved SHA of --rev (or the tip of
+    # --history / --revs), whether every commit reachable from it is taken, and the resolved
+    # A of --revs A..B (its history is left out).
+    commit: str | None = None
+    history: bool = False
+    since: str | None = None
 
 
 # The JobConfig fields as the command line names them, for messages about a changed option.
@@ -130,6 +136,9 @@ JOB_OPTION_NAMES = {
     "max_file_size": "--max-file-size",
     "parsers": "--parser",
     "content": "--content",
+    "commit": "--rev",
+    "history": "--history",
+    "since": "--revs",
 }
 
 
@@ -206,7 +215,7 @@ def file_defaults(source: str) -> tuple[dict, str | None]:
     return {}, None
 
 
-_JOB_KEYS = set(JobConfig.__struct_fields__) - {"source"}
+_JOB_KEYS = set(JobConfig.__struct_fields__) - {"source", "commit", "history", "since"}
 # redo and verify_content belong to one refresh, not to a configuration file.
 _RUN_KEYS = set(RunConfig.__struct_fields__) - {"job", "output", "mode", "redo", "verify_content"}
 OPTION_NAMES = sorted(_JOB_KEYS | _RUN_KEYS)
@@ -286,8 +295,41 @@ def _redo_statuses(value: object) -> tuple[str, ...]:
     return statuses
 
 
+def _git_source(source: str, rev: str | None, revs: str | None, history: bool) -> dict:
+    """The JobConfig fields of a git source (`commit`, `history`, `since`), resolved now; {} for
+    a folder. ConfigError for a folder that is not a repository, an unknown revision, or a
+    shallow clone that lacks history the job needs."""
+    if rev is None and revs is None and not history:
+        return {}
+    from . import gitrepo
+
+    if revs is not None:
+        if rev is not None:
+            raise ConfigError("--revs A..B and --rev exclude each other: --revs names its own tip (B)")
+        if not isinstance(revs, str) or "..." in revs or revs.count("..") != 1:
+            raise ConfigError(f"--revs: expected A..B (the commits reachable from B and not from A), got {revs!r}")
+        since_rev, tip_rev = revs.split("..")
+        since = gitrepo.resolve_commit(source, since_rev or "HEAD", "--revs")
+        commit = gitrepo.resolve_commit(source, tip_rev or "HEAD", "--revs")
+        history = True
+    else:
+        since = None
+        commit = gitrepo.resolve_commit(source, rev if rev is not None else "HEAD")
+    if history and gitrepo.is_shallow(source):
+        spec = [commit] + ([f"^{since}"] if since else [])
+        taken = set(gitrepo.rev_list(source, spec))
+        cut = [sha for sha in gitrepo.shallow_boundary(source) if sha in taken]
+        if cut:
+            raise ConfigError(
+                f"--history: {source} is a shallow clone: the parents of {len(cut)} commit(s) in the history "
+                f"asked for are missing (e.g. of {cut[0]}); fetch them with `git fetch --unshallow`, or name a "
+                f"range that starts after them with --revs {cut[0]}..{commit[:12]}")
+    return {"commit": commit, "history": history, "since": since}
+
+
 def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  resume: bool = False, fresh: bool = False, refresh: bool = False,
+                 rev: str | None = None, revs: str | None = None, history: bool = False,
                  redo: object = None, verify_content: bool = False, use_config_file: bool = True,
                  require_output: bool = True, check_budget: bool = True, **options) -> RunConfig:
     """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`).
@@ -328,7 +370,10 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         max_file_size=parse_size(merged.get("max_file_size", "16MiB"), label("max_file_size")),
         parsers=_as_tuple(merged.get("parsers"), label("parsers")),
         content=_flag(merged.get("content", False), label("content")),
+        **_git_source(source_path, rev, revs, history),
     )
+    if job.commit is not None and refresh:
+        raise ConfigError("--refresh of a git revision is not supported yet: run --rev NEW into a new OUT")
     from .parsers import resolve
 
     for spec in job.parsers:

@@ -52,6 +52,7 @@ FILES_SCHEMA = pa.schema(
         ("batch_id", pa.int64()),
         ("parser_version", pa.string()),
         ("blob_id", pa.string()),
+        ("commit", pa.string()),  # a git source's commit (engine/gitsource.py); null for a folder
     ]
 )
 FILES_SCHEMA_WITH_CONTENT = FILES_SCHEMA.append(pa.field("content", pa.large_string()))
@@ -83,6 +84,7 @@ DEFINITIONS_SCHEMA = pa.schema(
         ("n_params", pa.int32()),
         ("docstring", pa.string()),
         ("language", pa.string()),
+        ("blob_id", pa.string()),  # the file's, as in `files` (the join of a --history job)
     ]
 )
 
@@ -96,6 +98,7 @@ IMPORTS_SCHEMA = pa.schema(
         ("level", pa.int32()),
         ("line", pa.int32()),
         ("language", pa.string()),
+        ("blob_id", pa.string()),  # the file's, as in `files`
     ]
 )
 

@@ -32,11 +32,18 @@ class Batch(msgspec.Struct, frozen=True):
         return sum(f.size for f in self.files)
 
 
-class CommittedIndex:
-    """Files a resumed job committed before: `path` (discovery.display_path: unique per name)
-    -> (size, mtime_ns)."""
+def ledger_key(source_file, by_blob: bool) -> str:
+    """What the ledger names a committed file by: its `path`, or for a --history job (one file per
+    unique blob, and one path may hold many blobs) its blob id."""
+    return source_file[3] if by_blob else display_path(source_file[0])
 
-    def __init__(self) -> None:
+
+class CommittedIndex:
+    """Files a resumed job committed before: `path` (discovery.display_path: unique per name),
+    or the blob id of a --history job (`by_blob`) -> (size, mtime_ns)."""
+
+    def __init__(self, by_blob: bool = False) -> None:
+        self.by_blob = by_blob
         self.files: dict[str, tuple[int, int]] = {}
         self.seen = 0
         self.stale: list[str] = []
@@ -49,7 +56,7 @@ class CommittedIndex:
         """True when the file was committed already (it is then skipped, never read again)."""
         # The key is the file's `path` as the tables hold it: one per name (the raw name could
         # equal another file's display form, e.g. the literal `bad\xff` and the byte 0xff).
-        key = display_path(source_file.path)
+        key = ledger_key(source_file, self.by_blob)
         committed = self.files.get(key)
         if committed is None:
             return False

@@ -46,7 +46,8 @@ from ..executors import make_executor
 from ..executors.base import Executor, WorkerDied
 from ..schema import FAILURE_STATUSES
 from .batching import BatchPlanner
-from .discovery import DiscoveryStats, SourceFile, discover
+from .discovery import DiscoveryStats, SourceFile
+from .gitsource import source_files
 from .governor import MemoryGovernor
 from .sinks import Sink
 from .tally import Tally
@@ -145,8 +146,8 @@ class Coordinator:
         committed = sink.committed
         self.planner = BatchPlanner(  # discovery is lazy: nothing is walked before `run`
             # `files`: the ones a refresh chose to parse, instead of all that discovery finds
-            files if files is not None else discover(config.job, skip=config.output or None,
-                                                     stats=self.discovery_stats),
+            files if files is not None else source_files(config.job, skip=config.output or None,
+                                                         stats=self.discovery_stats),
             workers=config.workers,
             first_batch_id=sink.first_batch_id,
             # A fresh job has nothing committed: no look-up per discovered file.
@@ -206,7 +207,8 @@ class Coordinator:
             attempt=attempt,
             source=job.source,
             staging=self.sink.staging_for(batch_id, attempt),
-            files=[tuple(f) for f in files],
+            # (path, size, mtime_ns), and a git source's blob id after them
+            files=[tuple(f) if len(f) > 3 and f[3] is not None else tuple(f[:3]) for f in files],
             parsers=job.parsers,
             max_file_size=job.max_file_size,
             content=job.content,
@@ -216,6 +218,7 @@ class Coordinator:
             forced_message=forced[1] if forced else None,
             heartbeat_dir=self.watchdog.folder if self.watchdog is not None and not forced else None,
             storage_options=self.config.storage_options,
+            commit=None if job.history else job.commit,  # a history's blobs have no one commit
         )
 
     def run(self) -> Iterator:

@@ -27,11 +27,14 @@ VCS_FOLDERS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj", 
 
 class SourceFile(NamedTuple):
     """A discovered file: its path relative to SOURCE (`/`-separated; names that are not valid
-    UTF-8 keep their bytes as surrogate escapes), size and mtime when discovered."""
+    UTF-8 keep their bytes as surrogate escapes), size and mtime when discovered. A file of a git
+    revision (engine/gitsource.py) has no mtime (None) and carries its blob id, which the worker
+    reads from the object database."""
 
     path: str
     size: int
-    mtime_ns: int
+    mtime_ns: int | None
+    blob_id: str | None = None
 
 
 class DiscoveryStats:

@@ -230,7 +230,7 @@ class MemoryGovernor:
         largest = 0
         total = 0
         bound = self._largest_ratio()
-        for path, size, _mtime in files:
+        for path, size, *_ in files:
             total += size
             if size * bound > largest:  # a cheap bound first: route only the candidates
                 largest = max(largest, self.file_estimate(path, size)[0])
@@ -258,7 +258,7 @@ class MemoryGovernor:
         free = self.budget - baseline
         bound = free / (self._largest_ratio() + ROWS_RATIO)
         found = {}
-        for index, (path, size, _mtime) in enumerate(files):
+        for index, (path, size, *_) in enumerate(files):
             if size <= bound:
                 continue  # the cheap bound: no need to route it
             estimate, parser = self.file_estimate(path, size)

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..config import RunConfig
 from ..errors import ConfigError, JobError
-from ..paths import display_path
 from ..schema import TABLES
 from ..store.jobfolder import (
     JobRecord,
@@ -38,7 +37,7 @@ from ..store.jobfolder import (
 from ..store.ledger import Ledger, LedgerEntry
 from ..store.objectstore import ObjectJob
 from ..store.snapshot import settle
-from .batching import CommittedIndex
+from .batching import CommittedIndex, ledger_key
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
@@ -108,7 +107,7 @@ class OutputSink:
             self.lock.release()
             raise
         self.recovery = report.describe() or None
-        self.committed = CommittedIndex()
+        self.committed = CommittedIndex(by_blob=config.job.history)
         # Earlier runs' counts, from the ledger: right even when an earlier run was killed.
         self.before = Tally()
         self.first_batch_id = 1
@@ -127,7 +126,7 @@ class OutputSink:
         entry = LedgerEntry(
             batch_id=task.batch_id,
             staging=os.path.relpath(outcome.staging, self.ledger.state),
-            paths=[display_path(f[0]) for f in task.files],
+            paths=[ledger_key(f, self.config.job.history) for f in task.files],
             sizes=[m[0] for m in outcome.files_meta],
             mtimes=[m[1] for m in outcome.files_meta],
             statuses=outcome.statuses,
@@ -138,7 +137,8 @@ class OutputSink:
             committed_at=time.time(),
             run_started_at=self.started_at,
             parts=outcome.parts,
-            stats=stat_data(self.config.job.source, task.files),
+            # A git source has no working-tree stat data to compare.
+            stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
         )
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)
@@ -259,11 +259,12 @@ class ObjectStoreSink:
     def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
         entry = LedgerEntry(
             batch_id=task.batch_id, staging=self.job.staging_of(outcome.staging),
-            paths=[display_path(f[0]) for f in task.files], sizes=[m[0] for m in outcome.files_meta],
+            paths=[ledger_key(f, self.config.job.history) for f in task.files],
+            sizes=[m[0] for m in outcome.files_meta],
             mtimes=[m[1] for m in outcome.files_meta], statuses=outcome.statuses, rows=outcome.rows,
             bytes=outcome.bytes, parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
             committed_at=time.time(), run_started_at=self.started_at, parts=outcome.parts,
-            stats=stat_data(self.config.job.source, task.files),
+            stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
         )
         self.job.commit(entry)
         self.batch_stats.append(

@@ -32,6 +32,7 @@ from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPOR
 from ..store.durable import fsync_dir, write_part
 from ..store.objectstore import is_object_url, local_scratch, upload_parts
 from . import memprobe
+from .gitsource import read_blob
 from .watchdog import Heartbeat
 
 BINARY_SNIFF_BYTES = 8000  # git's heuristic: a NUL byte in the first 8000 bytes means binary
@@ -60,6 +61,9 @@ class BatchTask(msgspec.Struct, frozen=True):
     forced_message: str | None = None
     heartbeat_dir: str | None = None  # where the watchdog of a local pool reads heartbeats
     storage_options: dict = {}  # when `staging` is an object-store URL (store/objectstore.py)
+    # A git source: files are blobs read from SOURCE's object database (engine/gitsource.py), and
+    # each files row's `commit` is this one.
+    commit: str | None = None
 
 
 class BatchOutcome(msgspec.Struct):
@@ -175,10 +179,13 @@ class _File(NamedTuple):
     memory_sample: tuple | None  # (parser name, source bytes, peak extra RSS bytes) when measured
 
 
-def _read_source(path: str, task: BatchTask) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
+def _read_source(path: str, size: int, blob_id: str | None, task: BatchTask) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
     """(data, size, mtime_ns, the file's result when it is not to be parsed); sizes None: unknown."""
     try:
-        data, size, mtime_ns, status, message = _read(os.path.join(task.source, path), task.max_file_size)
+        if blob_id is not None:
+            data, size, mtime_ns, status, message = read_blob(task.source, blob_id, size, task.max_file_size)
+        else:
+            data, size, mtime_ns, status, message = _read(os.path.join(task.source, path), task.max_file_size)
     except OSError as err:
         data, size, mtime_ns = None, None, None
         status, message = "io_error", f"{type(err).__name__}: {err.strerror or err}"
@@ -233,23 +240,25 @@ def _parse(parser, path: str, out_path: str, data: bytes, task: BatchTask, index
 def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm: bool,
                    heartbeat: Heartbeat | None) -> _File:
     """Read, classify and parse file `index` of the batch (or give it the batch's forced status)."""
-    path, size, mtime_ns = task.files[index]
+    path, size, mtime_ns, *rest = task.files[index]
+    blob_id = rest[0] if rest else None
     out_path = display_path(path)
     data = None
     parser = None
-    content_hash = blob_id = None
+    content_hash = None
     elapsed = None
     sample = None
     if task.forced_status is not None:
         result = ParseResult(status=task.forced_status, error_type=task.forced_status,
                              error_message=task.forced_message, language=language_of(path))
     else:
-        data, read_size, read_mtime, result = _read_source(path, task)
+        data, read_size, read_mtime, result = _read_source(path, size, blob_id, task)
         if read_size is not None:
             size, mtime_ns = read_size, read_mtime
     if data is not None:
         content_hash = xxhash.xxh3_128_hexdigest(data)
-        blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        if blob_id is None:  # a git source's blob id came with it
+            blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         if _is_binary(data):
             result = ParseResult(status="binary", language=language_of(path))
         else:
@@ -279,6 +288,7 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
         "batch_id": task.batch_id,
         "parser_version": parser.version if parser is not None else None,
         "blob_id": blob_id,
+        "commit": task.commit,
     }
     if task.content:
         text = None
@@ -315,16 +325,18 @@ class _ParserRows:
         self.schema, self.fields = schema, fields
         self.paths: list = []
         self.langs: list = []
+        self.blobs: list = []
         self.rows: list = []
 
-    def extend(self, path: str, language: str | None, rows: list) -> None:
+    def extend(self, path: str, language: str | None, blob_id: str | None, rows: list) -> None:
         if rows:
             self.paths.extend([path] * len(rows))
             self.langs.extend([language] * len(rows))
+            self.blobs.extend([blob_id] * len(rows))
             self.rows.extend(rows)
 
     def table(self) -> pa.Table:
-        return _rows_table(self.schema, self.paths, self.rows, self.langs, self.fields)
+        return _rows_table(self.schema, self.paths, self.rows, self.langs, self.blobs, self.fields)
 
 
 class _Batch:
@@ -346,8 +358,8 @@ class _Batch:
         row = file.row
         path, language, status, message = row["path"], row["language"], row["status"], row["error_message"]
         self.files.append(row)
-        self.definitions.extend(path, language, file.definitions)
-        self.imports.extend(path, language, file.imports)
+        self.definitions.extend(path, language, row["blob_id"], file.definitions)
+        self.imports.extend(path, language, row["blob_id"], file.imports)
         self.files_meta.append((row["size"], row["mtime_ns"]))
         self.statuses.append(status)
         if language:
@@ -413,10 +425,11 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     return batch.write(task)
 
 
-def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, fields: tuple) -> pa.Table:
+def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, blobs: list, fields: tuple) -> pa.Table:
     """A table from parser rows (tuples in `fields` order), built column by column."""
     columns = list(zip(*rows)) if rows else [()] * len(fields)
     arrays = [pa.array(paths, type=pa.string())]
     arrays += [pa.array(list(col), type=schema.field(name).type) for name, col in zip(fields, columns)]
     arrays.append(pa.array(langs, type=pa.string()))
+    arrays.append(pa.array(blobs, type=pa.string()))
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -3,7 +3,7 @@
 Owns: connecting to a scheduler (`--scheduler tcp://HOST:PORT`) or starting a `LocalCluster`
 (`--executor dask` alone), checking that every worker sees SOURCE and can write OUT's staging
 folder, submitting batches as `concurrent.futures` futures, and reading worker memory from the
-scheduler for the governor. Must not touch: what a batch does (worker.py) or what is committed
+scheduler for the governor. Must not touch: what a batch does (engine/worker.py) or what is committed
 (the coordinator and the ledger stay on the client side: workers only write staging folders).
 
 Failures reach the coordinator as the `Executor` protocol says (executors/base.py): a worker

@@ -20,7 +20,7 @@ from ..errors import ConfigError, JobError
 from ..schema import ERROR_STATUSES, TABLES
 from ..store.durable import Damage, check_part
 from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
-from ..store.layout import part_name
+from ..store.layout import STATE_DIR_NAME, JobLayout, part_name
 from ..store.ledger import Ledger
 from ..store.snapshot import read_snapshot
 
@@ -113,9 +113,10 @@ def _damage(out: str, entries, manifest, manifest_unreadable: bool, deep: bool) 
     from ..store.compaction import MANIFEST
 
     if manifest_unreadable:
-        return [Damage("_snakebatch", MANIFEST, "unreadable")]  # which parts are live is unknown
-    state = state_dir(out)
-    cut_off = {table for table in TABLES if os.path.isdir(os.path.join(state, "compacting", table))}
+        return [Damage(STATE_DIR_NAME, MANIFEST, "unreadable")]  # which parts are live is unknown
+    layout = JobLayout(out)
+    state = layout.state
+    cut_off = {table for table in TABLES if os.path.isdir(layout.twin_dir(table))}
     covered = set(manifest.covers) if manifest else set()
     damage, named = [], {table: set() for table in TABLES}
     for entry in entries:
@@ -126,7 +127,7 @@ def _damage(out: str, entries, manifest, manifest_unreadable: bool, deep: bool) 
             named[table].add(name)
             if table in cut_off:
                 continue  # recovery settles a compaction cut off first
-            problem = check_part(os.path.join(out, table, name), entry.parts.get(table), deep)
+            problem = check_part(os.path.join(layout.table_dir(table), name), entry.parts.get(table), deep)
             if problem == "missing" and os.path.exists(os.path.join(state, entry.staging, table + ".parquet")):
                 problem = None  # a commit cut off between its ledger line and its renames
             if problem:
@@ -135,11 +136,11 @@ def _damage(out: str, entries, manifest, manifest_unreadable: bool, deep: bool) 
         for part in manifest.parts(table) if manifest else ():
             named[table].add(part.name)
             problem = None if table in cut_off else check_part(
-                os.path.join(out, table, part.name), [part.size, part.xxh3], deep)
+                os.path.join(layout.table_dir(table), part.name), [part.size, part.xxh3], deep)
             if problem:
                 damage.append(Damage(table, part.name, problem))
         if table not in cut_off:
-            for name in sorted(_listdir(os.path.join(out, table))):
+            for name in sorted(_listdir(layout.table_dir(table))):
                 if name.endswith(".parquet") and not name.startswith(".") and name not in named[table]:
                     damage.append(Damage(table, name, "unlisted"))
     return damage
@@ -184,7 +185,7 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
     if holder is None:  # a running job's parts are on their way between staging and the tables
         damage = _damage(out, entries, manifest, manifest_unreadable, verify)
         if isinstance(completed, dict) and completed.get("files") != tally.files:
-            damage.append(Damage("_snakebatch", "ledger.jsonl", f"{tally.files} files, not the {completed.get('files')} "
+            damage.append(Damage(STATE_DIR_NAME, "ledger.jsonl", f"{tally.files} files, not the {completed.get('files')} "
                                                                 "of the complete job"))
     if holder is not None:
         state = "running"
@@ -193,7 +194,7 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
     else:
         state = "incomplete"
     elapsed, run_count = _elapsed(entries, runs, current_start)
-    parts = {table: sum(1 for name in _listdir(os.path.join(out, table)) if name.endswith(".parquet"))
+    parts = {table: sum(1 for name in _listdir(JobLayout(out).table_dir(table)) if name.endswith(".parquet"))
              for table in TABLES}
     return JobStatus(
         state=state,

@@ -3,7 +3,7 @@
 Owns: deciding whether OUT holds a job, `--fresh` / `--resume` / `--refresh` / refusal, the OS
 lock that keeps two runs off one OUT (on the folder `_snakebatch` itself, with the holder's PID in
 its `lock`), `job.json` (the options that change rows), `stats.json` and `complete.json`.
-Must not touch: the ledger's entries or the table parts (ledger.py owns those).
+Must not touch: the ledger's entries or the table parts (store/ledger.py owns those).
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ def job_arguments(job: JobConfig) -> list[str]:
         words += ["--parser", spec]
     if job.content:
         words.append("--content")
+    if job.since is not None:
+        words += ["--revs", f"{job.since}..{job.commit}"]
+    elif job.commit is not None:
+        words += ["--rev", job.commit] + (["--history"] if job.history else [])
     return words
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 import re
 
-from ..schema import TABLES
-
 STATE_DIR_NAME = "_snakebatch"
 
 
@@ -53,9 +51,6 @@ class JobLayout:
 
     def table_dir(self, table: str) -> str:
         return os.path.join(self.out, table)
-
-    def table_dirs(self) -> list[str]:
-        return [self.layout.table_dir(table) for table in TABLES]
 
     def twin_dir(self, table: str) -> str:
         return os.path.join(self.twins, table)

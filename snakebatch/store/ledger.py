@@ -18,7 +18,7 @@ rename, so a reader never sees a torn file; a part is renamed once and named by 
 reader never sees a row twice. Recovery also deletes any part no valid ledger line names (for
 example one whose line was later found corrupt), so the tables always equal the ledger.
 
-Once a job is complete, compaction.py replaces the batch parts by a few large ones; its manifest
+Once a job is complete, store/compaction.py replaces the batch parts by a few large ones; its manifest
 says which batches' rows live there, and recovery settles a cut-off compaction first.
 
 A refresh (store/snapshot.py) replaces the whole ledger with its generation's: it writes
@@ -136,7 +136,7 @@ def remove_tables(out: str) -> None:
     """Delete the part files of the job in `out` (`--fresh`), and each table folder once it is
     empty; anything else in a table folder stays where it is."""
     for table in TABLES:
-        folder = os.path.join(out, table)
+        folder = JobLayout(out).table_dir(table)
         if not os.path.isdir(folder) or os.path.islink(folder):
             continue
         for name in os.listdir(folder):

@@ -4,7 +4,7 @@ Owns: the refresh's side folder `OUT/_snakebatch/refresh/` (its intent and the p
 batches it parsed), the change feed `OUT/_snakebatch/changes/<generation>.parquet`,
 `OUT/_snakebatch/snapshot.json`, and the commit of a generation. Must not touch: which files
 changed or how they are parsed (engine/refresh.py decides and runs that); ledger lines are
-encoded by ledger.py, the manifest and the folder exchange are compaction.py's.
+encoded by store/ledger.py, the manifest and the folder exchange are store/compaction.py's.
 
 Protocol (the live snapshot has manifest generation g-1, or none; the new one is g):
 
@@ -28,8 +28,8 @@ new generation like any compacted job. A reader lists a table folder before or a
 exchange: all old parts or all new ones (tables are exchanged one after the other, as in a
 compaction).
 
-Recovery: before 4, nothing live changed: the twins (compaction.py), `ledger.g*.jsonl`
-(ledger.py), the side folder and pending feed (here) are deleted, and intent.json stays, so that
+Recovery: before 4, nothing live changed: the twins (store/compaction.py), `ledger.g*.jsonl`
+(store/ledger.py), the side folder and pending feed (here) are deleted, and intent.json stays, so that
 the next `--refresh` or `--resume` compares SOURCE against the options of the rows that are live.
 After 4, the ledger reads and adopts the manifest's ledger, compaction exchanges the twins that
 still hold the new parts, and `settle` finishes the feed and removes intent.json.

@@ -1,0 +1,212 @@
+"""A git source: the files of a revision (or of a whole history) straight from the object database.
+
+Owns: which entries of a git tree become files of the job (the working-tree rules of
+engine/discovery.py, translated: see below), the unique blobs of a history with its `commits`
+and `tree_entries` tables, and a worker's reading of a blob (one long-lived `git cat-file
+--batch` per worker process, started at its first blob). Must not touch: parsing, batching or
+the job's three tables (the worker writes them as for a folder).
+
+The tree entries, against a checkout of the same revision:
+- a regular or executable file (100644, 100755): a file, as on disk;
+- a symbolic link (120000): skipped, as discovery skips links; with --follow-symlinks a link to a
+  file of the same tree is taken under the link's path with that file's blob (a link to a folder,
+  or out of the tree, is skipped: a checkout run would walk a linked folder);
+- a submodule (160000, a gitlink): skipped, no row, as the empty folder of an uninitialised
+  submodule in a checkout (its commit is in another repository);
+- `--include`/`--exclude` apply as to a folder (an excluded folder excludes all below it);
+  `.gitignore` files do not: every tracked file is part of the revision (a checkout run would
+  skip a tracked file that a `.gitignore` matches, i.e. one added with `git add -f`);
+- VCS folders (`.hg`, `.svn`, ...) are skipped as on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import JobConfig
+from ..gitrepo import MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, CatFile, GitObjectError, commit_info, ls_tree, rev_list
+from ..paths import display_path
+from ..store.durable import PARQUET_OPTIONS, fsync_dir
+from .discovery import VCS_FOLDERS, DiscoveryStats, SourceFile, _spec, discover
+
+MAX_LINK_HOPS = 40  # as the kernel's limit on nested links
+COMMITS_SCHEMA = pa.schema([
+    ("commit", pa.string()), ("parents", pa.list_(pa.string())), ("author_time", pa.int64()),
+    ("committer_time", pa.int64()), ("summary", pa.string()),
+])
+TREE_ENTRIES_SCHEMA = pa.schema([
+    ("commit", pa.string()), ("path", pa.string()), ("blob_id", pa.string()), ("mode", pa.string()),
+])
+HISTORY_TABLES = ("commits", "tree_entries")
+
+
+class _Filter:
+    """--include/--exclude and VCS folders over the `/`-separated paths of a tree listing."""
+
+    def __init__(self, job: JobConfig, stats: DiscoveryStats):
+        self.include, self.exclude = _spec(job.include), _spec(job.exclude)
+        self.stats = stats
+        self._folders: dict[str, bool] = {}  # folder path with its `/` -> taken
+
+    def _folder_taken(self, folder: str) -> bool:
+        taken = self._folders.get(folder)
+        if taken is None:
+            parent, _, name = folder[:-1].rpartition("/")
+            taken = (not parent or self._folder_taken(parent + "/")) and name not in VCS_FOLDERS
+            if taken and self.exclude is not None and self.exclude.match_file(folder):
+                self.stats.filtered += 1
+                taken = False
+            self._folders[folder] = taken
+        return taken
+
+    def takes(self, path: str) -> bool:
+        folder, _, name = path.rpartition("/")
+        if folder and not self._folder_taken(folder + "/") or name in VCS_FOLDERS:
+            return False
+        if self.exclude is not None and self.exclude.match_file(path) or (
+                self.include is not None and not self.include.match_file(path)):
+            self.stats.filtered += 1
+            return False
+        return True
+
+
+def _follow(link: str, entries: dict, reader: CatFile) -> tuple | None:
+    """The regular file entry a symbolic link leads to within the tree, or None."""
+    for _ in range(MAX_LINK_HOPS):
+        mode, object_id, _size = entries[link]
+        if mode != MODE_SYMLINK:
+            return entries[link]
+        try:
+            target = os.fsdecode(reader.read(object_id))
+        except GitObjectError:
+            return None
+        if target.startswith("/"):
+            return None
+        link = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
+        if link.startswith("../") or link == ".." or link not in entries:
+            return None  # out of the tree, a folder, or dangling
+    return None
+
+
+def source_files(job: JobConfig, skip: str | None, stats: DiscoveryStats) -> Iterator[SourceFile]:
+    """The job's files: a git revision's (`job.commit`), or discovery's walk of the folder."""
+    if job.commit is not None:
+        return discover_revision(job, stats)
+    return discover(job, skip=skip, stats=stats)
+
+
+def discover_revision(job: JobConfig, stats: DiscoveryStats) -> Iterator[SourceFile]:
+    """The files of the job's revision (or, for --history, each unique blob once), as discovery's
+    SourceFile entries with their blob id and no mtime."""
+    if job.history:
+        yield from _unique_blobs(job, stats, None)
+        return
+    taken = _Filter(job, stats)
+    if not job.follow_symlinks:
+        for entry in ls_tree(job.source, job.commit):
+            if entry.mode in (MODE_FILE, MODE_EXECUTABLE) and taken.takes(entry.path):
+                yield SourceFile(entry.path, entry.size, None, entry.object_id)
+        return
+    entries = {e.path: (e.mode, e.object_id, e.size) for e in ls_tree(job.source, job.commit)}
+    reader = CatFile(job.source)
+    try:
+        for path, (mode, object_id, size) in entries.items():
+            if mode == MODE_SYMLINK:
+                target = _follow(path, entries, reader)
+                if target is None:
+                    continue
+                mode, object_id, size = target
+            if mode in (MODE_FILE, MODE_EXECUTABLE) and taken.takes(path):
+                yield SourceFile(path, size, None, object_id)
+    finally:
+        reader.close()
+
+
+def history_commits(job: JobConfig) -> list[str]:
+    """The commits of a --history / --revs job, oldest first (parents before children)."""
+    return rev_list(job.source, [job.commit] + ([f"^{job.since}"] if job.since else []))
+
+
+def _unique_blobs(job: JobConfig, stats: DiscoveryStats, on_entry) -> Iterator[SourceFile]:
+    """Each blob of the history's trees that the filters take, once, under the first path it has
+    (commits oldest first, each tree in git's order). `on_entry(commit, path, blob_id, mode)`
+    receives every taken entry of every commit."""
+    taken = _Filter(job, stats)
+    seen: set[str] = set()
+    for commit in history_commits(job):
+        for entry in ls_tree(job.source, commit):
+            if entry.mode not in (MODE_FILE, MODE_EXECUTABLE) or not taken.takes(entry.path):
+                continue
+            if on_entry is not None:
+                on_entry(commit, entry.path, entry.object_id, entry.mode)
+            if entry.object_id not in seen:
+                seen.add(entry.object_id)
+                yield SourceFile(entry.path, entry.size, None, entry.object_id)
+
+
+class _TableWriter:
+    """One table written in row groups to a temporary file, renamed into place when complete."""
+
+    ROWS = 65536
+
+    def __init__(self, out: str, name: str, schema: pa.Schema):
+        self.folder = os.path.join(out, name)
+        os.makedirs(self.folder, exist_ok=True)
+        self.path = os.path.join(self.folder, f"{name}.parquet")
+        self.tmp = self.path + ".tmp"
+        self.schema = schema
+        self.rows: list = []
+        self.writer = pq.ParquetWriter(self.tmp, schema, **PARQUET_OPTIONS)
+
+    def add(self, *row) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.rows:
+            columns = list(zip(*self.rows))
+            self.writer.write_table(pa.Table.from_arrays(
+                [pa.array(list(c), type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.folder)
+
+
+def history_files(job: JobConfig, out: str, stats: DiscoveryStats) -> list[SourceFile]:
+    """Write OUT/commits and OUT/tree_entries for a --history job (again on each run: they are
+    a function of the repository and the job) and return its unique blobs to parse."""
+    commits = _TableWriter(out, "commits", COMMITS_SCHEMA)
+    entries = _TableWriter(out, "tree_entries", TREE_ENTRIES_SCHEMA)
+    files = list(_unique_blobs(job, stats, lambda c, p, b, m: entries.add(c, display_path(p), b, m)))
+    for info in commit_info(job.source, history_commits(job)):
+        commits.add(*info)
+    commits.close()
+    entries.close()
+    return files
+
+
+_READERS: dict[str, CatFile] = {}  # this worker process's cat-file of each repository
+
+
+def read_blob(repo: str, blob_id: str, size: int, max_size: int) -> tuple:
+    """(data, size, mtime_ns, status, message) of a blob, as worker._read of a file: a blob over
+    `max_size` is not read (`too_large`, from the tree's size); OSError when it cannot be read."""
+    if size > max_size:
+        return None, size, None, "too_large", f"{size} bytes > --max-file-size {max_size}"
+    reader = _READERS.get(repo)
+    if reader is None:
+        reader = _READERS[repo] = CatFile(repo)
+    data = reader.read(blob_id)
+    return data, len(data), None, None, None
