@@ -17,6 +17,7 @@ from .config import build_config, is_object_output
 from .engine.coordinator import Coordinator, Progress, RunSummary
 from .engine.discovery import DiscoveryStats
 from .engine.gitsource import history_files
+from .engine.governor import low_budget
 from .engine.refresh import RefreshSink
 from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink
 from .errors import ConfigError, JobError
@@ -130,7 +131,7 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
     `refresh=True` brings the job in `output` up to date with `source` as it is now (only what
     changed is parsed); `redo` and `verify_content` go with it."""
     _refuse_inside_a_starting_worker("run")
-    config = build_config(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
+    config = build_config(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo, budget_floor=low_budget,
                           verify_content=verify_content, **options)
     # A resume of a refresh that was cut off before its commit point is that refresh again.
     remote = is_object_output(config.output)
@@ -166,7 +167,7 @@ def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None]
         if name in options:
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
                               "use snakebatch.run to write (and resume) a job")
-    config = build_config(source, None, require_output=False, **options)  # raises here, not later
+    config = build_config(source, None, require_output=False, budget_floor=low_budget, **options)  # raises here, not later
     if config.job.history:
         raise ConfigError("stream: --history/--revs write commits and tree_entries tables; use snakebatch.run")
     return _stream(config, on_progress)

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -179,19 +180,6 @@ def default_memory_budget() -> int:
     return psutil.virtual_memory().available // 2
 
 
-def low_budget(budget: int, workers: int) -> str | None:
-    """Why `budget` is too low for `workers` local workers to parse anything, or None."""
-    from .engine.governor import PRIOR_WORKER_RSS, human, minimum_budget  # the governor's model of a pool at rest
-
-    minimum, coordinator = minimum_budget(workers)
-    if budget >= minimum:
-        return None
-    return (f"{human(budget)} is below the {human(minimum)} a run with {workers} worker(s) needs: "
-            f"this process ({human(coordinator)}, measured now), the forkserver and each worker at rest "
-            f"(about {human(PRIOR_WORKER_RSS)} each) and the parse of one small file; give at least "
-            f"{human(minimum)}, or fewer workers (-j)")
-
-
 def file_defaults(source: str) -> tuple[dict, str | None]:
     """Options from `SOURCE/snakebatch.toml`, or else `[tool.snakebatch]` in `SOURCE/pyproject.toml`,
     and the name they are reported under in messages (None when there are none)."""
@@ -331,11 +319,13 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
                  resume: bool = False, fresh: bool = False, refresh: bool = False,
                  rev: str | None = None, revs: str | None = None, history: bool = False,
                  redo: object = None, verify_content: bool = False, use_config_file: bool = True,
-                 require_output: bool = True, check_budget: bool = True, **options) -> RunConfig:
+                 require_output: bool = True, budget_floor: Callable[[int, int], str | None] | None = None,
+                 **options) -> RunConfig:
     """The validated RunConfig for `source` and `options` (CLI/API names, `_` for `-`).
 
-    `None` means "not given": the file's value or the default applies. `check_budget`: refuse a
-    memory budget below what the local pool needs at rest (a plan only warns about it).
+    `None` means "not given": the file's value or the default applies. `budget_floor`: why a
+    memory budget is too low for the local pool at rest, or None (the governor's model, given by
+    the caller: a run refuses such a budget here, a plan only warns about it).
     """
     modes = [name for name, given in (("--resume", resume), ("--fresh", fresh), ("--refresh", refresh)) if given]
     if len(modes) > 1:
@@ -421,8 +411,8 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
     else:
         memory_budget = default_memory_budget()
     # A remote Dask cluster's own memory limits replace the budget (governor.attach).
-    if check_budget and not (executor == "dask" and scheduler is not None):
-        budget_problem = low_budget(memory_budget, workers)
+    if budget_floor is not None and not (executor == "dask" and scheduler is not None):
+        budget_problem = budget_floor(memory_budget, workers)
         if budget_problem:
             given = label("memory_budget") if "memory_budget" in merged else (
                 "--memory-budget (default: half the available RAM)")

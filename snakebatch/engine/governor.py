@@ -61,6 +61,17 @@ def minimum_budget(workers: int) -> tuple[int, int]:
     return coordinator + (workers + 1) * PRIOR_WORKER_RSS + int(SMALL_FILE_BYTES * PRIOR_RATIO["python"]), coordinator
 
 
+def low_budget(budget: int, workers: int) -> str | None:
+    """Why `budget` is too low for `workers` local workers to parse anything, or None."""
+    minimum, coordinator = minimum_budget(workers)
+    if budget >= minimum:
+        return None
+    return (f"{human(budget)} is below the {human(minimum)} a run with {workers} worker(s) needs: "
+            f"this process ({human(coordinator)}, measured now), the forkserver and each worker at rest "
+            f"(about {human(PRIOR_WORKER_RSS)} each) and the parse of one small file; give at least "
+            f"{human(minimum)}, or fewer workers (-j)")
+
+
 def human(n: float) -> str:
     """Bytes for a person, in decimal units: `512 B`, `4.2 MB`, `1.5 TB` (also the CLI's)."""
     for unit in ("B", "KB", "MB", "GB"):

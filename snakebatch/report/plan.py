@@ -32,10 +32,10 @@ import time
 import msgspec
 import psutil
 
-from ..config import RunConfig, build_config, low_budget, usable_cores
+from ..config import RunConfig, build_config, usable_cores
 from ..engine.batching import BatchPlanner
 from ..engine.discovery import DiscoveryStats, SourceFile, discover
-from ..engine.governor import MemoryGovernor, human
+from ..engine.governor import MemoryGovernor, human, low_budget
 from ..engine.worker import BatchOutcome, BatchTask, process_batch
 from ..languages import language_of
 from ..parsers import ParserRouter
@@ -241,7 +241,7 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
     `output` is only skipped by the walk when it lies inside SOURCE, as a run would skip it.
     """
     # A budget the run would refuse is a warning here: the plan still shows what it would take.
-    config = build_config(source, output, check_budget=False, **options)
+    config = build_config(source, output, **options)
     budget_problem = low_budget(config.memory_budget, config.workers)
     process_rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
