@@ -234,15 +234,17 @@ def run(source, output, resume, fresh, refresh, redo, verify_content, workers, m
 @main.command()
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--verify", is_flag=True, help="Also check every part's checksum (reads every part).")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="For an OUT in object storage: a store option, as for run (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
-def status(out, verify, as_json):
+def status(out, verify, storage_options, as_json):
     """The state of the job in OUT: complete, incomplete or running, with its counts.
 
     Exits 1 when a part is damaged (missing, another size, or with --verify another checksum)."""
     from .report.status import format_status, job_status
 
     try:
-        job = job_status(out, verify=verify)
+        job = job_status(out, verify=verify, storage_options=list(storage_options) or None)
     except (ConfigError, JobError) as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(_json(job) if as_json else format_status(job))

@@ -64,6 +64,12 @@ def _output_location(output: str | os.PathLike) -> str:
     return os.path.abspath(text)
 
 
+def object_output(output: str, storage_options: object) -> tuple[str, dict]:
+    """(URL, storage options) of an OUT in object storage, as RunConfig keeps them; ConfigError
+    as for `run`. For the commands that read a job (`status`)."""
+    return _output_location(output), _storage_options(storage_options, "--storage-option")
+
+
 def is_object_output(output: str) -> bool:
     return _URL.match(output) is not None
 

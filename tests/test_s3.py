@@ -8,6 +8,7 @@ the create-only segment put and stops; a missing bucket or an unsupported scheme
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -246,3 +247,74 @@ def test_a_store_that_stops_answering_stops_the_job_resumable(corpus, tmp_path):
     assert "snakebatch: resume with:" in run.stderr and "--resume" in run.stderr
     assert "max_retries=2" in run.stderr  # the resume command repeats the storage options
     assert "Traceback" not in run.stderr
+
+
+def _status(url: str, *args, environ: dict, codes=(0,)) -> dict:
+    proc = run_cli("status", url, "--json", *args, check_codes=codes, env=environ)
+    return json.loads(proc.stdout)
+
+
+def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
+    """status s3://...: the counts of the ledger segments, the parts a listing reader sees, and
+    parts not as committed: missing and size always, checksum only with --verify, unlisted."""
+    endpoint, client = s3
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(6):
+        (source / f"m{i}.py").write_text(f"import os\n\ndef f{i}():\n    return {i}\n" * 20)
+    (source / "bad.py").write_bytes(b"def (:\n")
+    url = f"s3://{BUCKET}/status"
+    environ = s3_env(endpoint)
+    run_cli("run", source, "-o", url, "--no-progress", "--batch-bytes", "2KB", "-j", "1", check_codes=(0,),
+            env=environ)
+    status = _status(url + "/", "--verify", environ=environ)
+    assert status["state"] == "complete" and status["verified"] and status["damage"] == []
+    assert status["output"] == url and status["source"] == str(source)
+    assert status["files_done"] == 7 and status["runs"] == 1 and status["running_run"] is None
+    assert status["batches"] >= 2 and status["parts"] == {t: status["batches"] for t in TABLES}
+    assert sum(status["status_counts"].values()) == 7 and status["resume_command"] is None
+    assert [s[0] for s in status["error_samples"]] == ["bad.py"] and status["error_samples"][0][2]
+    text = run_cli("status", url, env=environ, check_codes=(0,)).stdout
+    assert f"snakebatch: {url}: complete" in text and "7 done in" in text
+
+    parts = sorted(k for k in keys(client, "status") if k.startswith("status/definitions/"))
+    body = client.get_object(Bucket=BUCKET, Key=parts[0])["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=parts[0], Body=bytes([body[0] ^ 1]) + body[1:])  # same size
+    assert _status(url, environ=environ)["damage"] == []  # sizes only, without --verify
+    verified = _status(url, "--verify", environ=environ, codes=(1,))
+    assert verified["state"] == "incomplete" and verified["damage"] == [["definitions", parts[0].rsplit("/")[-1],
+                                                                          "checksum"]]
+    client.delete_object(Bucket=BUCKET, Key=parts[0])
+    client.put_object(Bucket=BUCKET, Key="status/files/part-99999999.parquet", Body=b"x")
+    damaged = _status(url, environ=environ, codes=(1,))
+    assert sorted(map(tuple, damaged["damage"])) == [("definitions", parts[0].rsplit("/")[-1], "missing"),
+                                                     ("files", "part-99999999.parquet", "unlisted")]
+    assert "--resume" in damaged["resume_command"] and url in damaged["resume_command"]
+    # The store was only read: no object was added by status.
+    assert "status/files/part-99999999.parquet" in keys(client, "status")
+    missing = run_cli("status", f"s3://{BUCKET}/nothing-here", env=environ)
+    assert missing.returncode == 2 and "holds no snakebatch job" in missing.stderr
+
+
+def test_status_calls_an_open_run_running_and_a_killed_one_resumable(s3, corpus, baseline, tmp_path):
+    endpoint, client = s3
+    prefix = "running"
+    url = f"s3://{BUCKET}/{prefix}"
+    environ = s3_env(endpoint, SNAKEBATCH_TEST_PARSE_SLEEP=str(SLEEP_PER_FILE))
+    run = Run(run_args(corpus, url, *OPTIONS), environ, tmp_path / "logs")
+    while _segments(client, prefix) < 3 and run.proc.poll() is None:
+        time.sleep(0.005)
+    assert run.proc.poll() is None, "the run ended before status was asked"
+    running = _status(url, environ=s3_env(endpoint))
+    assert running["state"] == "running" and running["running_run"] and running["damage"] == []
+    assert running["batches"] >= 2 and running["last_segment_at"] > time.time() - 60
+    run.kill_group()
+    killed = _status(url, environ=s3_env(endpoint))  # no close segment: it looks running still
+    assert killed["state"] == "running" and killed["running_run"] == running["running_run"]
+    text = run_cli("status", url, env=s3_env(endpoint), check_codes=(0,)).stdout
+    assert "a run killed without closing looks running too" in text
+    assert "if that run was killed, resume with: snakebatch run" in text and "--resume" in text
+    run_cli(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
+    done = _status(url, environ=s3_env(endpoint))
+    assert done["state"] == "complete" and done["runs"] == 2 and done["files_done"] == len(baseline["files"])
+    assert done["running_run"] is None and done["resume_command"] is None

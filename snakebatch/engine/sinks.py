@@ -9,7 +9,6 @@ scheduling, parsing, or counting this run's batches (the coordinator's `Tally` d
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from ..store.jobfolder import (
     write_json,
 )
 from ..store.ledger import Ledger, LedgerEntry
-from ..store.objectstore import ObjectJob
+from ..store.objectstore import ObjectJob, object_resume_command
 from ..store.snapshot import settle
 from .batching import CommittedIndex, ledger_key
 from .tally import Tally
@@ -275,8 +274,7 @@ class ObjectStoreSink:
         yield from ()
 
     def resume_command(self) -> str:
-        extra = [f"--storage-option={key}={value}" for key, value in self.config.storage_options.items()]
-        return " ".join([resume_command(self.config.job, self.config.output), *map(shlex.quote, extra)])
+        return object_resume_command(self.config.job, self.config.output, self.config.storage_options)
 
     def amend(self, summary):
         return summary
@@ -285,13 +283,24 @@ class ObjectStoreSink:
         return None  # object storage is not compacted (store/objectstore.py)
 
     def close(self, summary, job: Tally) -> None:
-        """Save the run's stats (and the completion marker); a failure to is a warning."""
+        """Save the run's stats (and the completion marker), then put the run's `close` segment;
+        a failure to is a warning (a run that lost the ledger to another writes no close)."""
         try:
+            previous = self.job.read_state("stats.json")
+            previous = msgspec.json.decode(previous) if previous else {}
+            runs = previous.get("runs", []) if isinstance(previous, dict) else []
+            runs.append({"started_at": self.started_at, "elapsed_s": summary.elapsed_s, "state": summary.state,
+                         "files_this_run": summary.files_this_run, "stop_reason": summary.stop_reason,
+                         "run": self.job.run_token})
             self.job.write_json("stats.json", msgspec.json.format(msgspec.json.encode(
-                {"summary": summary, "job": job.job_totals(), "batches": self.batch_stats[-10000:]})))
+                {"summary": summary, "job": job.job_totals(), "runs": runs[-1000:],
+                 "batches": self.batch_stats[-10000:]})))
             if summary.state == "complete":
                 self.job.write_json("complete.json", msgspec.json.encode(
                     {"completed_at": time.time(), "files": summary.files, "status_counts": summary.status_counts}))
+            self.job.close_run()
+        except JobError:
+            pass  # another run put the next segment: it is the job's open run now
         except Exception as err:  # obstore.exceptions.*: the record is given up, the job stays resumable
             print(f"snakebatch: warning: cannot save the run's stats in {self.config.output}: {err}", file=sys.stderr)
 

@@ -1,10 +1,12 @@
 """`snakebatch status OUT`: what state a job is in, finished, stopped or running.
 
-Owns: reading a job's record, ledger, lock and stats into a `JobStatus`, and its text form.
+Owns: reading a job's record, ledger, lock and stats into a `JobStatus`, and its text form; for
+an OUT in object storage, its record, ledger segments and stats through store/objectstore.py.
 Must not touch: anything in OUT. It writes nothing, takes no lock and never recovers the ledger
 (a running job may be appending to it); counts come from the ledger, and Parquet is read only
 for the messages of a few sample errors. Parts are checked against the ledger and the
-compaction's manifest: existence and size always, the checksum with `--verify`.
+compaction's manifest: existence and size always, the checksum with `--verify`. In object
+storage it only reads (gets, heads, lists): no put, no delete.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import time
 
 import msgspec
 
-from ..config import refuse_url
+from ..config import object_output, refuse_url
 from ..engine.tally import Tally
 from ..errors import ConfigError, JobError
 from ..schema import ERROR_STATUSES, TABLES
 from ..store.durable import Damage, check_part
-from ..store.jobfolder import holds_job, lock_holder, read_json, read_record, resume_command, state_dir
+from ..store.jobfolder import JobRecord, holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from ..store.layout import STATE_DIR_NAME, JobLayout, part_name
 from ..store.ledger import Ledger
+from ..store.objectstore import ObjectJob, is_object_url, object_resume_command
 from ..store.snapshot import read_snapshot
 
 ERROR_SAMPLES = 5
@@ -58,6 +61,10 @@ class JobStatus(msgspec.Struct):
     verified: bool = False  # whether every part's checksum was checked (--verify)
     snapshot_generation: int | None = None  # the manifest generation readers see (compaction or refresh)
     last_refresh: dict | None = None  # the last --refresh: generation, refreshed_at, changes, ...
+    # An OUT in object storage: the open run's token (no PID: its coordinator may be elsewhere),
+    # and the Unix time of the newest ledger segment (a killed run looks running; this tells its age)
+    running_run: str | None = None
+    last_segment_at: float | None = None
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -146,9 +153,14 @@ def _damage(out: str, entries, manifest, manifest_unreadable: bool, deep: bool) 
     return damage
 
 
-def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
+def job_status(out: str | os.PathLike, verify: bool = False, storage_options=None) -> JobStatus:
     """The status of the job in `out`; ConfigError when `out` holds no job. Every part is
-    checked for existence and size; with `verify`, also against its checksum (reads them all)."""
+    checked for existence and size; with `verify`, also against its checksum (reads them all).
+    `out` may be in object storage (`storage_options` as for `run`)."""
+    if is_object_url(os.fspath(out)):
+        return _object_status(*object_output(os.fspath(out), storage_options), verify)
+    if storage_options:
+        raise ConfigError("--storage-option: only for an OUT in object storage (s3://, gs://, az://)")
     refuse_url(out, "OUT")
     out = os.path.abspath(os.fspath(out))
     if not holds_job(out):
@@ -226,6 +238,122 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
     )
 
 
+def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
+    """job_status for an OUT in object storage (store/objectstore.py): reads the job record,
+    the ledger segments and the run's record; puts nothing. The job is running while its last
+    `open` segment has no `close` after it."""
+    job = ObjectJob(url, storage_options)
+    job.check_reachable()
+    try:
+        data = job.read_job()
+        if data is None:
+            raise ConfigError(f"{url} holds no snakebatch job (no {STATE_DIR_NAME}/job.json)")
+        record = msgspec.json.decode(data, type=JobRecord)
+        segments = job.segments()
+        stats = job.read_state("stats.json")
+        completed = job.read_state("complete.json")
+        last_segment_at = job.last_segment_at()
+    except msgspec.DecodeError as err:
+        raise JobError(f"{url}: the job's record cannot be read: {err}") from None
+    except (ConfigError, JobError):
+        raise
+    except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+        raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
+    stats = _decoded(stats)
+    completed = _decoded(completed)
+    opened = [s.run for s in segments if s.kind == "open"]
+    closed = {s.run for s in segments if s.kind == "close"}
+    running = opened[-1] if opened and opened[-1] not in closed else None
+    entries = [s.entry for s in segments if s.kind == "batch"]
+    tally = Tally()
+    errors: list[tuple[int, str, str]] = []
+    for entry in entries:
+        tally.add(entry)
+        if len(errors) < ERROR_SAMPLES:
+            errors += [(entry.batch_id, path, status) for path, status in zip(entry.paths, entry.statuses)
+                       if status in ERROR_STATUSES][:ERROR_SAMPLES - len(errors)]
+    last = stats.get("summary") or {}
+    runs = stats.get("runs") or []
+    damage = [] if running else job.part_damage(entries, verify)
+    if running:
+        state = "running"
+    elif completed and not damage:
+        state = "complete"
+    else:
+        state = "incomplete"
+    last_open = max((i for i, s in enumerate(segments) if s.kind == "open"), default=0)
+    current_start = next((s.entry.run_started_at for s in segments[last_open:] if s.kind == "batch"), None) \
+        if running else None
+    elapsed, run_count = _elapsed(entries, runs, current_start)
+    if running and current_start is None:
+        run_count += 1  # the open run has committed nothing yet
+    return JobStatus(
+        state=state,
+        output=url,
+        source=record.job.source,
+        running_pid=None,
+        files_done=tally.files,
+        bytes_done=tally.bytes,
+        status_counts=_sorted_counts(tally.status_counts),
+        language_counts=_sorted_counts(tally.language_counts),
+        batches=len(entries),
+        runs=run_count,
+        elapsed_s=round(elapsed, 3),
+        files_per_s=round(tally.files / elapsed, 1) if elapsed > 0 else 0.0,
+        stale_files=int(last.get("stale_files") or 0),
+        stale_sample=list(last.get("stale_sample") or []),
+        error_samples=_object_error_samples(job, errors),
+        corrupt_ledger_lines=0,
+        last_stop_reason=last.get("stop_reason") if state != "complete" else None,
+        created_at=record.created_at,
+        completed_at=completed.get("completed_at") if state == "complete" else None,
+        # Running may be a run killed without closing: resuming is safe either way (of two
+        # coordinators the one whose segment put comes second stops).
+        resume_command=object_resume_command(record.job, url, storage_options) if state != "complete" else None,
+        parts={table: len(job.table_parts(table)) for table in TABLES},
+        compaction_generation=None,
+        damage=damage,
+        verified=verify and not running,
+        snapshot_generation=None,
+        last_refresh=None,
+        running_run=running,
+        last_segment_at=last_segment_at,
+    )
+
+
+def _decoded(data: bytes | None) -> dict:
+    try:
+        value = msgspec.json.decode(data) if data else {}
+    except msgspec.DecodeError:
+        return {}  # a record, not job state
+    return value if isinstance(value, dict) else {}
+
+
+def _object_error_samples(job, errors: list[tuple[int, str, str]]) -> list:
+    """As _error_samples, the messages read from the parts in the bucket."""
+    if not errors:
+        return []
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    samples = []
+    for batch_id, path, status in errors:
+        message = None
+        try:
+            data = job.read_part("files", batch_id)
+            if data is not None:
+                table = pq.read_table(pa.BufferReader(data), columns=["path", "error_message"],
+                                      filters=[("path", "==", path)])
+                rows = table.filter(pc.equal(table["path"], path))
+                if rows.num_rows:
+                    message = rows["error_message"][0].as_py()
+        except (OSError, ValueError):
+            pass  # the part is damaged: the sample keeps no message
+        samples.append((path, status, (message or "")[:300]))
+    return samples
+
+
 def _last_refresh(out: str) -> dict | None:
     record = read_snapshot(out)
     return {k: v for k, v in record.items() if k != "router"} if record else None
@@ -241,7 +369,10 @@ def _listdir(folder: str) -> list[str]:
 def format_status(status: JobStatus) -> str:
     """The text `snakebatch status` prints."""
     head = f"snakebatch: {status.output}: {status.state}"
-    if status.state == "running":
+    if status.state == "running" and status.running_run:
+        ago = f", last ledger segment {time.time() - status.last_segment_at:.0f}s ago" if status.last_segment_at else ""
+        head += f" (run {status.running_run}{ago}; a run killed without closing looks running too)"
+    elif status.state == "running":
         head += f" (PID {status.running_pid})"
     elif status.state == "incomplete" and status.last_stop_reason:
         head += f" (last run: {status.last_stop_reason})"
@@ -281,5 +412,6 @@ def format_status(status: JobStatus) -> str:
     for path, state, message in status.error_samples:
         lines.append(f"  e.g. {state}: {path}: {message}")
     if status.resume_command:
-        lines.append(f"  resume with: {status.resume_command}")
+        killed = "if that run was killed, " if status.state == "running" else ""
+        lines.append(f"  {killed}resume with: {status.resume_command}")
     return "\n".join(lines)

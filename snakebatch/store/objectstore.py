@@ -29,6 +29,10 @@ replaces the local folder's flock. Recovery (after the open segment is won) read
 in order, copies any part still missing from its staging (roll forward: the copy is idempotent,
 the part is named by its batch), and deletes all staging and any part no segment names.
 
+A run that ends (complete or stopped) puts a `close` segment; `snakebatch status` calls the job
+running while the last `open` segment has no `close` after it (a run killed without closing
+looks running too, until the next run opens: the report gives the age of the last segment).
+
 A reader listing `OUT/<table>/*.parquet` sees only parts whose segment exists: whole objects
 (a copy is atomic), each batch under one name (a row never twice). Object storage is not
 compacted: the tables keep one part per batch.
@@ -39,15 +43,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 from datetime import timedelta
 
 import msgspec
 
-from ..config import OBJECT_SCHEMES
+from ..config import OBJECT_SCHEMES, JobConfig
 from ..errors import ConfigError, JobError
 from ..schema import TABLES
+from .durable import Damage
+from .jobfolder import resume_command
 from .layout import STATE_DIR_NAME, part_name
 from .ledger import LedgerEntry
 
@@ -64,6 +71,30 @@ _CLIENT_KEYS = {"allow_http", "allow_invalid_certificates", "connect_timeout", "
                 "http1_only", "http2_only", "user_agent"}
 
 
+# Storage options that are credentials: the printed resume command names them without their
+# value (it lands in terminals, logs and CI output).
+_SECRET_WORDS = ("secret", "token", "password", "key", "credential", "sas", "signature")
+_NOT_SECRET = {"region", "skip_signature", "aws_skip_signature", "sas_key_is_public"}
+
+
+def is_secret_option(name: str) -> bool:
+    lowered = name.lower()
+    return lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
+
+
+def object_resume_command(job: JobConfig, url: str, storage_options: dict) -> str:
+    """The command that resumes the job at `url`: the job's options, then the storage options,
+    secret ones as `--storage-option=NAME=...` to fill in (or to give through the environment)."""
+    words = [resume_command(job, url)]
+    secret = [key for key in storage_options if is_secret_option(key)]
+    for key, value in storage_options.items():
+        words.append(f"--storage-option={key}=..." if key in secret
+                     else shlex.quote(f"--storage-option={key}={value}"))
+    if secret:  # a shell comment: the command still pastes as it is, after filling in
+        words.append(f"# fill in {', '.join(secret)} (not repeated here), or give them through the environment")
+    return " ".join(words)
+
+
 def is_object_url(path: str) -> bool:
     match = _SCHEME.match(path)
     return match is not None and match.group(1).lower() in OBJECT_SCHEMES
@@ -72,7 +103,7 @@ def is_object_url(path: str) -> bool:
 class Segment(msgspec.Struct):
     """One ledger segment: a run's open (`entry` None) or one committed batch."""
 
-    kind: str  # "open" or "batch"
+    kind: str  # "open", "batch" or "close"
     run: str
     entry: LedgerEntry | None = None
 
@@ -254,6 +285,56 @@ class ObjectJob:
                 raise JobError(f"{self.url}: ledger segment {key} vanished while being read (another run?)")
             found.append(msgspec.json.decode(data, type=Segment))
         return found
+
+    def close_run(self) -> None:
+        """Put this run's `close` segment (the run ended; `status` no longer calls it running).
+        JobError when another run wrote the next segment first: that run is the open one."""
+        self._put_segment(Segment(kind="close", run=self.run_token))
+
+    def last_segment_at(self) -> float | None:
+        """Unix time of the newest ledger segment, or None."""
+        times = [m["last_modified"].timestamp() for m in self._list(LEDGER)]
+        return max(times) if times else None
+
+    def read_state(self, name: str) -> bytes | None:
+        return self._get(_key(STATE, name))
+
+    def read_part(self, table: str, batch_id: int) -> bytes | None:
+        return self._get(_key(table, part_name(batch_id)))
+
+    def table_parts(self, table: str) -> dict[str, int]:
+        """part name -> size, of the parts a listing reader sees in `table`."""
+        return {m["path"].rsplit("/", 1)[-1]: m["size"] for m in self._list(table)
+                if m["path"].endswith(".parquet")}
+
+    def part_damage(self, entries: list[LedgerEntry], deep: bool) -> list[Damage]:
+        """The parts not as the segments recorded them (store/durable.py's Damage): missing (and
+        not in staging either: a commit cut off before its copies is rolled forward), size,
+        checksum (with `deep`: reads every part), unlisted (no segment names it)."""
+        import xxhash
+
+        staged = {m["path"][len(STATE) + 1:] for m in self._list(STAGING)}
+        damage = []
+        for table in TABLES:
+            present = self.table_parts(table)
+            named = set()
+            for entry in entries:
+                name = part_name(entry.batch_id)
+                named.add(name)
+                recorded = entry.parts.get(table)
+                if name not in present:
+                    if _key(entry.staging, table + ".parquet") not in staged:
+                        damage.append(Damage(table, name, "missing"))
+                elif recorded and recorded[0] >= 0 and present[name] != recorded[0]:
+                    damage.append(Damage(table, name, "size"))
+                elif deep and recorded and recorded[0] >= 0:
+                    data = self.read_part(table, entry.batch_id)
+                    if data is None:
+                        damage.append(Damage(table, name, "missing"))
+                    elif xxhash.xxh3_64_hexdigest(data) != recorded[1]:
+                        damage.append(Damage(table, name, "checksum"))
+            damage += [Damage(table, name, "unlisted") for name in sorted(present) if name not in named]
+        return damage
 
     def open(self) -> tuple[list[LedgerEntry], int, int]:
         """Win the job for this run (the open segment), then recover: the committed entries,
