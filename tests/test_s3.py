@@ -290,6 +290,8 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
     assert sorted(map(tuple, damaged["damage"])) == [("definitions", parts[0].rsplit("/")[-1], "missing"),
                                                      ("files", "part-99999999.parquet", "unlisted")]
     assert "--resume" in damaged["resume_command"] and url in damaged["resume_command"]
+    text = run_cli("status", url, env=environ, check_codes=(1,)).stdout
+    assert "DAMAGED:   2 part(s)" in text and "a missing or changed one needs --fresh" in text
     # The store was only read: no object was added by status.
     assert "status/files/part-99999999.parquet" in keys(client, "status")
     missing = run_cli("status", f"s3://{BUCKET}/nothing-here", env=environ)
@@ -318,3 +320,41 @@ def test_status_calls_an_open_run_running_and_a_killed_one_resumable(s3, corpus,
     done = _status(url, environ=s3_env(endpoint))
     assert done["state"] == "complete" and done["runs"] == 2 and done["files_done"] == len(baseline["files"])
     assert done["running_run"] is None and done["resume_command"] is None
+
+
+def test_resume_command_names_secret_storage_options_without_their_values(s3, tmp_path):
+    """Keys, tokens and passwords given as --storage-option are printed as NAME=... with a note;
+    the endpoint and region in full. Filled in, the command resumes the job."""
+    endpoint, client = s3
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("import os\n")
+    url = f"s3://{BUCKET}/secret"
+    environ = s3_env(endpoint)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        del environ[name]
+    options = ["--storage-option", f"endpoint={endpoint}", "--storage-option", "access_key_id=test",
+               "--storage-option", "secret_access_key=test", "--storage-option", "region=us-east-1"]
+    run_cli("run", source, "-o", url, "--no-progress", "-j", "1", *options, check_codes=(0,), env=environ)
+    client.put_object(Bucket=BUCKET, Key="secret/imports/part-99999999.parquet", Body=b"x")  # damage: unlisted
+    status = _status(url, *options, environ=environ, codes=(1,))
+    command = status["resume_command"]
+    assert "--storage-option=secret_access_key=..." in command and "--storage-option=access_key_id=..." in command
+    assert f"--storage-option=endpoint={endpoint}" in command and "--storage-option=region=us-east-1" in command
+    assert "=test" not in command and "# fill in access_key_id, secret_access_key" in command
+    assert "secret_access_key=test" not in run_cli("status", url, *options, env=environ).stdout
+    filled = command.replace("=...", "=test").split(" # ")[0]
+    resumed = subprocess.run(["bash", "-c", filled.replace("snakebatch ", f"{sys.executable} -m snakebatch ", 1)],
+                             env=environ, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _status(url, *options, environ=environ)["state"] == "complete"
+
+
+@pytest.mark.parametrize("name, secret", [("secret_access_key", True), ("aws_session_token", True),
+                                          ("access_key_id", True), ("password", True), ("sas_token", True),
+                                          ("service_account_key", True), ("region", False),
+                                          ("endpoint", False), ("skip_signature", False), ("max_retries", False)])
+def test_which_storage_options_are_secret(name, secret):
+    from snakebatch.store.objectstore import is_secret_option
+
+    assert is_secret_option(name) is secret

@@ -405,8 +405,10 @@ def format_status(status: JobStatus) -> str:
     if status.damage:
         shown = ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in status.damage[:8])
         more = f", {len(status.damage) - 8} more" if len(status.damage) > 8 else ""
-        lines.append(f"  DAMAGED:   {len(status.damage)} part(s) not as committed: {shown}{more}; "
-                     "a resume redoes their batches")
+        # In object storage a resume deletes unlisted parts but cannot redo a committed batch.
+        repair = ("a resume deletes unlisted parts; a missing or changed one needs --fresh"
+                  if is_object_url(status.output) else "a resume redoes their batches")
+        lines.append(f"  DAMAGED:   {len(status.damage)} part(s) not as committed: {shown}{more}; {repair}")
     elif status.verified:
         lines.append("  verified:  every part matches its recorded size and checksum")
     for path, state, message in status.error_samples:
