@@ -9,6 +9,7 @@ the create-only segment put and stops; a missing bucket or an unsupported scheme
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -358,3 +359,42 @@ def test_which_storage_options_are_secret(name, secret):
     from snakebatch.store.objectstore import is_secret_option
 
     assert is_secret_option(name) is secret
+
+
+@pytest.mark.slow
+def test_dask_workers_with_separate_scratch_folders_fill_the_bucket(s3, corpus, baseline, tmp_path):
+    """A local Dask cluster whose two workers each have their own scratch and working folder
+    (TMPDIR, --local-directory), none shared with the coordinator or each other: the parts go
+    through the bucket only, and the rows are the local pool's."""
+    pytest.importorskip("distributed")
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    from helpers import cli_env
+
+    endpoint, client = s3
+    environ = s3_env(endpoint)
+    scratch = {name: tmp_path / f"scratch-{name}" for name in ("a", "b")}
+    workers = {}
+    for name, folder in scratch.items():
+        folder.mkdir()
+        worker_env = {k: environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                              "AWS_REGION")}
+        worker_env.update(TMPDIR=str(folder), PYTHONPATH=cli_env()["PYTHONPATH"])
+        workers[name] = {"cls": Nanny, "options": {"nthreads": 1, "local_directory": str(folder / "dask"),
+                                                   "env": worker_env, "host": "127.0.0.1"}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, \
+            Client(cluster, set_as_default=False) as dask_client:
+        import tempfile
+
+        tmpdirs = dask_client.run(tempfile.gettempdir)
+        assert sorted(tmpdirs.values()) == sorted(str(folder) for folder in scratch.values())
+        run_cli(*run_args(corpus, f"s3://{BUCKET}/dask-scratch", *OPTIONS, "--executor", "dask",
+                          "--scheduler", cluster.scheduler_address), check_codes=(0,), env=environ)
+        pids = set(dask_client.run(os.getpid).values())
+    assert_same_output(snapshot(download_tables(client, "dask-scratch", tmp_path / "dl")), baseline)
+    stats = json.loads(client.get_object(Bucket=BUCKET, Key="dask-scratch/_snakebatch/stats.json")["Body"].read())
+    ran = {batch["worker_pid"] for batch in stats["batches"] if batch["files"]}
+    assert ran and ran <= pids, (ran, pids)  # every batch of files ran in a worker, none in the CLI
+    for folder in scratch.values():  # each worker cleaned its own scratch: no part left behind
+        assert not list(folder.glob("snakebatch-part-*"))
