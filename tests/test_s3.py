@@ -297,6 +297,10 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
     assert "status/files/part-99999999.parquet" in keys(client, "status")
     missing = run_cli("status", f"s3://{BUCKET}/nothing-here", env=environ)
     assert missing.returncode == 2 and "holds no snakebatch job" in missing.stderr
+    no_bucket = run_cli("status", "s3://no-such-bucket/out", env=environ)
+    assert no_bucket.returncode == 2 and "no-such-bucket" in no_bucket.stderr and "Traceback" not in no_bucket.stderr
+    local = run_cli("status", tmp_path, "--storage-option", "region=x", env=environ)
+    assert local.returncode == 2 and "only for an OUT in object storage" in local.stderr
 
 
 def test_status_calls_an_open_run_running_and_a_killed_one_resumable(s3, corpus, baseline, tmp_path):
