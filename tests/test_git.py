@@ -296,6 +296,9 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
     tree = tmp_path / "checkout"
     repo.git("worktree", "add", "-q", "--detach", str(tree), commit)
     tree_out = tmp_path / "tree"
-    run_ok(tree, "-o", tree_out, "--parser", LOGGING_PARSER)
+    tree_log = tmp_path / "tree-parses.log"
+    tree_summary = json.loads(run_ok(tree, "-o", tree_out, "--parser", LOGGING_PARSER, env=env(tree_log)).stdout)
+    assert len(tree_log.read_text().splitlines()) == 6  # a folder's files are each parsed
+    assert tree_summary["parses"] == {"parsed": 6, "reused": 0}
     for table in ("files", "definitions", "imports"):
         assert digests(tree_out, table) == digests(out, table), table

@@ -6,10 +6,11 @@ limit, and writing the batch's three part files (fsynced) into the batch's own s
 Must not touch: the ledger, the table folders, or any state shared between batches (it returns
 small stats; the coordinator decides what is committed).
 
-Within a batch, content seen before is not parsed again (`_Reuse`): a file whose blob id, parser,
-extension and language by name equal an earlier file's takes that file's parse result under its
-own path; a git blob's next paths (discovery and the planner keep them together) are not even
-read again. Parsers see the path only through those (`Parser.reuse_by_content`).
+Within a batch of a git source, a blob seen before is not read or parsed again (`_Reuse`): a file
+whose blob id, parser, extension and language by name equal an earlier file's takes that file's
+parse result under its own path (discovery and the planner keep a blob's paths together).
+Parsers see the path only through those (`Parser.reuse_by_content`). A folder's files are each
+read and parsed: tests and users count on a parse per file there, and its equal files are rare.
 
 A failure on one file becomes that file's status; nothing a file does takes the batch down,
 short of killing the process (which the coordinator handles).
@@ -188,7 +189,7 @@ class _File(NamedTuple):
 
 
 class _Reuse:
-    """A batch's parse results by content: the same blob, parser, extension and language by name
+    """A git batch's parse results by content: the same blob, parser, extension and language by name
     give the same rows whatever the rest of the path (the rows, held by the batch anyway, are
     shared, not copied). Also the last blob's bytes, for a git blob's next path."""
 
@@ -288,13 +289,13 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
         content_hash = xxhash.xxh3_128_hexdigest(data)
         if blob_id is None:  # a git source's blob id came with it
             blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        if rest:  # a git blob: its next path, if any, comes next (not a folder's file)
+        if rest:  # a git blob: its next path, if any, comes next
             reuse.last = (blob_id, data)
         if _is_binary(data):
             result = ParseResult(status="binary", language=language_of(path))
         else:
             parser = router.route(path, data[:256])
-            key = _Reuse.key(blob_id, parser, path)
+            key = _Reuse.key(blob_id, parser, path) if rest else None
             result = reuse.results.get(key) if key is not None else None
             if result is not None:
                 parse = "reused"
