@@ -125,9 +125,10 @@ class BatchPlanner:
             if size >= target_bytes:
                 break
         # The other paths of a git blob (discovery yields them one after the other) go with it:
-        # its worker reads and parses it once for all of them.
+        # its worker reads and parses it once for all of them. Up to the cap on files (the empty
+        # blob can be at 100,000 paths): past it the rest is the next batch's, parsed once more.
         blob_id = files[-1].blob_id
-        while blob_id is not None and (self._buffer or not self._exhausted):
+        while blob_id is not None and len(files) < MAX_FILES_PER_BATCH and (self._buffer or not self._exhausted):
             if not self._buffer:
                 self._fill(self._buffer_bytes + 1)
             if not self._buffer or self._buffer[0].blob_id != blob_id:
