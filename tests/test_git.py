@@ -284,6 +284,9 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
     parsed = sorted(line.split("\t")[0] for line in log.read_text().splitlines())
     assert len(parsed) == 3 and "b/own.py" in parsed  # shared, own, bad: one parse each
     assert summary["parses"] == {"parsed": 3, "reused": 3}
+    status = run_cli("status", out, "--json", check_codes=(0,))
+    assert json.loads(status.stdout)["parses"] == {"parsed": 3, "reused": 3}  # the ledger's, job-wide
+    assert "3 parsed, 3 reused" in run_cli("status", out, check_codes=(0,)).stdout
     files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     assert len(files) == 6
     shared_rows = [files[p] for p in ("a/shared.py", "b/deep/shared.py", "c/other_name.py")]

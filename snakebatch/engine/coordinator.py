@@ -167,7 +167,6 @@ class Coordinator:
         self._killed = False  # a second signal: shut down without waiting for the batches in flight
         self.tally = Tally()  # this run's committed batches (`sink.before` holds earlier runs')
         self.batches_parsed = 0  # committed batches a worker parsed (not forced-status rows)
-        self.parses = {"parsed": 0, "reused": 0}
         self.retries = 0
         self.crashed_isolations = 0
         self.watchdog_kills = 0
@@ -482,8 +481,7 @@ class Coordinator:
         failures = self.tally.failures - failures_before
         if task.forced_status is None and task.files:
             self.batches_parsed += 1
-        self.parses["parsed"] += outcome.parsed
-        self.parses["reused"] += outcome.reused
+
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
         if task.files:  # the job's empty first part was written here, not by a worker
@@ -570,5 +568,5 @@ class Coordinator:
             io_errors_rechecked=dict(self.sink.io_errors_rechecked),
             job_folders=self.discovery_stats.job_folders[:20],
             warnings=warnings,
-            parses=dict(self.parses),
+            parses=dict(run.parses),
         )

@@ -58,6 +58,9 @@ class JobStatus(msgspec.Struct):
     verified: bool = False  # whether every part's checksum was checked (--verify)
     snapshot_generation: int | None = None  # the manifest generation readers see (compaction or refresh)
     last_refresh: dict | None = None  # the last --refresh: generation, refreshed_at, changes, ...
+    # The job's files whose parser ran, and those of a git revision that took the parse of the same
+    # blob at another path (0 for batches committed before these were counted).
+    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -223,6 +226,7 @@ def job_status(out: str | os.PathLike, verify: bool = False) -> JobStatus:
         verified=verify and holder is None,
         snapshot_generation=manifest.generation if manifest else None,
         last_refresh=_last_refresh(out),
+        parses=dict(tally.parses),
     )
 
 
@@ -258,6 +262,9 @@ def format_status(status: JobStatus) -> str:
                  f"{status.files_per_s:.0f} files/s")
     compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
     lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
+    if status.parses["reused"]:
+        lines.append(f"  parses:    {status.parses['parsed']} parsed, {status.parses['reused']} reused "
+                     "(the same blob at another path)")
     if status.last_refresh:
         r = status.last_refresh
         c = r.get("changes", {})
