@@ -2,7 +2,8 @@
 
 Owns: grouping files by source bytes (a target from the governor, a cap on files per batch,
 a file larger than the target alone, the paths of one git blob together), batch ids, and
-skipping files a resumed job already committed. Must not touch: execution, memory sampling, or the ledger's files.
+skipping files a resumed job already committed. Must not touch: execution, memory sampling, or
+the ledger's files.
 
 Discovery is read ahead only a bounded number of files, so memory does not grow with the tree.
 Once discovery has ended, the remaining files are cut into smaller batches so that every worker

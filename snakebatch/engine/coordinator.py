@@ -108,8 +108,8 @@ class RunSummary(msgspec.Struct):
     job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
     warnings: list = []  # what the user should look at although the run went through
     refresh: dict | None = None  # a --refresh's generation, change counts and costs (engine/refresh.py)
-    # This run's files whose parser ran, and those that took the result of the same content
-    # parsed earlier in their batch (engine/worker.py `_Reuse`).
+    # This run's files whose parser ran, and those of a git revision that took the parse of the
+    # same blob at another path (engine/worker.py `_Reuse`).
     parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
 
 
@@ -481,7 +481,6 @@ class Coordinator:
         failures = self.tally.failures - failures_before
         if task.forced_status is None and task.files:
             self.batches_parsed += 1
-
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
         if task.files:  # the job's empty first part was written here, not by a worker

@@ -1,8 +1,9 @@
 """The counts of committed batches: one struct for a run, for what earlier runs left, and for `status`.
 
 Owns: adding up what committed batches hold (batches, files, bytes, parse time, rows per table,
-statuses, languages, files with an error or a failure status, files parsed and reused). Must not touch: anything it is not handed; a
-`BatchOutcome` (a batch just committed) and a `LedgerEntry` (one committed before) both feed it.
+statuses, languages, files with an error or a failure status, files parsed and reused). Must not
+touch: anything it is not handed; a `BatchOutcome` (a batch just committed) and a `LedgerEntry`
+(one committed before) both feed it.
 """
 
 from __future__ import annotations
