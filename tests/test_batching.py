@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakebatch.engine.batching import LOOKAHEAD_FILES, BatchPlanner, CommittedIndex
+from snakebatch.engine.batching import LOOKAHEAD_FILES, MAX_FILES_PER_BATCH, BatchPlanner, CommittedIndex
 from snakebatch.engine.discovery import SourceFile
 
 
@@ -75,3 +75,27 @@ def test_committed_files_are_skipped_and_stale_ones_counted():
     batch = planner.next_batch(1_000)
     assert [f.path for f in batch.files] == ["f2.py"]
     assert committed.seen == 2 and committed.stale_count == 1 and committed.stale == ["f1.py"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(groups=st.lists(st.tuples(st.integers(1, 30), st.integers(0, 3000)), max_size=60),
+       target=st.integers(1, 20_000), workers=st.integers(1, 4), max_files=st.integers(1, 10))
+def test_the_paths_of_one_git_blob_go_in_one_batch(groups, target, workers, max_files):
+    files = [SourceFile(f"g{g}/p{i}.py", size, None, f"blob{g}")
+             for g, (count, size) in enumerate(groups) for i in range(count)]
+    planner = BatchPlanner(files, workers=workers)
+    seen, batch_of = [], {}
+    while (batch := planner.next_batch(target, max_files)) is not None:
+        for f in batch.files:
+            assert batch_of.setdefault(f.blob_id, batch.batch_id) == batch.batch_id, "a blob's paths split"
+        seen.extend(batch.files)
+    assert seen == files
+
+
+def test_a_blob_at_more_paths_than_the_cap_is_split_at_the_cap():
+    files = [SourceFile(f"p{i}.py", 0, None, "e69de29") for i in range(2500)]
+    planner = BatchPlanner(files, workers=2)
+    sizes = []
+    while (batch := planner.next_batch(1_000_000)) is not None:
+        sizes.append(len(batch.files))
+    assert sum(sizes) == 2500 and max(sizes) == MAX_FILES_PER_BATCH

@@ -263,3 +263,45 @@ def test_an_object_that_cannot_be_read_is_an_io_error_row(tmp_path):
     assert rows["README.md"]["status"] == "io_error"
     assert blob in rows["README.md"]["error_message"]
     assert rows["a.py"]["status"] == "ok"
+
+
+def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, env={**os.environ, **GIT_ENV})
+    repo = Repo(root)
+    shared = b"import os\n\nclass Shared:\n    def go(self):\n        pass\n"
+    for name in ("a/shared.py", "b/deep/shared.py", "c/other_name.py"):
+        repo.write(name, shared)
+    repo.write("b/own.py", b"def own():\n    pass\n")
+    repo.write("c/bad.py", b"def broken(:\n")  # the same syntax error at two paths, parsed once too
+    repo.write("d/bad.py", b"def broken(:\n")
+    commit = repo.commit("one blob at three paths")
+    log = tmp_path / "parses.log"
+    out = tmp_path / "rev"
+    summary = json.loads(run_ok(root, "--rev", commit, "-o", out, "--parser", LOGGING_PARSER, "-j", "2",
+                                env=env(log)).stdout)
+    parsed = sorted(line.split("\t")[0] for line in log.read_text().splitlines())
+    assert len(parsed) == 3 and "b/own.py" in parsed  # shared, own, bad: one parse each
+    assert summary["parses"] == {"parsed": 3, "reused": 3}
+    status = run_cli("status", out, "--json", check_codes=(0,))
+    assert json.loads(status.stdout)["parses"] == {"parsed": 3, "reused": 3}  # the ledger's, job-wide
+    assert "3 parsed, 3 reused" in run_cli("status", out, check_codes=(0,)).stdout
+    files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
+    assert len(files) == 6
+    shared_rows = [files[p] for p in ("a/shared.py", "b/deep/shared.py", "c/other_name.py")]
+    assert len({r["blob_id"] for r in shared_rows}) == 1
+    assert all(r["status"] == "ok" and r["n_definitions"] == 2 for r in shared_rows)
+    definitions = read_table(out, "definitions").to_pylist()
+    assert sorted(d["path"] for d in definitions if d["name"] == "go") == [
+        "a/shared.py", "b/deep/shared.py", "c/other_name.py"]
+    # the same tables as a folder run on a checkout, which parses every file
+    tree = tmp_path / "checkout"
+    repo.git("worktree", "add", "-q", "--detach", str(tree), commit)
+    tree_out = tmp_path / "tree"
+    tree_log = tmp_path / "tree-parses.log"
+    tree_summary = json.loads(run_ok(tree, "-o", tree_out, "--parser", LOGGING_PARSER, env=env(tree_log)).stdout)
+    assert len(tree_log.read_text().splitlines()) == 6  # a folder's files are each parsed
+    assert tree_summary["parses"] == {"parsed": 6, "reused": 0}
+    for table in ("files", "definitions", "imports"):
+        assert digests(tree_out, table) == digests(out, table), table

@@ -1,8 +1,9 @@
 """Batching: turn the stream of discovered files into size-balanced batches.
 
 Owns: grouping files by source bytes (a target from the governor, a cap on files per batch,
-a file larger than the target alone), batch ids, and skipping files a resumed job already
-committed. Must not touch: execution, memory sampling, or the ledger's files.
+a file larger than the target alone, the paths of one git blob together), batch ids, and
+skipping files a resumed job already committed. Must not touch: execution, memory sampling, or
+the ledger's files.
 
 Discovery is read ahead only a bounded number of files, so memory does not grow with the tree.
 Once discovery has ended, the remaining files are cut into smaller batches so that every worker
@@ -124,4 +125,16 @@ class BatchPlanner:
             self._buffer_bytes -= head.size
             if size >= target_bytes:
                 break
+        # The other paths of a git blob (discovery yields them one after the other) go with it:
+        # its worker reads and parses it once for all of them. Up to the cap on files (the empty
+        # blob can be at 100,000 paths): past it the rest is the next batch's, parsed once more.
+        blob_id = files[-1].blob_id
+        while blob_id is not None and len(files) < MAX_FILES_PER_BATCH and (self._buffer or not self._exhausted):
+            if not self._buffer:
+                self._fill(self._buffer_bytes + 1)
+            if not self._buffer or self._buffer[0].blob_id != blob_id:
+                break
+            head = self._buffer.popleft()
+            files.append(head)
+            self._buffer_bytes -= head.size
         return Batch(self.new_id(), files)

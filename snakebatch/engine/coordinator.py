@@ -108,6 +108,9 @@ class RunSummary(msgspec.Struct):
     job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
     warnings: list = []  # what the user should look at although the run went through
     refresh: dict | None = None  # a --refresh's generation, change counts and costs (engine/refresh.py)
+    # This run's files whose parser ran, and those of a git revision that took the parse of the
+    # same blob at another path (engine/worker.py `_Reuse`).
+    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
 
 
 class _Stop:
@@ -564,4 +567,5 @@ class Coordinator:
             io_errors_rechecked=dict(self.sink.io_errors_rechecked),
             job_folders=self.discovery_stats.job_folders[:20],
             warnings=warnings,
+            parses=dict(run.parses),
         )

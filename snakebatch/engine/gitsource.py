@@ -102,10 +102,21 @@ def source_files(job: JobConfig, skip: str | None, stats: DiscoveryStats) -> Ite
 
 def discover_revision(job: JobConfig, stats: DiscoveryStats) -> Iterator[SourceFile]:
     """The files of the job's revision (or, for --history, each unique blob once), as discovery's
-    SourceFile entries with their blob id and no mtime."""
+    SourceFile entries with their blob id and no mtime. The paths of one blob come one after the
+    other (at the place of its first path): the planner keeps them in one batch, whose worker
+    reads and parses the blob once for all of them (engine/worker.py `_Reuse`)."""
     if job.history:
         yield from _unique_blobs(job, stats, None)
         return
+    groups: dict[str, list[SourceFile]] = {}
+    for source_file in _revision_files(job, stats):
+        groups.setdefault(source_file.blob_id, []).append(source_file)
+    for group in groups.values():
+        yield from group
+
+
+def _revision_files(job: JobConfig, stats: DiscoveryStats) -> Iterator[SourceFile]:
+    """The taken files of the job's revision, in git's order."""
     taken = _Filter(job, stats)
     if not job.follow_symlinks:
         for entry in ls_tree(job.source, job.commit):

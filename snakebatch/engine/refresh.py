@@ -230,6 +230,8 @@ class RefreshSink(OutputSink):
             run_started_at=self.started_at,
             stats=[self.stat_of[path] for path in paths],
             stat_at_ns=self.started_ns,
+            parsed=outcome.parsed,
+            reused=outcome.reused,
         )
         for table in TABLES:
             os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))

@@ -136,6 +136,8 @@ class OutputSink:
             committed_at=time.time(),
             run_started_at=self.started_at,
             parts=outcome.parts,
+            parsed=outcome.parsed,
+            reused=outcome.reused,
             # A git source has no working-tree stat data to compare.
             stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
         )
@@ -263,6 +265,7 @@ class ObjectStoreSink:
             mtimes=[m[1] for m in outcome.files_meta], statuses=outcome.statuses, rows=outcome.rows,
             bytes=outcome.bytes, parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
             committed_at=time.time(), run_started_at=self.started_at, parts=outcome.parts,
+            parsed=outcome.parsed, reused=outcome.reused,
             stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
         )
         self.job.commit(entry)

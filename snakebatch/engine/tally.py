@@ -1,8 +1,9 @@
 """The counts of committed batches: one struct for a run, for what earlier runs left, and for `status`.
 
 Owns: adding up what committed batches hold (batches, files, bytes, parse time, rows per table,
-statuses, languages, files with an error or a failure status). Must not touch: anything it is not handed; a
-`BatchOutcome` (a batch just committed) and a `LedgerEntry` (one committed before) both feed it.
+statuses, languages, files with an error or a failure status, files parsed and reused). Must not
+touch: anything it is not handed; a `BatchOutcome` (a batch just committed) and a `LedgerEntry`
+(one committed before) both feed it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class Committed(Protocol):
     bytes: int
     parse_s: float
     language_counts: dict
+    parsed: int
+    reused: int
 
 
 class Tally:
@@ -33,6 +36,7 @@ class Tally:
         self.language_counts: dict[str, int] = {}
         self.errors = 0  # files with an error status (ERROR_STATUSES)
         self.failures = 0  # files with a failure status (FAILURE_STATUSES: what --max-errors counts)
+        self.parses = {"parsed": 0, "reused": 0}  # files whose parser ran / that took another's parse
 
     def add(self, batch: Committed) -> None:
         """Count one committed batch."""
@@ -50,6 +54,8 @@ class Tally:
                 self.failures += status in FAILURE_STATUSES
         for language, count in batch.language_counts.items():
             self.language_counts[language] = self.language_counts.get(language, 0) + count
+        self.parses["parsed"] += batch.parsed
+        self.parses["reused"] += batch.reused
 
     def __add__(self, other: Tally) -> Tally:
         total = Tally()
@@ -59,7 +65,7 @@ class Tally:
             total.bytes += part.bytes
             total.parse_s += part.parse_s
             for into, counts in ((total.rows, part.rows), (total.status_counts, part.status_counts),
-                                 (total.language_counts, part.language_counts)):
+                                 (total.language_counts, part.language_counts), (total.parses, part.parses)):
                 for key, count in counts.items():
                     into[key] = into.get(key, 0) + count
             total.errors += part.errors

@@ -6,6 +6,12 @@ limit, and writing the batch's three part files (fsynced) into the batch's own s
 Must not touch: the ledger, the table folders, or any state shared between batches (it returns
 small stats; the coordinator decides what is committed).
 
+Within a batch of a git source, a blob seen before is not read or parsed again (`_Reuse`): a file
+whose blob id, parser, extension and language by name equal an earlier file's takes that file's
+parse result under its own path (discovery and the planner keep a blob's paths together).
+Parsers see the path only through those (`Parser.reuse_by_content`). A folder's files are each
+read and parsed: tests and users count on a parse per file there, and its equal files are rare.
+
 A failure on one file becomes that file's status; nothing a file does takes the batch down,
 short of killing the process (which the coordinator handles).
 """
@@ -83,6 +89,8 @@ class BatchOutcome(msgspec.Struct):
     pid: int
     # (parser name, source bytes, peak extra RSS bytes) of each file >= MEASURE_MIN_BYTES parsed
     memory_samples: list = []
+    parsed: int = 0  # files whose parser ran
+    reused: int = 0  # files that took an earlier file's parse result (the same content, `_Reuse`)
     parts: dict = {}  # table -> [size, xxh3-64 hex] of its staged part, for the ledger
 
 
@@ -177,6 +185,25 @@ class _File(NamedTuple):
     bytes_read: int
     parse_s: float
     memory_sample: tuple | None  # (parser name, source bytes, peak extra RSS bytes) when measured
+    parse: str | None = None  # "parsed", "reused", or None when no parser was run
+
+
+class _Reuse:
+    """A git batch's parse results by content: the same blob, parser, extension and language by name
+    give the same rows whatever the rest of the path (the rows, held by the batch anyway, are
+    shared, not copied). Also the last blob's bytes, for a git blob's next path."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple, ParseResult] = {}
+        self.last: tuple[str, bytes] | None = None  # (blob id, data) of the last file read
+
+    @staticmethod
+    def key(blob_id: str, parser, path: str) -> tuple | None:
+        if not parser.reuse_by_content:
+            return None
+        base = path.rpartition("/")[2]
+        dot = base.rfind(".")
+        return blob_id, parser.name, base[dot:] if dot > 0 else "", language_of(path)
 
 
 def _read_source(path: str, size: int, blob_id: str | None, task: BatchTask) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
@@ -238,7 +265,7 @@ def _parse(parser, path: str, out_path: str, data: bytes, task: BatchTask, index
 
 
 def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm: bool,
-                   heartbeat: Heartbeat | None) -> _File:
+                   heartbeat: Heartbeat | None, reuse: _Reuse) -> _File:
     """Read, classify and parse file `index` of the batch (or give it the batch's forced status)."""
     path, size, mtime_ns, *rest = task.files[index]
     blob_id = rest[0] if rest else None
@@ -248,9 +275,12 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
     content_hash = None
     elapsed = None
     sample = None
+    parse = None
     if task.forced_status is not None:
         result = ParseResult(status=task.forced_status, error_type=task.forced_status,
                              error_message=task.forced_message, language=language_of(path))
+    elif blob_id is not None and reuse.last is not None and reuse.last[0] == blob_id:
+        data, size, result = reuse.last[1], len(reuse.last[1]), None
     else:
         data, read_size, read_mtime, result = _read_source(path, size, blob_id, task)
         if read_size is not None:
@@ -259,11 +289,21 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
         content_hash = xxhash.xxh3_128_hexdigest(data)
         if blob_id is None:  # a git source's blob id came with it
             blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        if rest:  # a git blob: its next path, if any, comes next
+            reuse.last = (blob_id, data)
         if _is_binary(data):
             result = ParseResult(status="binary", language=language_of(path))
         else:
             parser = router.route(path, data[:256])
-            result, elapsed, sample = _parse(parser, path, out_path, data, task, index, use_alarm, heartbeat)
+            key = _Reuse.key(blob_id, parser, path) if rest else None
+            result = reuse.results.get(key) if key is not None else None
+            if result is not None:
+                parse = "reused"
+            else:
+                result, elapsed, sample = _parse(parser, path, out_path, data, task, index, use_alarm, heartbeat)
+                parse = "parsed"
+                if key is not None:
+                    reuse.results[key] = result
     message = result.error_message
     row = {
         "path": out_path,
@@ -298,7 +338,7 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
             text = decode_text(data)
         row["content"] = text
     return _File(row, result.definitions, result.imports, len(data) if data is not None else 0,
-                 elapsed or 0.0, sample)
+                 elapsed or 0.0, sample, parse)
 
 
 class _Columns:
@@ -353,6 +393,7 @@ class _Batch:
         self.memory_samples: list = []
         self.bytes = 0
         self.parse_s = 0.0
+        self.parses = {"parsed": 0, "reused": 0}
 
     def add(self, file: _File) -> None:
         row = file.row
@@ -370,6 +411,8 @@ class _Batch:
             self.memory_samples.append(file.memory_sample)
         self.bytes += file.bytes_read
         self.parse_s += file.parse_s
+        if file.parse is not None:
+            self.parses[file.parse] += 1
 
     def write(self, task: BatchTask) -> BatchOutcome:
         """Write the part files into the task's staging folder (fsynced); the batch's stats."""
@@ -400,6 +443,8 @@ class _Batch:
             rss_bytes=memprobe.rss(),
             pid=os.getpid(),
             memory_samples=self.memory_samples,
+            parsed=self.parses["parsed"],
+            reused=self.parses["reused"],
             parts=parts,
         )
 
@@ -414,11 +459,12 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         if heartbeat is not None:
             heartbeat.between_files(task.batch_id, task.attempt)
     batch = _Batch(task.content)
+    reuse = _Reuse()
     if use_alarm:
         previous_handler = signal.signal(signal.SIGALRM, _alarm)
     try:
         for index in range(len(task.files)):
-            batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat))
+            batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat, reuse))
     finally:
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)

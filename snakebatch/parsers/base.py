@@ -76,6 +76,10 @@ class Parser:
     version: str = "0"
     # Where the parser came from, for `snakebatch parsers`: builtin, entry point or module:attr.
     origin: str = "builtin"
+    # The result depends on the path only through its extension and its language by name, so
+    # that another path of the same content takes it without a parse (engine/worker.py `_Reuse`).
+    # A parser whose rows depend on more of the path sets this False.
+    reuse_by_content: ClassVar[bool] = True
 
     def parse(self, path: str, data: bytes) -> ParseResult:
         raise NotImplementedError

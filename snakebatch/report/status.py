@@ -65,6 +65,9 @@ class JobStatus(msgspec.Struct):
     # and the Unix time of the newest ledger segment (a killed run looks running; this tells its age)
     running_run: str | None = None
     last_segment_at: float | None = None
+    # The job's files whose parser ran, and those of a git revision that took the parse of the same
+    # blob at another path (0 for batches committed before these were counted).
+    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -235,6 +238,7 @@ def job_status(out: str | os.PathLike, verify: bool = False, storage_options=Non
         verified=verify and holder is None,
         snapshot_generation=manifest.generation if manifest else None,
         last_refresh=_last_refresh(out),
+        parses=dict(tally.parses),
     )
 
 
@@ -316,6 +320,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
         verified=verify and not running,
         snapshot_generation=None,
         last_refresh=None,
+        parses=dict(tally.parses),
         running_run=running,
         last_segment_at=last_segment_at,
     )
@@ -389,6 +394,9 @@ def format_status(status: JobStatus) -> str:
                  f"{status.files_per_s:.0f} files/s")
     compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
     lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
+    if status.parses["reused"]:
+        lines.append(f"  parses:    {status.parses['parsed']} parsed, {status.parses['reused']} reused "
+                     "(the same blob at another path)")
     if status.last_refresh:
         r = status.last_refresh
         c = r.get("changes", {})

@@ -69,6 +69,10 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     # mtimes above), recorded at `stat_at_ns`; empty in ledgers written before refresh existed.
     stats: list = []
     stat_at_ns: int = 0
+    # Files whose parser ran, and files of a git revision that took the parse of the same blob at
+    # another path (engine/worker.py `_Reuse`); 0 in ledgers written before these were counted.
+    parsed: int = 0
+    reused: int = 0
 
 
 class RecoveryReport(msgspec.Struct):
