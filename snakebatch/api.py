@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import msgspec
@@ -174,9 +175,10 @@ def _stream(config, on_progress) -> Iterator[tuple[str, pa.RecordBatch]]:
 class WatchRound(RunResult):
     """One round of `snakebatch.watch`: a refresh (the first round of a new job: its run)."""
 
-    def __init__(self, summary: RunSummary, number: int):
+    def __init__(self, summary: RunSummary, number: int, wall_s: float):
         super().__init__(summary)
         self.number = number
+        self.wall_s = wall_s  # the whole round: planning, parsing and the commit (elapsed_s: from the parsing on)
 
     @property
     def changes(self) -> dict:
@@ -193,7 +195,7 @@ class WatchRound(RunResult):
     def line(self) -> str:
         """The round in one line, as `snakebatch watch` prints it: `+3 ~1 -0 in 0.21 s`."""
         c = self.changes
-        text = f"+{c['added']} ~{c['modified']} -{c['deleted']} in {self.elapsed_s:.2f} s"
+        text = f"+{c['added']} ~{c['modified']} -{c['deleted']} in {self.wall_s:.2f} s"
         if c["reparsed"]:
             text += f" ({c['reparsed']} reparsed)"
         if self.state != "complete":
@@ -234,11 +236,12 @@ class Watch:
         try:
             for number, candidates in enumerate(self.events.rounds(), start=1):
                 self._in_round = True
+                started = time.monotonic()
                 try:
                     summary = self._round(pool, candidates)
                 finally:
                     self._in_round = False
-                result = WatchRound(summary, number)
+                result = WatchRound(summary, number, round(time.monotonic() - started, 3))
                 yield result
                 if result.state != "complete" or self._stop.is_set():
                     return
