@@ -27,6 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))  # snakebatch from this checkout, for the watch rounds
 
 from corpora import corpus  # noqa: E402
 
@@ -88,9 +89,36 @@ def bench(name: str, workers: int, scratch: str) -> dict:
         })
         print(f"  {name} {label}: {wall:.2f} s, parsed {refresh['parsed']}, hashed {refresh['hashed']}",
               file=sys.stderr, flush=True)
+    result["watch"] = watch_rounds(source, out, order, workers)
     shutil.rmtree(source)
     shutil.rmtree(out)
     return result
+
+
+def watch_rounds(source: str, out: str, files: list, workers: int) -> list[dict]:
+    """`snakebatch.watch` in this process: its first round (a full walk, the pool not started
+    yet), then rounds of 1 file and of 1% of the files changed (only their paths stat'ed, the
+    pool warm). Files are changed once the previous round has been handed over."""
+    import snakebatch
+
+    rounds = []
+    watch = snakebatch.watch(source, out, debounce=0.2, workers=workers)
+    it = iter(watch)
+    first = next(it)
+    rounds.append({"step": "first round", "changed": 0, "wall_s": first.wall_s, "walk": first.walk,
+                   "parsed": first.summary.refresh["parsed"], "peak_rss": first.peak_rss_bytes})
+    unused = files[:]
+    for label, count in (("1 file", 1), ("1 file again", 1), ("1%", max(1, round(len(files) * 0.01)))):
+        for path in unused[:count]:
+            with open(path, "a") as fh:
+                fh.write(f"\n# changed by refresh_bench (watch, {label})\n")
+        unused = unused[count:]
+        r = next(it)
+        rounds.append({"step": label, "changed": count, "wall_s": r.wall_s, "walk": r.walk,
+                       "parsed": r.summary.refresh["parsed"], "peak_rss": r.peak_rss_bytes})
+        print(f"  watch {label}: {r.line()}", file=sys.stderr, flush=True)
+    watch.stop()
+    return rounds
 
 
 def mb(n: int) -> str:
@@ -115,6 +143,10 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {s['step']} | {s['changed']:,} | {s['wall_s']:.2f} s | {s['plan_s']:.2f} s | "
                          f"{s['hashed']:,} | {s['parsed']:,} | +{c['added']} ~{c['modified']} -{c['deleted']} | "
                          f"{mb(s['peak_rss'])} | {mb(s['coordinator_rss'])} |")
+        lines += ["", "`snakebatch.watch` on the same tree afterwards (debounce 0.2 s, not counted in the wall):", "",
+                  "| round | files changed | wall | walk | parsed | peak RSS tree |", "|---|---:|---:|---|---:|---:|"]
+        lines += [f"| {w['step']} | {w['changed']:,} | {w['wall_s']:.2f} s | {w['walk']} | {w['parsed']:,} | "
+                  f"{mb(w['peak_rss'])} |" for w in r["watch"]]
         steps = {s["step"]: s for s in r["steps"]}
         unchanged, one, pct = steps["unchanged"], steps["1 file"], steps["1%"]
         lines += [
