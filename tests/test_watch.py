@@ -139,3 +139,31 @@ def test_watch_without_the_extra_exits_2_naming_it(tmp_path):
                    check_codes=(2,), timeout=60)
     assert "pip install 'snakebatch[watch]'" in proc.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_discover_paths_takes_exactly_what_a_walk_takes(tmp_path):
+    """Given every path under SOURCE, a round's stat of named paths yields what a full walk
+    does: the same .gitignore rules at each depth, --exclude and --include, VCS folders, links,
+    OUT and other jobs' folders skipped."""
+    from snakebatch.config import build_config
+    from snakebatch.engine.discovery import discover, discover_paths
+
+    source = _tree(tmp_path / "src")
+    (source / ".gitignore").write_text("*.log\nbuild/\n")
+    (source / "pkg0" / ".gitignore").write_text("!keep.log\nsecret.py\n")
+    for rel in ("a.log", "pkg0/keep.log", "pkg0/secret.py", "build/x.py", "pkg1/build/y.py", ".git/config",
+                "pkg1/.git", "vendor/v.py", "deep/er/z.py"):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text("x = 1\n")
+    os.symlink(source / "pkg0" / "m0.py", source / "link.py")
+    os.symlink(source / "pkg0", source / "linked-folder")
+    snakebatch.run(source / "deep", output=source / "deep" / "other-job", workers=1, progress=False)
+    out = source / "out"
+    out.mkdir()
+    (out / "inside-out.py").write_text("y = 2\n")
+    every = [os.path.relpath(os.path.join(folder, name), source).replace(os.sep, "/")
+             for folder, dirs, names in os.walk(source) for name in names + dirs]
+    for options in ({}, {"exclude": ["vendor/"], "include": ["*.py", "*.log"]}, {"gitignore": False}):
+        job = build_config(source, out, **options).job
+        walked = list(discover(job, skip=str(out)))
+        assert walked and list(discover_paths(job, every, skip=str(out))) == sorted(walked), options
