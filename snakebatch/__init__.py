@@ -9,10 +9,10 @@
 """
 
 from ._version import __version__
-from .api import RunResult, open_dataset, run, stream  # noqa: E402
+from .api import RunResult, Watch, WatchRound, open_dataset, run, stream, watch  # noqa: E402
 from .engine.coordinator import Progress  # noqa: E402
 from .errors import ConfigError, JobError, SnakebatchError  # noqa: E402
 from .report.plan import Plan, plan  # noqa: E402
 
 __all__ = ["__version__", "ConfigError", "JobError", "Plan", "Progress", "RunResult", "SnakebatchError", "open_dataset", "plan", "run",
-           "stream"]
+           "stream", "Watch", "WatchRound", "watch"]

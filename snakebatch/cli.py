@@ -231,6 +231,43 @@ def run(source, output, resume, fresh, refresh, redo, verify_content, workers, m
     sys.exit(summary.exit_code)
 
 
+@main.command(name="watch")
+@click.argument("source", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@click.option("-o", "--output", default="snakebatch-out", show_default=True, help="Output folder.")
+@click.option("--debounce", type=float, default=1.0, show_default=True,
+              help="Seconds without a new event before a round refreshes what changed.")
+@_job_options
+@click.option("--content", is_flag=True, help="Also store each text file's content.")
+@click.option("--file-timeout", type=float, default=None, help="Seconds before a file's parse is given up as timeout [60].")
+@click.option("--retries", type=int, default=None, help="Retries of a crashed or timed-out file [1].")
+def watch_command(source, output, debounce, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+                  follow_symlinks, max_file_size, parsers, content, file_timeout, retries):
+    """Keep OUT refreshed while SOURCE changes: a refresh per round of file events, one line each.
+
+    Needs the extra: pip install 'snakebatch[watch]'. Ctrl-C exits 130 with OUT a complete snapshot."""
+    from .api import watch
+
+    options = dict(
+        _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+                           follow_symlinks, max_file_size, parsers),
+        content=True if content else None, file_timeout=file_timeout, retries=retries,
+    )
+    try:
+        watcher = watch(source, output, debounce=debounce, **options)
+        click.echo(f"snakebatch: watching {source} into {output} (Ctrl-C to stop)", err=True)
+        last = None
+        for last in watcher:
+            click.echo(last.line())
+    except (ConfigError, JobError) as err:
+        _fail(str(err), EXIT_USAGE)
+    if last is not None and last.state != "complete":
+        click.echo(f"snakebatch: stopped: {last.summary.stop_reason}", err=True)
+        sys.exit(last.exit_code)
+    if watcher.interrupted:
+        click.echo("snakebatch: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
 @main.command()
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--verify", is_flag=True, help="Also check every part's checksum (reads every part).")
