@@ -8,7 +8,6 @@ Generated modules of many small functions need about 265 bytes of `ast` per sour
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
@@ -108,42 +107,6 @@ def test_admission_right_after_the_first_submission_counts_the_pool_it_started()
     finally:
         governor.stop()
         executor.shutdown()
-
-
-def test_rows_the_coordinator_writes_itself_teach_nothing_about_workers(tmp_path):
-    """`too_large` (and timeout, crashed) rows are written by the coordinator, in its own process:
-    their outcome carries the coordinator's RSS (117 MB in a run, beside 70 MB workers). Learned
-    as a worker's rest, it raised the baseline by 2 x 47 MB, so the next small files were
-    `too_large` too, each adding another such outcome: 90 of 121 files in a run."""
-    from snakebatch.engine.governor import MemoryGovernor
-    from snakebatch.engine.worker import BatchTask, process_batch
-    from snakebatch.executors.local import LocalExecutor
-
-    src = tmp_path / "src"
-    small_files(src, 4)
-    files = [(f"pkg/mod_{i:03d}.py", (src / "pkg" / f"mod_{i:03d}.py").stat().st_size, 0) for i in range(4)]
-
-    def task(i, **kw):
-        return BatchTask(batch_id=i, attempt=0, source=str(src), staging=str(tmp_path / f"stage{i}"),
-                         files=[files[i]], **kw)
-
-    governor = MemoryGovernor(budget=10 * 10**9, workers=2)
-    executor = LocalExecutor(1)
-    try:
-        in_worker = executor.submit(process_batch, task(0)).result(timeout=60)
-    finally:
-        executor.shutdown()
-    assert in_worker.pid != os.getpid()
-    governor.observe(in_worker)
-    batch_bytes = governor.batch_bytes
-    for i in (1, 2, 3):
-        forced = process_batch(task(i, forced_status="too_large", forced_message="too large"))
-        assert forced.statuses == ["too_large"]
-        assert forced.pid == os.getpid() and forced.rss_bytes != in_worker.rss_bytes
-        governor.observe(forced)
-    assert governor.worker_rest_rss() == in_worker.rss_bytes
-    assert governor.batch_bytes == batch_bytes  # nothing was parsed: no lesson on batch sizes
-    assert not governor.recycle_wanted
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ admission), the model of what a batch will cost (bytes of memory per byte of sou
 parser from the workers' measurements), the admission of each batch (in budget? alone?), the
 batch size target, the number of batches in flight, when the pool should be recycled, which
 files are too large for the budget, and the record of its decisions. Must not touch: executing
-or committing batches; the coordinator asks it before each submission and tells it each outcome.
+or committing batches; the coordinator asks it before each submission and tells it the outcome
+of each batch a worker ran.
 
 The model: the tree costs a baseline (the coordinator and its helpers, plus each worker at
 rest) and each batch in flight adds its predicted peak: its largest file's parse (files of a
@@ -330,13 +331,7 @@ class MemoryGovernor:
 
         Batches that parse in under a quarter second spend too much on per-batch overhead
         (three part files and a commit), so they grow while two of them fit a worker's share.
-
-        Rows the coordinator writes itself (too_large, timeout, crashed) teach nothing: nothing
-        was parsed, and their RSS is the coordinator's (117 MB beside 70 MB workers, measured;
-        taken for a worker's rest it raised the baseline until small files were too_large).
         """
-        if outcome.pid == self._root.pid:
-            return
         for parser, size, extra in outcome.memory_samples:
             if size > 0 and extra > 0:
                 window = self._samples.setdefault(parser, deque(maxlen=RATIO_WINDOW))
