@@ -316,3 +316,21 @@ def test_the_governor_grows_quick_batches_and_recycles_a_worker_that_keeps_memor
     assert "recycle_wanted" in decisions and "recycled_pool" in decisions
     assert executor.recycled_with == [0] and summary.governor["recycles"] == 1  # once nothing ran
     assert "grow_batch" in decisions and summary.governor["batch_bytes"] > DEFAULT_BATCH_BYTES
+
+
+def test_rows_the_coordinator_writes_itself_teach_the_governor_nothing(tmp_path):
+    """`too_large` rows (and timeout, crashed) are written here, in the coordinator: their outcome
+    carries the coordinator's RSS. Learned as a worker's rest (117 MB beside 70 MB workers in a
+    run), it raised the baseline until the next small files were `too_large` too, each adding
+    another such outcome: 90 of 121 files in tests/test_governor.py."""
+    src = _source(tmp_path, _clean(3))
+    for i in range(5):
+        with open(src / f"a_huge_{i}.py", "wb") as fh:
+            fh.truncate(9_000_000)  # sparse: ~2.3 GB at the python prior, more than the budget
+    summary, executor, statuses, _ = _run(tmp_path, src, lambda task: "ok", memory_budget=_budget_with_room(2 << 30))
+    assert summary.state == "complete"
+    assert [statuses[f"a_huge_{i}.py"] for i in range(5)] == ["too_large"] * 5
+    assert [statuses[name] for name in _clean(3)] == ["ok"] * 3
+    assert psutil.Process().memory_info().rss != WORKER_RSS
+    assert summary.governor["worker_rest_rss_bytes"] == WORKER_RSS  # the workers', as they reported it
+    assert summary.governor["too_large_files"] == 5

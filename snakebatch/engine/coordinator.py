@@ -483,7 +483,10 @@ class Coordinator:
             self.batches_parsed += 1
         if len(self.error_samples) < 10:
             self.error_samples.extend(outcome.errors[: 10 - len(self.error_samples)])
-        if task.files:  # the job's empty first part was written here, not by a worker
+        # Only a worker's outcome teaches the governor: the job's empty first part and forced rows
+        # (too_large, timeout, crashed) were written here, and their RSS is this process's (117 MB
+        # beside 70 MB workers; taken for a worker's rest it made the next small files too_large).
+        if task.files and task.forced_status is None:
             self.governor.observe(outcome)
         if failures and self.config.fail_fast:
             path, status = next(((p, s) for p, s, _ in outcome.errors if s in FAILURE_STATUSES), ("a file", "error"))

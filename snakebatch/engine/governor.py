@@ -5,7 +5,8 @@ admission), the model of what a batch will cost (bytes of memory per byte of sou
 parser from the workers' measurements), the admission of each batch (in budget? alone?), the
 batch size target, the number of batches in flight, when the pool should be recycled, which
 files are too large for the budget, and the record of its decisions. Must not touch: executing
-or committing batches; the coordinator asks it before each submission and tells it each outcome.
+or committing batches; the coordinator asks it before each submission and tells it the outcome
+of each batch a worker ran.
 
 The model: the tree costs a baseline (the coordinator and its helpers, plus each worker at
 rest) and each batch in flight adds its predicted peak: its largest file's parse (files of a
