@@ -48,6 +48,7 @@ from ..schema import FAILURE_STATUSES
 from .batching import BatchPlanner
 from .discovery import DiscoveryStats, SourceFile, discover
 from .governor import MemoryGovernor
+from .serial import Timeline, process_started, serial_fraction
 from .sinks import Sink
 from .tally import Tally
 from .watchdog import Stuck, Watchdog
@@ -107,6 +108,7 @@ class RunSummary(msgspec.Struct):
     job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
     warnings: list = []  # what the user should look at although the run went through
     refresh: dict | None = None  # a --refresh's generation, change counts and costs (engine/refresh.py)
+    serial: dict = {}  # seconds during which not every worker was busy, by cause (engine/serial.py)
 
 
 class _Stop:
@@ -173,6 +175,8 @@ class Coordinator:
         self._ended = False  # `run` and `compact` got to their end
         self._last_progress = 0.0
         self._started = time.monotonic()
+        self.timeline = Timeline(process_started=process_started(), run_started=time.time())
+        self.busy: list[tuple[float, float, int]] = []  # (started, ended, pid) of each batch a worker ran
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -221,7 +225,9 @@ class Coordinator:
         """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
         record batches for a stream). Then `compact()`, and `close()` for the summary."""
         yield from self._commit_first_part()
+        pool_started = time.time()
         self._start()
+        self.timeline.pool_s = time.time() - pool_started
         try:
             while True:
                 if not self.stop:
@@ -245,6 +251,7 @@ class Coordinator:
             self.stop.request(str(err), 1)
         finally:
             self._shut_down()
+            self.timeline.run_ended = time.time()
         self._finish()
         self._maybe_progress(final=True)
 
@@ -257,6 +264,8 @@ class Coordinator:
         self.governor.start()
 
     def _submit(self, task: BatchTask, isolated: bool, estimate: int) -> None:
+        if not self.timeline.first_submit:
+            self.timeline.first_submit = time.time()
         self.inflight[self.executor.submit(process_batch, task)] = InFlight(task, isolated, estimate)
 
     def _submit_ready(self):
@@ -292,6 +301,7 @@ class Coordinator:
             else:
                 yield from self._after_failure(task, True, "parser_error", f"{type(err).__name__}: {err}"[:2000])
             return
+        self.busy.append((outcome.started_at, outcome.ended_at, outcome.pid))
         yield from self._commit(task, outcome)
 
     def _rebuild_after_death(self):
@@ -329,10 +339,13 @@ class Coordinator:
         """After `run`: a complete job's closing work in the sink (compaction). A signal during
         it leaves the job resumable."""
         if self.complete:
+            self.timeline.compaction_started = time.time()
             try:
                 self.compaction = self.sink.finish(should_stop=lambda: bool(self.stop))
             except JobError as err:  # the job's lock is no longer this run's
                 self.stop.request(str(err), 1)
+            finally:
+                self.timeline.compaction_ended = time.time()
             self.complete = not self.stop
         self._ended = True
 
@@ -376,6 +389,8 @@ class Coordinator:
             return task, self.governor.batch_estimate(task.files)
         while True:
             batch = self.planner.next_batch(self.governor.target_batch_bytes())
+            if self.planner.discovery_done and not self.timeline.discovery_done:
+                self.timeline.discovery_done = time.time()
             if batch is None:
                 return None
             files = batch.files
@@ -560,4 +575,9 @@ class Coordinator:
             io_errors_rechecked=dict(self.sink.io_errors_rechecked),
             job_folders=self.discovery_stats.job_folders[:20],
             warnings=warnings,
+            serial=self._serial(),
         )
+
+    def _serial(self) -> dict:
+        self.timeline.summary_at = time.time()
+        return serial_fraction(self.timeline, self.busy, self.config.workers)
