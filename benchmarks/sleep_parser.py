@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from snakebatch.parsers import ParseResult, Parser
+from snakebatch.parsers import Parser, ParseResult
 
 SLEEP_S = float(os.environ.get("SNAKEBATCH_BENCH_SLEEP_S") or 0.002)
 

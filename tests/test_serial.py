@@ -9,11 +9,10 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import SAMPLES, run_cli
 from snakebatch.engine.serial import CAUSES, Timeline, serial_fraction
 from snakebatch.engine.worker import BatchTask, process_batch
 from snakebatch.store.ledger import Ledger
-
-from helpers import SAMPLES, run_cli
 
 TINYLIB = SAMPLES / "tinylib"
 
