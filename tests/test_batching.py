@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakebatch.engine.batching import LOOKAHEAD_FILES, TAIL_MIN_FILES, BatchPlanner, CommittedIndex
+from snakebatch.engine.batching import LOOKAHEAD_FILES, TAIL_MIN_SHARE, BatchPlanner, CommittedIndex
 from snakebatch.engine.discovery import SourceFile
 
 
@@ -79,12 +79,15 @@ def test_committed_files_are_skipped_and_stale_ones_counted():
 
 def test_the_tail_is_never_cut_into_batches_of_a_few_small_files():
     # 20,000 files of 400 bytes left for 32 workers: shares shrink as the tail drains, but a batch
-    # keeps at least TAIL_MIN_FILES (each batch has a fixed cost); before, the last ~4,000 files
-    # went out as ~1,000 batches of 1-4 files.
+    # keeps at least 1 / (TAIL_MIN_SHARE x 32) of them (each batch has a fixed cost); before, the
+    # last ~4,000 files went out as ~1,000 batches of 1-4 files.
     planner = BatchPlanner(_files([400] * 20_000), workers=32)
     sizes = []
     while (batch := planner.next_batch(4_000_000)) is not None:
         sizes.append(len(batch.files))
     assert sum(sizes) == 20_000
-    assert min(sizes[:-1]) >= TAIL_MIN_FILES
-    assert len(sizes) < 400
+    # The first batch is a full one (20,000 is the read-ahead: discovery had not ended), so the
+    # tail is the other 19,000.
+    assert sizes[0] == 1000
+    assert min(sizes[:-1]) >= 19_000 // (TAIL_MIN_SHARE * 32)
+    assert len(sizes) < 6 * 32
