@@ -54,11 +54,11 @@ def tree(files: int) -> str:
     return dest
 
 
-def run_once(engine: str, source: str, workers: int, scratch: str, extra: list[str]) -> dict:
+def run_once(engine: str, source: str, workers: int, scratch: str, extra: list[str], sleep_s: float) -> dict:
     out = os.path.join(scratch, "out")
     times = os.path.join(scratch, "times.json")
     shutil.rmtree(out, ignore_errors=True)
-    env = dict(os.environ, SNAKEBATCH_BENCH_TIMES=times, SNAKEBATCH_BENCH_SLEEP_S=str(SLEEP_S))
+    env = dict(os.environ, SNAKEBATCH_BENCH_TIMES=times, SNAKEBATCH_BENCH_SLEEP_S=str(sleep_s))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (engine, HERE, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-c", WRAPPER, "run", source, "-o", out, "--no-progress", "--json",
                "-j", str(workers), "--parser", "sleep_parser:parser", *extra]
@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--engine", action="append", metavar="LABEL=PATH",
                     help="a checkout to run (repeatable); default this one")
+    ap.add_argument("--sleep-ms", type=float, default=SLEEP_S * 1000,
+                    help="the parser's sleep per file [2]; 0 measures the coordinator's CPU per file on few workers")
     ap.add_argument("--json", metavar="FILE", help="append every run as a JSON line")
     ap.add_argument("extra", nargs="*", help="more `snakebatch run` options, after --")
     args = ap.parse_args(argv)
@@ -90,12 +92,12 @@ def main(argv=None) -> int:
     source = tree(args.files)
     counts = [int(j) for j in args.workers.split(",")]
     runs: dict = {}
-    print(f"{args.files:,} files, {SLEEP_S * 1000:g} ms a file; load at start {os.getloadavg()}", flush=True)
+    print(f"{args.files:,} files, {args.sleep_ms:g} ms a file; load at start {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="many-cores-") as scratch:
         for round_ in range(args.rounds):
             for workers in counts:
                 for label, path in engines.items():
-                    result = run_once(os.path.abspath(path), source, workers, scratch, args.extra)
+                    result = run_once(os.path.abspath(path), source, workers, scratch, args.extra, args.sleep_ms / 1000)
                     result.update(engine=label, workers=workers, round=round_, load=os.getloadavg()[0])
                     runs.setdefault((label, workers), []).append(result)
                     print(json.dumps(result), flush=True)
@@ -107,14 +109,14 @@ def main(argv=None) -> int:
           "serial s (median) | batches |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (label, workers), results in runs.items():
-        ideal = args.files * SLEEP_S / workers
+        ideal = args.files * args.sleep_ms / 1000 / workers
         walls = [r["wall_s"] for r in results]
         wall = statistics.median(walls)
         cpu = statistics.median(r["coordinator_cpu_s"] for r in results)
         serial = [r["serial"]["total_s"] for r in results if r["serial"]]
         serial_text = f"{statistics.median(serial):.2f}" if serial else "-"
         print(f"| {label} | {workers} | {ideal:.2f} | {wall:.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
-              f"{wall / ideal:.2f}x | {cpu:.2f} | {cpu / args.files * 1000:.3f} | {serial_text} | "
+              f"{wall / ideal if ideal else float('nan'):.2f}x | {cpu:.2f} | {cpu / args.files * 1000:.3f} | {serial_text} | "
               f"{statistics.median(r['batches'] for r in results):.0f} |")
     return 0
 
