@@ -80,9 +80,9 @@ class LocalExecutor:
     def __init__(self, workers: int):
         self.workers = workers
         # forkserver: workers start from a clean, single-threaded process with the worker module
-        # and the built-in parsers preloaded, unaffected by the coordinator's threads.
+        # preloaded, unaffected by the coordinator's threads.
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["snakebatch.engine.worker", "snakebatch.parsers.warm"])
+        self._context.set_forkserver_preload(["snakebatch.engine.worker"])
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
