@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakebatch.engine.batching import LOOKAHEAD_FILES, MAX_FILES_PER_BATCH, BatchPlanner, CommittedIndex
+from snakebatch.engine.batching import (
+    LOOKAHEAD_FILES,
+    MAX_FILES_PER_BATCH,
+    TAIL_MIN_SHARE,
+    BatchPlanner,
+    CommittedIndex,
+)
 from snakebatch.engine.discovery import SourceFile
 
 
@@ -99,3 +105,19 @@ def test_a_blob_at_more_paths_than_the_cap_is_split_at_the_cap():
     while (batch := planner.next_batch(1_000_000)) is not None:
         sizes.append(len(batch.files))
     assert sum(sizes) == 2500 and max(sizes) == MAX_FILES_PER_BATCH
+
+
+def test_the_tail_is_never_cut_into_batches_of_a_few_small_files():
+    # 20,000 files of 400 bytes left for 32 workers: shares shrink as the tail drains, but a batch
+    # keeps at least 1 / (TAIL_MIN_SHARE x 32) of them (each batch has a fixed cost); before, the
+    # last ~4,000 files went out as ~1,000 batches of 1-4 files.
+    planner = BatchPlanner(_files([400] * 20_000), workers=32)
+    sizes = []
+    while (batch := planner.next_batch(4_000_000)) is not None:
+        sizes.append(len(batch.files))
+    assert sum(sizes) == 20_000
+    # The first batch is a full one (20,000 is the read-ahead: discovery had not ended), so the
+    # tail is the other 19,000.
+    assert sizes[0] == 1000
+    assert min(sizes[:-1]) >= 19_000 // (TAIL_MIN_SHARE * 32)
+    assert len(sizes) < 6 * 32

@@ -49,6 +49,7 @@ from .batching import BatchPlanner
 from .discovery import DiscoveryStats, SourceFile
 from .gitsource import source_files
 from .governor import MemoryGovernor
+from .serial import Timeline, process_started, serial_fraction
 from .sinks import Sink
 from .tally import Tally
 from .watchdog import Stuck, Watchdog
@@ -111,6 +112,7 @@ class RunSummary(msgspec.Struct):
     # This run's files whose parser ran, and those of a git revision that took the parse of the
     # same blob at another path (engine/worker.py `_Reuse`).
     parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
+    serial: dict = {}  # seconds during which not every worker was busy, by cause (engine/serial.py)
 
 
 class _Stop:
@@ -177,6 +179,8 @@ class Coordinator:
         self._ended = False  # `run` and `compact` got to their end
         self._last_progress = 0.0
         self._started = time.monotonic()
+        self.timeline = Timeline(process_started=process_started(), run_started=time.time())
+        self.busy: list[tuple[float, float, int]] = []  # (started, ended, pid) of each batch a worker ran
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -228,7 +232,9 @@ class Coordinator:
         """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
         record batches for a stream). Then `compact()`, and `close()` for the summary."""
         yield from self._commit_first_part()
+        pool_started = time.time()
         self._start()
+        self.timeline.pool_s = time.time() - pool_started
         try:
             while True:
                 if not self.stop:
@@ -252,6 +258,7 @@ class Coordinator:
             self.stop.request(str(err), 1)
         finally:
             self._shut_down()
+            self.timeline.run_ended = time.time()
         self._finish()
         self._maybe_progress(final=True)
 
@@ -264,6 +271,8 @@ class Coordinator:
         self.governor.start()
 
     def _submit(self, task: BatchTask, isolated: bool, estimate: int) -> None:
+        if not self.timeline.first_submit:
+            self.timeline.first_submit = time.time()
         self.inflight[self.executor.submit(process_batch, task)] = InFlight(task, isolated, estimate)
 
     def _submit_ready(self):
@@ -299,6 +308,7 @@ class Coordinator:
             else:
                 yield from self._after_failure(task, True, "parser_error", f"{type(err).__name__}: {err}"[:2000])
             return
+        self.busy.append((outcome.started_at, outcome.ended_at, outcome.pid))
         yield from self._commit(task, outcome)
 
     def _rebuild_after_death(self):
@@ -336,10 +346,13 @@ class Coordinator:
         """After `run`: a complete job's closing work in the sink (compaction). A signal during
         it leaves the job resumable."""
         if self.complete:
+            self.timeline.compaction_started = time.time()
             try:
                 self.compaction = self.sink.finish(should_stop=lambda: bool(self.stop))
             except JobError as err:  # the job's lock is no longer this run's
                 self.stop.request(str(err), 1)
+            finally:
+                self.timeline.compaction_ended = time.time()
             self.complete = not self.stop
         self._ended = True
 
@@ -383,6 +396,8 @@ class Coordinator:
             return task, self.governor.batch_estimate(task.files)
         while True:
             batch = self.planner.next_batch(self.governor.target_batch_bytes())
+            if self.planner.discovery_done and not self.timeline.discovery_done:
+                self.timeline.discovery_done = time.time()
             if batch is None:
                 return None
             files = batch.files
@@ -571,4 +586,9 @@ class Coordinator:
             job_folders=self.discovery_stats.job_folders[:20],
             warnings=warnings,
             parses=dict(run.parses),
+            serial=self._serial(),
         )
+
+    def _serial(self) -> dict:
+        self.timeline.summary_at = time.time()
+        return serial_fraction(self.timeline, self.busy, self.config.workers)

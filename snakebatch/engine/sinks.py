@@ -71,20 +71,6 @@ class Sink(Protocol):
         """The run is over (`summary`, `job` the whole job's counts): save its record, release OUT."""
 
 
-def stat_data(source: str, files: list) -> list:
-    """[ctime_ns, inode, mode] of each file now, for a later --refresh. Taken after the worker
-    read the file: a change in between is after the run started, so the racy-clean rule has the
-    refresh hash it (engine/refresh.py)."""
-    stats = []
-    for f in files:
-        try:
-            st = os.stat(os.path.join(source, f[0]))
-            stats.append([st.st_ctime_ns, st.st_ino, st.st_mode])
-        except OSError:
-            stats.append([0, 0, 0])
-    return stats
-
-
 class OutputSink:
     """Commits batches to OUT through the ledger; holds OUT's lock from open to close."""
 
@@ -138,8 +124,10 @@ class OutputSink:
             parts=outcome.parts,
             parsed=outcome.parsed,
             reused=outcome.reused,
+            # [ctime_ns, inode, mode] as the worker opened each file (engine/worker.py): a change
+            # after that shows in a later --refresh, and one in the same tick is racy-clean there.
             # A git source has no working-tree stat data to compare.
-            stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
+            stats=outcome.stats if self.config.job.commit is None else [],
         )
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)
@@ -266,7 +254,7 @@ class ObjectStoreSink:
             bytes=outcome.bytes, parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
             committed_at=time.time(), run_started_at=self.started_at, parts=outcome.parts,
             parsed=outcome.parsed, reused=outcome.reused,
-            stats=stat_data(self.config.job.source, task.files) if self.config.job.commit is None else [],
+            stats=outcome.stats if self.config.job.commit is None else [],
         )
         self.job.commit(entry)
         self.batch_stats.append(

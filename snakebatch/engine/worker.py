@@ -92,6 +92,11 @@ class BatchOutcome(msgspec.Struct):
     parsed: int = 0  # files whose parser ran
     reused: int = 0  # files that took an earlier file's parse result (the same content, `_Reuse`)
     parts: dict = {}  # table -> [size, xxh3-64 hex] of its staged part, for the ledger
+    # [ctime_ns, inode, mode] of each file as the worker opened it ([0, 0, 0]: no stat), for a
+    # later --refresh; taken here so that the coordinator does not stat each file again.
+    stats: list = []
+    started_at: float = 0.0  # wall clock (time.time()) when the worker took the batch
+    ended_at: float = 0.0  # and when its parts were written: its busy interval, for `serial`
 
 
 class FileTimeout(Exception):
@@ -107,12 +112,26 @@ def _alarm(signum, frame):
     raise FileTimeout()
 
 
-def _read(abspath: str, max_size: int) -> tuple[bytes | None, int, int, str | None, str | None]:
-    """(data, size, mtime_ns, status, message); data is None when the file is not read."""
+def _stat_data(st: os.stat_result) -> list:
+    return [st.st_ctime_ns, st.st_ino, st.st_mode]
+
+
+def _stat_path(abspath: str) -> list:
+    """[ctime_ns, inode, mode] of a file not opened ([0, 0, 0] when it cannot be stat'ed)."""
+    try:
+        return _stat_data(os.stat(abspath))
+    except OSError:
+        return [0, 0, 0]
+
+
+def _read(abspath: str, max_size: int, stat_out: list) -> tuple[bytes | None, int, int, str | None, str | None]:
+    """(data, size, mtime_ns, status, message); data is None when the file is not read. The
+    file's stat data is appended to `stat_out`."""
     # O_NONBLOCK: if a FIFO took the file's place since discovery, opening it must not block.
     fd = os.open(abspath, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
+        stat_out.append(_stat_data(st))
         if not stat.S_ISREG(st.st_mode):
             return None, st.st_size, st.st_mtime_ns, "io_error", "not a regular file any more"
         if st.st_size > max_size:
@@ -185,6 +204,7 @@ class _File(NamedTuple):
     bytes_read: int
     parse_s: float
     memory_sample: tuple | None  # (parser name, source bytes, peak extra RSS bytes) when measured
+    stat: list  # [ctime_ns, inode, mode] as opened ([] for a git blob: no working-tree file)
     parse: str | None = None  # "parsed", "reused", or None when no parser was run
 
 
@@ -206,14 +226,19 @@ class _Reuse:
         return blob_id, parser.name, base[dot:] if dot > 0 else "", language_of(path)
 
 
-def _read_source(path: str, size: int, blob_id: str | None, task: BatchTask) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
-    """(data, size, mtime_ns, the file's result when it is not to be parsed); sizes None: unknown."""
+def _read_source(path: str, size: int, blob_id: str | None, task: BatchTask, stat_out: list,
+                 ) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
+    """(data, size, mtime_ns, the file's result when it is not to be parsed); sizes None: unknown.
+    A folder's file's stat data goes into `stat_out` (a git blob has none)."""
+    abspath = os.path.join(task.source, path)
     try:
         if blob_id is not None:
             data, size, mtime_ns, status, message = read_blob(task.source, blob_id, size, task.max_file_size)
         else:
-            data, size, mtime_ns, status, message = _read(os.path.join(task.source, path), task.max_file_size)
+            data, size, mtime_ns, status, message = _read(abspath, task.max_file_size, stat_out)
     except OSError as err:
+        if not stat_out and blob_id is None:  # the open failed (a file it cannot read may still be stat'ed)
+            stat_out.append(_stat_path(abspath))
         data, size, mtime_ns = None, None, None
         status, message = "io_error", f"{type(err).__name__}: {err.strerror or err}"
     if status is None:
@@ -276,13 +301,16 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
     elapsed = None
     sample = None
     parse = None
+    stat_out: list = []
     if task.forced_status is not None:
         result = ParseResult(status=task.forced_status, error_type=task.forced_status,
                              error_message=task.forced_message, language=language_of(path))
+        if blob_id is None:
+            stat_out.append(_stat_path(os.path.join(task.source, path)))
     elif blob_id is not None and reuse.last is not None and reuse.last[0] == blob_id:
         data, size, result = reuse.last[1], len(reuse.last[1]), None
     else:
-        data, read_size, read_mtime, result = _read_source(path, size, blob_id, task)
+        data, read_size, read_mtime, result = _read_source(path, size, blob_id, task, stat_out)
         if read_size is not None:
             size, mtime_ns = read_size, read_mtime
     if data is not None:
@@ -338,7 +366,7 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
             text = decode_text(data)
         row["content"] = text
     return _File(row, result.definitions, result.imports, len(data) if data is not None else 0,
-                 elapsed or 0.0, sample, parse)
+                 elapsed or 0.0, sample, stat_out[0] if stat_out else [], parse)
 
 
 class _Columns:
@@ -387,6 +415,7 @@ class _Batch:
         self.definitions = _ParserRows(DEFINITIONS_SCHEMA, DEFINITION_FIELDS)
         self.imports = _ParserRows(IMPORTS_SCHEMA, IMPORT_FIELDS)
         self.files_meta: list = []
+        self.stats: list = []
         self.statuses: list = []
         self.errors: list = []
         self.language_counts: dict = {}
@@ -402,6 +431,7 @@ class _Batch:
         self.definitions.extend(path, language, row["blob_id"], file.definitions)
         self.imports.extend(path, language, row["blob_id"], file.imports)
         self.files_meta.append((row["size"], row["mtime_ns"]))
+        self.stats.append(file.stat)
         self.statuses.append(status)
         if language:
             self.language_counts[language] = self.language_counts.get(language, 0) + 1
@@ -414,7 +444,7 @@ class _Batch:
         if file.parse is not None:
             self.parses[file.parse] += 1
 
-    def write(self, task: BatchTask) -> BatchOutcome:
+    def write(self, task: BatchTask, started_at: float) -> BatchOutcome:
         """Write the part files into the task's staging folder (fsynced); the batch's stats."""
         tables = {"files": self.files.table(), "definitions": self.definitions.table(),
                   "imports": self.imports.table()}
@@ -446,11 +476,15 @@ class _Batch:
             parsed=self.parses["parsed"],
             reused=self.parses["reused"],
             parts=parts,
+            stats=self.stats,
+            started_at=started_at,
+            ended_at=time.time(),
         )
 
 
 def process_batch(task: BatchTask) -> BatchOutcome:
     """Read, parse and write one batch; returns its stats. Part files land in `task.staging`."""
+    started_at = time.time()
     router = _router(tuple(task.parsers))
     use_alarm = threading.current_thread() is threading.main_thread() and task.forced_status is None
     heartbeat = None
@@ -468,7 +502,7 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     finally:
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)
-    return batch.write(task)
+    return batch.write(task, started_at)
 
 
 def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, blobs: list, fields: tuple) -> pa.Table:
