@@ -8,12 +8,28 @@ run beside it. Without xdist every test runs alone anyway and no lock is taken.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
+import shutil
+import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Tests write nothing into the checkout: no bytecode caches (the CLI's subprocesses get
+# PYTHONDONTWRITEBYTECODE from helpers.cli_env), no hypothesis example database or cache (a
+# temporary home, removed at exit).
+sys.dont_write_bytecode = True
+_hypothesis_home = tempfile.mkdtemp(prefix="snakebatch-hypothesis-")
+atexit.register(shutil.rmtree, _hypothesis_home, True)
+set_hypothesis_home_dir(_hypothesis_home)
+settings.register_profile("snakebatch", database=None)
+settings.load_profile("snakebatch")
 
 
 def _lock(path: Path, mode: int) -> int:

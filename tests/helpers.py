@@ -31,6 +31,7 @@ def cli_env(pythonpath=(), **extra) -> dict:
     env = dict(os.environ)
     paths = [str(ROOT), str(TESTS), *map(str, pythonpath), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the checkout
     env.update(extra)
     return env
 
