@@ -228,6 +228,8 @@ def test_recovery_settles_a_compaction_cut_off_at_each_step(corpus, uncompacted,
     assert not (out / "_snakebatch" / "compacting").exists()
 
 
+@pytest.mark.slow  # ~27 s; every crash state it lands in is also built and resumed, in the default run,
+# by test_recovery_settles_a_compaction_cut_off_at_each_step, and real SIGKILLs of a swap by test_refresh.py
 def test_sigkill_during_compaction_then_resume(corpus, uncompacted, tmp_path):
     """Kill the real process group at moments of a compaction, taken from the folder itself."""
     want = snapshot(uncompacted)
