@@ -60,7 +60,7 @@ from ..store.snapshot import (
     write_snapshot,
 )
 from .discovery import DiscoveryStats, SourceFile, discover, discover_paths
-from .sinks import OutputSink
+from .sinks import OutputSink, batch_record, ledger_entry
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
@@ -268,33 +268,14 @@ class RefreshSink(OutputSink):
 
     def commit(self, task: BatchTask, outcome: BatchOutcome):
         paths = [display_path(f[0]) for f in task.files]
-        entry = LedgerEntry(
-            batch_id=task.batch_id,
-            staging=os.path.relpath(outcome.staging, self.ledger.state),
-            paths=paths,
-            sizes=[m[0] for m in outcome.files_meta],
-            mtimes=[m[1] for m in outcome.files_meta],
-            statuses=outcome.statuses,
-            rows=outcome.rows,
-            bytes=outcome.bytes,
-            parse_s=round(outcome.parse_s, 4),
-            language_counts=outcome.language_counts,
-            committed_at=time.time(),
-            run_started_at=self.started_at,
-            stats=[self.stat_of[path] for path in paths],
-            stat_at_ns=self.started_ns,
-            parsed=outcome.parsed,
-            reused=outcome.reused,
-        )
+        entry = ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state), paths,
+                             self.started_at, stats=[self.stat_of[path] for path in paths],
+                             stat_at_ns=self.started_ns)
         for table in TABLES:
             os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))
         os.rmdir(outcome.staging)
         self.new_entries.append(entry)
-        self.batch_stats.append(
-            {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
-             "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
-             "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
-        )
+        self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output folder hands the caller nothing
 
     # -- the new generation --------------------------------------------------------------------

@@ -71,6 +71,33 @@ class Sink(Protocol):
         """The run is over (`summary`, `job` the whole job's counts): save its record, release OUT."""
 
 
+def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: list, run_started_at: float,
+                 **fields) -> LedgerEntry:
+    """The ledger's record of a batch, from what its worker returned (`fields`: a sink's own)."""
+    return LedgerEntry(
+        batch_id=task.batch_id, staging=staging, paths=paths,
+        sizes=[m[0] for m in outcome.files_meta], mtimes=[m[1] for m in outcome.files_meta],
+        statuses=outcome.statuses, rows=outcome.rows, bytes=outcome.bytes,
+        parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
+        committed_at=time.time(), run_started_at=run_started_at, parts=outcome.parts,
+        parsed=outcome.parsed, reused=outcome.reused, **fields,
+    )
+
+
+def worktree_stats(job, outcome: BatchOutcome) -> list:
+    """[ctime_ns, inode, mode] of each file as the worker opened it (engine/worker.py), for a later
+    --refresh: a change after that shows there, and one in the same tick is racy-clean there. A git
+    source has no working-tree stat data to compare."""
+    return outcome.stats if job.commit is None else []
+
+
+def batch_record(task: BatchTask, outcome: BatchOutcome) -> dict:
+    """A committed batch as stats.json lists it."""
+    return {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
+            "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
+            "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
+
+
 class OutputSink:
     """Commits batches to OUT through the ledger; holds OUT's lock from open to close."""
 
@@ -108,35 +135,13 @@ class OutputSink:
         return self.ledger.staging_for(batch_id, attempt)
 
     def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
-        entry = LedgerEntry(
-            batch_id=task.batch_id,
-            staging=os.path.relpath(outcome.staging, self.ledger.state),
-            paths=[ledger_key(f, self.config.job.history) for f in task.files],
-            sizes=[m[0] for m in outcome.files_meta],
-            mtimes=[m[1] for m in outcome.files_meta],
-            statuses=outcome.statuses,
-            rows=outcome.rows,
-            bytes=outcome.bytes,
-            parse_s=round(outcome.parse_s, 4),
-            language_counts=outcome.language_counts,
-            committed_at=time.time(),
-            run_started_at=self.started_at,
-            parts=outcome.parts,
-            parsed=outcome.parsed,
-            reused=outcome.reused,
-            # [ctime_ns, inode, mode] as the worker opened each file (engine/worker.py): a change
-            # after that shows in a later --refresh, and one in the same tick is racy-clean there.
-            # A git source has no working-tree stat data to compare.
-            stats=outcome.stats if self.config.job.commit is None else [],
-        )
+        entry = ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state),
+                             [ledger_key(f, self.config.job.history) for f in task.files], self.started_at,
+                             stats=worktree_stats(self.config.job, outcome))
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)
         self.batch_ids.append(entry.batch_id)
-        self.batch_stats.append(
-            {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
-             "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
-             "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
-        )
+        self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output folder hands the caller nothing
 
     def resume_command(self) -> str:
@@ -246,22 +251,11 @@ class ObjectStoreSink:
         return self.job.staging_url(batch_id, attempt)
 
     def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
-        entry = LedgerEntry(
-            batch_id=task.batch_id, staging=self.job.staging_of(outcome.staging),
-            paths=[ledger_key(f, self.config.job.history) for f in task.files],
-            sizes=[m[0] for m in outcome.files_meta],
-            mtimes=[m[1] for m in outcome.files_meta], statuses=outcome.statuses, rows=outcome.rows,
-            bytes=outcome.bytes, parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
-            committed_at=time.time(), run_started_at=self.started_at, parts=outcome.parts,
-            parsed=outcome.parsed, reused=outcome.reused,
-            stats=outcome.stats if self.config.job.commit is None else [],
-        )
+        entry = ledger_entry(task, outcome, self.job.staging_of(outcome.staging),
+                             [ledger_key(f, self.config.job.history) for f in task.files], self.started_at,
+                             stats=worktree_stats(self.config.job, outcome))
         self.job.commit(entry)
-        self.batch_stats.append(
-            {"batch_id": task.batch_id, "files": len(task.files), "bytes": outcome.bytes,
-             "parse_s": round(outcome.parse_s, 4), "rows": outcome.rows, "attempt": task.attempt,
-             "worker_pid": outcome.pid, "worker_rss_bytes": outcome.rss_bytes}
-        )
+        self.batch_stats.append(batch_record(task, outcome))
         yield from ()
 
     def resume_command(self) -> str:
