@@ -53,6 +53,17 @@ class DiscoveryStats:
                 "files and folders under SOURCE; check the patterns")
 
 
+def _identity(path: str | None) -> tuple[int, int] | None:
+    """(device, inode) of `path` (OUT, which discovery skips), or None when there is none."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _Ignores(NamedTuple):
     """The .gitignore rules in force in one folder: (folder relative path prefix, spec) pairs,
     shallowest first."""
@@ -93,13 +104,7 @@ def discover(job: JobConfig, skip: str | None = None, stats: DiscoveryStats | No
     root = job.source
     real_root = os.path.realpath(root)
     include, exclude = _spec(job.include), _spec(job.exclude)
-    skip_key = None
-    if skip:
-        try:
-            st = os.stat(skip)
-            skip_key = (st.st_dev, st.st_ino)
-        except OSError:
-            pass
+    skip_key = _identity(skip)
     follow = job.follow_symlinks
     visited: set[tuple[int, int]] = set()
     try:
@@ -185,13 +190,7 @@ def discover_paths(job: JobConfig, paths: Iterable[str], skip: str | None = None
     """
     root = job.source
     include, exclude = _spec(job.include), _spec(job.exclude)
-    skip_key = None
-    if skip:
-        try:
-            st = os.stat(skip)
-            skip_key = (st.st_dev, st.st_ino)
-        except OSError:
-            pass
+    skip_key = _identity(skip)
     folders: dict[str, _Ignores | None] = {"": _Ignores(())}  # folder rel -> its rules; None: not walked
 
     def rules_in(rel_folder: str) -> _Ignores | None:

@@ -1,7 +1,7 @@
 """What the coordinator may ask of an executor, and the failures an executor may report.
 
-Owns: the `Executor` protocol and `WorkerDied`. Must not touch: anything else; the local pool
-and the Dask cluster implement the protocol in their own modules.
+Owns: the `Executor` protocol, `WorkerDied`, and killing a worker process. Must not touch:
+anything else; the local pool and the Dask cluster implement the protocol in their own modules.
 
 A future returned by `submit` ends in one of four ways, and only these:
 
@@ -17,6 +17,8 @@ coordinator never inspects an exception's class name or probes an executor's att
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
@@ -26,6 +28,14 @@ from ..errors import SnakebatchError
 
 class WorkerDied(SnakebatchError):
     """The worker process running a batch died before the batch finished."""
+
+
+def kill_process(pid: int) -> None:
+    """SIGKILL `pid`, which may have ended already (each executor's `kill_worker`)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class Executor(Protocol):

@@ -30,7 +30,7 @@ from distributed import Client, KilledWorker, LocalCluster
 from ..config import RunConfig, is_object_output
 from ..errors import ConfigError, JobError
 from ..store.layout import JobLayout
-from .base import WorkerDied
+from .base import WorkerDied, kill_process
 
 CONNECT_TIMEOUT_S = 10
 WORKERS_AT_START_TIMEOUT_S = 60
@@ -208,14 +208,11 @@ class DaskExecutor:
         return list(self._pids)
 
     def kill_worker(self, pid: int) -> None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_process(pid)
 
     def kill_workers(self) -> None:
         for pid in self.worker_pids():
-            self.kill_worker(pid)
+            kill_process(pid)
 
     def recycle(self) -> bool:
         return False  # a nanny restarts a worker only when it dies or passes its memory limit

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from .base import WorkerDied
+from .base import WorkerDied, kill_process
 
 
 def _init_worker(coordinator: int) -> None:
@@ -111,14 +111,11 @@ class LocalExecutor:
 
     def kill_worker(self, pid: int) -> None:
         """Kill one worker (stuck in a parse); the pool breaks and must be rebuilt."""
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_process(pid)
 
     def kill_workers(self) -> None:
         for pid in self.worker_pids():
-            self.kill_worker(pid)
+            kill_process(pid)
 
     def recycle(self) -> bool:
         """Replace idle workers with fresh processes (to give memory a worker holds back)."""

@@ -432,17 +432,7 @@ class _PartWriter:
     def add(self, path: str, batches: list) -> None:
         # A whole part at once, on this thread: a batch's part is small, and this is 2x faster
         # than read_table, iter_batches or pyarrow's threads.
-        source = pq.ParquetFile(path).read(use_threads=False)
-        if self.writer is None:
-            self.fh = open(self.tmp, "wb")
-            self.writer = pq.ParquetWriter(self.fh, source.schema, **PARQUET_OPTIONS)
-        for batch in source.to_batches(max_chunksize=ROW_GROUP_ROWS):
-            self.pending.append(batch)
-            self.pending_rows += batch.num_rows
-            if self.pending_rows >= ROW_GROUP_ROWS:
-                self._flush(whole_groups_only=True)
-        self.bytes_in += os.path.getsize(path)
-        self.batches.extend(batches)
+        self.add_table(pq.ParquetFile(path).read(use_threads=False), batches, os.path.getsize(path))
 
     def add_table(self, source: pa.Table, batches: list, bytes_in: int) -> None:
         """Like `add`, for rows already in memory (a refresh's part without its changed rows)."""
