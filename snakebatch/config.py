@@ -368,8 +368,8 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         content=_flag(merged.get("content", False), label("content")),
         **_git_source(source_path, rev, revs, history),
     )
-    if job.commit is not None and refresh:
-        raise ConfigError("--refresh of a git revision is not supported yet: run --rev NEW into a new OUT")
+    if job.history and refresh:
+        raise ConfigError("--refresh of a --history/--revs job is not supported: run the new range into a new OUT")
     from .parsers import resolve
 
     for spec in job.parsers:
