@@ -21,6 +21,9 @@ kills a worker stuck on one file past `--file-timeout`. The file is known, so no
 isolating: it is retried alone (`--retries`) and then gets `timeout`; the rest of its batch and
 every batch the broken pool took down are simply redone.
 
+--cache DIR: workers read and write its entries; the coordinator only reports what they stored
+to the cache's size estimate (store/blobcache.py `SizeKeeper`), which evicts past the bound.
+
 Memory: the governor prices each batch before it is submitted. A file too large for the whole
 budget gets a `too_large` row without being read; a batch too large for a worker's share waits
 until nothing else runs; when a worker keeps a high RSS after a big file, submissions pause
