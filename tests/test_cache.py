@@ -312,3 +312,13 @@ def test_cache_options_are_checked(tmp_path):
     proc = run_cli("run", source, "-o", tmp_path / "o", "--cache", "s3://bucket/cache")
     assert proc.returncode == 2 and "--cache" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_dask_workers_share_the_cache_with_the_local_pool(tmp_path):
+    pytest.importorskip("distributed")
+    source = _tree(tmp_path / "repo")
+    cache = tmp_path / "cache"
+    _run(source, tmp_path / "local", cache=cache)
+    dask = _run(source, tmp_path / "dask", cache=cache, executor="dask")
+    assert _parses(dask) == {"parsed": 0, "reused": 0, "cached": 16}
+    assert_same_output(snapshot(tmp_path / "dask"), snapshot(tmp_path / "local"))
