@@ -283,9 +283,9 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
                                 env=env(log)).stdout)
     parsed = sorted(line.split("\t")[0] for line in log.read_text().splitlines())
     assert len(parsed) == 3 and "b/own.py" in parsed  # shared, own, bad: one parse each
-    assert summary["parses"] == {"parsed": 3, "reused": 3}
+    assert summary["parses"] == {"parsed": 3, "reused": 3, "cached": 0}
     status = run_cli("status", out, "--json", check_codes=(0,))
-    assert json.loads(status.stdout)["parses"] == {"parsed": 3, "reused": 3}  # the ledger's, job-wide
+    assert json.loads(status.stdout)["parses"] == {"parsed": 3, "reused": 3, "cached": 0}  # the ledger's, job-wide
     assert "3 parsed, 3 reused" in run_cli("status", out, check_codes=(0,)).stdout
     files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     assert len(files) == 6
@@ -302,7 +302,7 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
     tree_log = tmp_path / "tree-parses.log"
     tree_summary = json.loads(run_ok(tree, "-o", tree_out, "--parser", LOGGING_PARSER, env=env(tree_log)).stdout)
     assert len(tree_log.read_text().splitlines()) == 6  # a folder's files are each parsed
-    assert tree_summary["parses"] == {"parsed": 6, "reused": 0}
+    assert tree_summary["parses"] == {"parsed": 6, "reused": 0, "cached": 0}
     for table in ("files", "definitions", "imports"):
         assert digests(tree_out, table) == digests(out, table), table
 

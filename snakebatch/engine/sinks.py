@@ -80,7 +80,7 @@ def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: li
         statuses=outcome.statuses, rows=outcome.rows, bytes=outcome.bytes,
         parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
         committed_at=time.time(), run_started_at=run_started_at, parts=outcome.parts,
-        parsed=outcome.parsed, reused=outcome.reused, **fields,
+        parsed=outcome.parsed, reused=outcome.reused, cached=outcome.cached, **fields,
     )
 
 

@@ -65,9 +65,10 @@ class JobStatus(msgspec.Struct):
     # and the Unix time of the newest ledger segment (a killed run looks running; this tells its age)
     running_run: str | None = None
     last_segment_at: float | None = None
-    # The job's files whose parser ran, and those of a git revision that took the parse of the same
-    # blob at another path (0 for batches committed before these were counted).
-    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
+    # The job's files whose parser ran, those of a git revision that took the parse of the same
+    # blob at another path, and those whose parse came from --cache (0 for batches committed
+    # before these were counted).
+    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0, "cached": 0})
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -394,9 +395,9 @@ def format_status(status: JobStatus) -> str:
                  f"{status.files_per_s:.0f} files/s")
     compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
     lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
-    if status.parses["reused"]:
+    if status.parses["reused"] or status.parses["cached"]:
         lines.append(f"  parses:    {status.parses['parsed']} parsed, {status.parses['reused']} reused "
-                     "(the same blob at another path)")
+                     f"(the same blob at another path), {status.parses['cached']} cached (--cache)")
     if status.last_refresh:
         r = status.last_refresh
         c = r.get("changes", {})
