@@ -223,9 +223,14 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
                                                      ("files", "part-99999999.parquet", "unlisted")]
     assert "--resume" in damaged["resume_command"] and url in damaged["resume_command"]
     text = run_cli("status", url, env=environ, check_codes=(1,)).stdout
-    assert "DAMAGED:   2 part(s)" in text and "a missing or changed one needs --fresh" in text
+    assert "DAMAGED:   2 part(s)" in text and "a resume redoes the batches of missing or resized parts" in text
     # The store was only read: no object was added by status.
     assert "status/files/part-99999999.parquet" in keys(client, "status")
+    # A resume deletes the unlisted part and redoes the missing part's batch (it was --fresh).
+    run_cli("run", source, "-o", url, "--no-progress", "--resume", "--batch-bytes", "2KB", "-j", "1",
+            check_codes=(0,), env=environ)
+    repaired = _status(url, "--verify", environ=environ)
+    assert repaired["state"] == "complete" and repaired["damage"] == [] and repaired["files_done"] == 7
     missing = run_cli("status", f"s3://{BUCKET}/nothing-here", env=environ)
     assert missing.returncode == 2 and "holds no snakebatch job" in missing.stderr
     no_bucket = run_cli("status", "s3://no-such-bucket/out", env=environ)
