@@ -1,4 +1,5 @@
-"""Shared pytest hooks. The helpers the tests import (running the CLI, reading tables) are in helpers.py.
+"""Shared pytest hooks and fixtures. The helpers the tests import (running the CLI, reading tables,
+talking to the moto server) are in helpers.py.
 
 Tests run in parallel (pytest-xdist, `--dist loadscope`: a module's tests, and so its module-scoped
 fixtures, stay on one worker). A test marked `serial` measures memory or time: under xdist it runs
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
+
+from helpers import start_moto
 
 # Tests write nothing into the checkout: no bytecode caches (the CLI's subprocesses get
 # PYTHONDONTWRITEBYTECODE from helpers.cli_env), no hypothesis example database or cache (a
@@ -69,3 +72,18 @@ def pytest_runtest_protocol(item, nextitem):
     folder = Path(item.config.option.basetemp).parent
     with _alone_or_beside(folder, item.get_closest_marker("serial") is not None):
         return (yield)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 with the bucket `helpers.S3_BUCKET`: (endpoint, boto3 client).
+    One per session (per xdist worker); tests keep to prefixes of their own."""
+    pytest.importorskip("moto")
+    pytest.importorskip("boto3")
+    try:
+        proc, endpoint, client = start_moto()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield endpoint, client
+    proc.kill()
+    proc.wait()

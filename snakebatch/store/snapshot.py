@@ -56,7 +56,7 @@ from .compaction import (
     CompactedPart,
     Compactor,
     Manifest,
-    _PartWriter,
+    PartWriter,
     exchange,
     read_manifest,
 )
@@ -217,7 +217,7 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
     layout = JobLayout(out)
     twin = layout.twin_dir(table)
     parts: list[CompactedPart] = []
-    writer = _PartWriter(twin)
+    writer = PartWriter(twin)
     fed = False
 
     def close() -> None:
