@@ -1,7 +1,8 @@
 """Git plumbing: a repository's revisions, trees, commits and blobs, read with the `git` command.
 
-Owns: every `git` subprocess snakebatch starts (`rev-parse`, `ls-tree`, `rev-list`, `log`,
-`diff-tree`, `cat-file --batch-check` and a long-lived `cat-file --batch` reader), and turning git's failures into ConfigError (a repository
+Owns: every `git` subprocess snakebatch starts (`rev-parse`, `ls-tree`, `rev-list`, `log` (commit
+data, and each commit's changes in a history), `diff-tree`, `cat-file --batch-check` and a
+long-lived `cat-file --batch` reader), and turning git's failures into ConfigError (a repository
 or revision the user named wrongly) or GitObjectError (one object that cannot be read). Must not
 touch: filters, parsing or output (engine/gitsource.py decides what the entries become).
 
@@ -150,6 +151,99 @@ def ls_tree(repo: str, commit: str) -> Iterator[TreeEntry]:
         code = proc.wait()
     if code != 0:
         raise ConfigError(f"cannot list the tree of {commit} in {repo}: {' '.join(error.decode('utf-8', 'replace').split())}")
+
+
+def rev_parents(repo: str, spec: list[str]) -> dict[str, list[str]]:
+    """Each commit `git rev-list SPEC` gives, with its parents (all of them, in or out of SPEC)."""
+    proc = _git(repo, "rev-list", "--parents", *spec, "--")
+    if proc.returncode != 0:
+        raise ConfigError(f"--revs/--history: git rev-list {' '.join(spec)} failed: {_stderr(proc)}")
+    return {line.split()[0]: line.split()[1:] for line in proc.stdout.decode().splitlines() if line.strip()}
+
+
+def _log_changes(repo: str, spec: list[str]) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """(commit, [(path, new mode, new object id)]) for each commit of SPEC, parents first: its
+    changes against its first parent (against nothing for a root), from one streamed `git log`."""
+    proc = subprocess.Popen(
+        ["git", "-C", repo, "log", "-z", "--raw", "-r", "--no-renames", "--no-abbrev", "--root",
+         "--diff-merges=first-parent", "--topo-order", "--reverse", "--format=%x01%H", *spec, "--"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    commit, changes, meta = None, [], None
+    try:
+        pending = b""
+        while True:
+            chunk = proc.stdout.read(1 << 16)
+            if not chunk:
+                break
+            pending += chunk
+            *tokens, pending = pending.split(b"\0")
+            for token in tokens:
+                if meta is not None:  # the path after a change's modes and ids, whatever its bytes
+                    fields = meta.split()
+                    changes.append((os.fsdecode(token), fields[1].decode(), fields[3].decode()))
+                    meta = None
+                    continue
+                token = token.lstrip(b"\n")
+                if token.startswith(b"\x01"):
+                    if commit is not None:
+                        yield commit, changes
+                    commit, changes = token[1:].decode().strip(), []
+                elif token.startswith(b":"):
+                    meta = token[1:]
+        if commit is not None:
+            yield commit, changes
+    finally:
+        proc.stdout.close()
+        error = proc.stderr.read()
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0:
+        raise ConfigError(f"--history: git log failed in {repo}: {' '.join(error.decode('utf-8', 'replace').split())}")
+
+
+def history_trees(repo: str, spec: list[str]) -> Iterator[tuple[str, dict[str, tuple[str, str]], set[str] | None]]:
+    """Each commit of `git rev-list SPEC`, oldest first (parents before children), with its
+    whole tree {path: (mode, object id)} and the paths that differ from its first parent's tree
+    (None when every path is to be taken as new: a root, or a first parent outside SPEC).
+
+    One `git log --raw` gives every commit's changes against its first parent (a merge's too),
+    and each tree is its first parent's with those changes applied: the cost follows the
+    changes, where an `ls-tree` per commit costs a process and the whole tree each (on
+    pallets/flask's 5,500 commits: ~0.5 s against ~36 s). A parent's tree is kept until its
+    last child in SPEC has taken it (the last one takes it without a copy). The dict yielded
+    is only valid until the next one."""
+    parents = rev_parents(repo, spec)
+    children: dict[str, int] = {}
+    for commit_parents in parents.values():
+        for parent in commit_parents:
+            if parent in parents:
+                children[parent] = children.get(parent, 0) + 1
+    trees: dict[str, dict[str, tuple[str, str]]] = {}
+    for commit, changes in _log_changes(repo, spec):
+        first = parents[commit][0] if parents[commit] else None
+        changed: set[str] | None = {path for path, _, _ in changes}
+        if first is None:
+            tree: dict[str, tuple[str, str]] = {}
+            changed = None
+        elif first not in parents:  # outside SPEC (`--revs A..B`): its tree, listed once
+            tree = {e.path: (e.mode, e.object_id) for e in ls_tree(repo, first)}
+            changed = None
+        else:
+            children[first] -= 1
+            tree = trees.pop(first) if children[first] == 0 else dict(trees[first])
+        for other in parents[commit][1:]:
+            if other in parents:
+                children[other] -= 1
+                if children[other] == 0:
+                    trees.pop(other, None)
+        for path, mode, object_id in changes:
+            if mode == "000000":
+                tree.pop(path, None)
+            else:
+                tree[path] = (mode, object_id)
+        yield commit, tree, changed
+        if children.get(commit, 0) > 0:
+            trees[commit] = tree
 
 
 class TreeChange(NamedTuple):

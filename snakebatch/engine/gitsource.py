@@ -38,6 +38,7 @@ from ..gitrepo import (
     blob_sizes,
     commit_info,
     diff_tree,
+    history_trees,
     ls_tree,
     rev_list,
 )
@@ -171,21 +172,33 @@ def history_commits(job: JobConfig) -> list[str]:
     return rev_list(job.source, [job.commit] + ([f"^{job.since}"] if job.since else []))
 
 
-def _unique_blobs(job: JobConfig, stats: DiscoveryStats, on_entry) -> Iterator[SourceFile]:
+def _unique_blobs(job: JobConfig, stats: DiscoveryStats, on_entry) -> list[SourceFile]:
     """Each blob of the history's trees that the filters take, once, under the first path it has
     (commits oldest first, each tree in git's order). `on_entry(commit, path, blob_id, mode)`
-    receives every taken entry of every commit."""
-    taken = _Filter(job, stats)
+    receives every taken entry of every commit. A blob new to the history can only be at a path
+    that changed against the commit's first parent, so only those paths are looked up."""
+    filters = _Filter(job, stats)
+    taken: dict[str, bool] = {}  # path -> the filters take it (paths recur in every commit)
     seen: set[str] = set()
-    for commit in history_commits(job):
-        for entry in ls_tree(job.source, commit):
-            if entry.mode not in (MODE_FILE, MODE_EXECUTABLE) or not taken.takes(entry.path):
+    first: list[tuple[str, str]] = []  # (path, blob id) of each unique blob, in order
+    spec = [job.commit] + ([f"^{job.since}"] if job.since else [])
+    for commit, tree, changed in history_trees(job.source, spec):
+        for path in sorted(tree):
+            mode, object_id = tree[path]
+            if mode not in (MODE_FILE, MODE_EXECUTABLE):
+                continue
+            verdict = taken.get(path)
+            if verdict is None:
+                verdict = taken[path] = filters.takes(path)
+            if not verdict:
                 continue
             if on_entry is not None:
-                on_entry(commit, entry.path, entry.object_id, entry.mode)
-            if entry.object_id not in seen:
-                seen.add(entry.object_id)
-                yield SourceFile(entry.path, entry.size, None, entry.object_id)
+                on_entry(commit, path, object_id, mode)
+            if (changed is None or path in changed) and object_id not in seen:
+                seen.add(object_id)
+                first.append((path, object_id))
+    sizes = blob_sizes(job.source, [object_id for _, object_id in first])
+    return [SourceFile(path, sizes.get(object_id, 0), None, object_id) for path, object_id in first]
 
 
 class _TableWriter:
@@ -228,7 +241,7 @@ def history_files(job: JobConfig, out: str, stats: DiscoveryStats) -> list[Sourc
     a function of the repository and the job) and return its unique blobs to parse."""
     commits = _TableWriter(out, "commits", COMMITS_SCHEMA)
     entries = _TableWriter(out, "tree_entries", TREE_ENTRIES_SCHEMA)
-    files = list(_unique_blobs(job, stats, lambda c, p, b, m: entries.add(c, display_path(p), b, m)))
+    files = _unique_blobs(job, stats, lambda c, p, b, m: entries.add(c, display_path(p), b, m))
     for info in commit_info(job.source, history_commits(job)):
         commits.add(*info)
     commits.close()
