@@ -237,3 +237,12 @@ def test_sigkill_of_a_job_of_several_sources_then_resume(tmp_path):
     con = duckdb.connect()
     assert con.execute(f"select count(*), count(distinct (source, path)) from read_parquet('{out}/files/*.parquet')"
                        ).fetchall() == [(2 * count, 2 * count)]
+
+
+def test_several_sources_on_dask(corpus, tmp_path):
+    pytest.importorskip("distributed")
+    root, alpha, beta, gamma, first = corpus
+    result = snakebatch.run([alpha, f"{gamma}@{first}"], tmp_path / "out", workers=1, executor="dask", progress=False)
+    assert result.state == "complete" and result.files == 6
+    labels = Counter(r["source"] for r in read_table(tmp_path / "out", "files").to_pylist())
+    assert labels == {"alpha": 4, f"gamma@{first}": 2}
