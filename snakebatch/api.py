@@ -164,11 +164,12 @@ def _refuse_inside_a_starting_worker(function: str) -> None:
         )
 
 
-def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, resume: bool = False,
+def run(source: str | os.PathLike | list, output: str | os.PathLike | None = None, *, resume: bool = False,
         fresh: bool = False, refresh: bool = False, redo: str | list | None = None, verify_content: bool = False,
         on_progress: Callable[[Progress], None] | None = None, **options) -> RunResult:
     """Run a job to its end (or its stop) and return what happened. Options as on the CLI.
 
+    `source`: a folder, or a list of sources (folders, `REPO@REV`) for one job of them all.
     `refresh=True` brings the job in `output` up to date with `source` as it is now (only what
     changed is parsed); `redo` and `verify_content` go with it."""
     _refuse_inside_a_starting_worker("run")
@@ -197,7 +198,7 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
     return RunResult(coordinator.final_summary, config.storage_options or None)
 
 
-def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None] | None = None,
+def stream(source: str | os.PathLike | list, *, on_progress: Callable[[Progress], None] | None = None,
            **options) -> Iterator[tuple[str, pa.RecordBatch]]:
     """Yield `(table_name, pyarrow.RecordBatch)` as batches finish, writing nothing.
 
@@ -327,5 +328,7 @@ def watch(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
             raise ConfigError(f"watch: {name!r} is not an option of watch, which refreshes every round")
     if isinstance(debounce, bool) or not isinstance(debounce, (int, float)) or not debounce > 0:
         raise ConfigError(f"--debounce: expected seconds more than 0, got {debounce!r}")
+    if isinstance(source, (list, tuple)) and len(source) > 1:
+        raise ConfigError("watch: one SOURCE only; watch each source into its own OUT")
     config = build_config(source, output, refresh=True, **options)
     return Watch(config, float(debounce))

@@ -157,8 +157,26 @@ def main():
     """Turn source repositories into Parquet tables: one row per file, definition and import."""
 
 
+def _sources_option(command):
+    """SOURCE... and `--sources FILE`: one job of several sources (`run`, `plan`)."""
+    command = click.option("--sources", "sources_file", default=None, metavar="FILE",
+                           help="Read more sources from FILE, one a line (a folder or REPO@REV; "
+                                "# comments; - for stdin).")(command)
+    return click.argument("source", nargs=-1, type=click.Path(path_type=str))(command)
+
+
+def _source_entries(source: tuple, sources_file: str | None) -> list | str:
+    """The API's `source`: one folder as given, or the list of several; ConfigError for none."""
+    from .config import read_sources_file
+
+    entries = list(source) + (read_sources_file(sources_file) if sources_file is not None else [])
+    if not entries:
+        raise ConfigError("give a SOURCE folder (or several, or --sources FILE)")
+    return entries[0] if len(entries) == 1 else entries
+
+
 @main.command()
-@click.argument("source", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@_sources_option
 @click.option("-o", "--output", default="snakebatch-out", show_default=True, help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the job in OUT; committed files are not parsed again.")
 @click.option("--fresh", is_flag=True, help="Delete the job in OUT and start over.")
@@ -191,10 +209,14 @@ def main():
 @click.option("--cache", default=None, metavar="DIR",
               help="Parse results by content, shared by the jobs that name DIR: a blob seen before is not parsed again.")
 @click.option("--cache-size", default=None, metavar="SIZE", help="Bound of --cache DIR; least recently used go first [2GiB].")
-def run(source, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+def run(source, sources_file, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes,
+        include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
         executor, scheduler, progress, compact, rev, history, revs, storage_options, as_json, cache, cache_size):
-    """Parse every file under SOURCE into Parquet tables in OUT."""
+    """Parse every file under SOURCE into Parquet tables in OUT.
+
+    Several SOURCEs (or --sources FILE) make one job of them all: each row's `source` column names
+    its source. A SOURCE may be a git repository at a revision: REPO@REV."""
     from .api import run as api_run
 
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -210,6 +232,7 @@ def run(source, output, resume, fresh, refresh, redo, verify_content, workers, m
         cache=cache, cache_size=cache_size,
     )
     try:
+        source = _source_entries(source, sources_file)
         result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
                          verify_content=verify_content, on_progress=bar, **options)
     except ConfigError as err:
@@ -298,12 +321,12 @@ def status(out, verify, storage_options, as_json):
 
 
 @main.command(name="plan")
-@click.argument("source", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+@_sources_option
 @click.option("-o", "--output", default="snakebatch-out", show_default=True,
               help="The run's output folder (skipped by the walk when inside SOURCE); nothing is written.")
 @_job_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
-def plan_command(source, output, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
+def plan_command(source, sources_file, output, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
                  follow_symlinks, max_file_size, parsers, as_json):
     """Preview a run of SOURCE: files, bytes, languages, batches, estimated time and memory.
 
@@ -314,7 +337,7 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
     options = _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
                                  follow_symlinks, max_file_size, parsers)
     try:
-        result = plan(source, output, **options)
+        result = plan(_source_entries(source, sources_file), output, **options)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     for warning in result.warnings:
@@ -326,8 +349,11 @@ def plan_command(source, output, workers, memory_budget, batch_bytes, include, e
     shown = ", ".join(f"{k} {v}" for k, v in languages[:8])
     if len(languages) > 8:
         shown += f", {len(languages) - 8} more"
+    where = result.source or f"{len(result.sources)} sources"
     lines = [
-        f"snakebatch plan: {result.files} files, {human(result.bytes)} in {result.source}",
+        f"snakebatch plan: {result.files} files, {human(result.bytes)} in {where}",
+        *(["  sources:   " + ", ".join(f"{label} {c['files']} files ({human(c['bytes'])})"
+                                        for label, c in result.sources.items())] if len(result.sources) > 1 else []),
         f"  languages: {shown or '-'}",
         f"  batches:   {result.batches} (up to {human(result.batch_bytes)} of source each), {result.workers} workers",
         f"  estimate:  {result.estimated_wall_s:.1f}s wall ({result.estimated_cpu_s:.1f}s of CPU), "

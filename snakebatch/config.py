@@ -114,10 +114,20 @@ def parse_size(value: object, option: str) -> int:
     return size
 
 
+class SourceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One source of a job: what its rows' `source` column holds, its folder, and for a git
+    revision the resolved commit and the REV as written (`REPO@REV`, for the resume command)."""
+
+    label: str
+    path: str
+    commit: str | None = None
+    rev: str | None = None
+
+
 class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a job is: every option that changes its rows. `--resume` must find the same values."""
 
-    source: str
+    source: str  # the one SOURCE; "" in a job of several (`sources` holds them all)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     gitignore: bool = True
@@ -131,6 +141,13 @@ class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     commit: str | None = None
     history: bool = False
     since: str | None = None
+    # Every source of the job, in the order given (one for a single SOURCE); empty in a job
+    # written before jobs had several (no `source` column: store/jobfolder.py refuses to resume it).
+    sources: tuple[SourceSpec, ...] = ()
+
+    def of_source(self, spec: SourceSpec) -> JobConfig:
+        """This job as a job of `spec` alone: what discovery and a git source walk."""
+        return msgspec.structs.replace(self, source=spec.path, commit=spec.commit, sources=(spec,))
 
 
 # The JobConfig fields as the command line names them, for messages about a changed option.
@@ -146,6 +163,7 @@ JOB_OPTION_NAMES = {
     "commit": "--rev",
     "history": "--history",
     "since": "--revs",
+    "sources": "SOURCE",
 }
 
 
@@ -213,7 +231,7 @@ def file_defaults(source: str) -> tuple[dict, str | None]:
     return {}, None
 
 
-_JOB_KEYS = set(JobConfig.__struct_fields__) - {"source", "commit", "history", "since"}
+_JOB_KEYS = set(JobConfig.__struct_fields__) - {"source", "commit", "history", "since", "sources"}
 # redo and verify_content belong to one refresh, not to a configuration file.
 _RUN_KEYS = set(RunConfig.__struct_fields__) - {"job", "output", "mode", "redo", "verify_content"}
 OPTION_NAMES = sorted(_JOB_KEYS | _RUN_KEYS)
@@ -325,7 +343,7 @@ def _git_source(source: str, rev: str | None, revs: str | None, history: bool) -
     return {"commit": commit, "history": history, "since": since}
 
 
-def _cache_folder(value: object, size: object, label: Callable[[str], str], source: str, output: str,
+def _cache_folder(value: object, size: object, label: Callable[[str], str], sources: list[str], output: str,
                   ) -> tuple[str | None, int]:
     """(folder, bound) of --cache / --cache-size; the folder is created if missing. ConfigError for a
     URL, a folder inside SOURCE (the walk would ingest it) or inside a local OUT, or one that cannot
@@ -339,7 +357,7 @@ def _cache_folder(value: object, size: object, label: Callable[[str], str], sour
         raise ConfigError(f"{label('cache')}: expected a path to a folder, got {value!r}")
     refuse_url(value, label("cache"))
     folder = os.path.abspath(os.fspath(value))
-    for what, where in (("SOURCE", source), ("OUT", "" if is_object_output(output) else output)):
+    for what, where in (*(("SOURCE", source) for source in sources), ("OUT", "" if is_object_output(output) else output)):
         if where and os.path.commonpath([folder, where]) == where:
             raise ConfigError(f"{label('cache')}: {folder} is inside {what} ({where}); give a folder outside it")
     try:
@@ -351,7 +369,109 @@ def _cache_folder(value: object, size: object, label: Callable[[str], str], sour
     return folder, bound
 
 
-def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
+# -- several sources in one job ----------------------------------------------------------------
+
+
+def read_sources_file(path: str | os.PathLike) -> list[str]:
+    """The entries of a `--sources` list: one a line (a folder, or REPO@REV), blank lines and `#`
+    comments skipped, a relative entry taken from the list file's folder; `-` reads stdin."""
+    import sys
+
+    text = os.fspath(path)
+    try:
+        if text == "-":
+            lines, base = sys.stdin.read().splitlines(), os.getcwd()
+        else:
+            with open(text, encoding="utf-8") as fh:
+                lines, base = fh.read().splitlines(), os.path.dirname(os.path.abspath(text))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--sources: cannot read {text!r}: {getattr(err, 'strerror', None) or err}") from None
+    entries = [line.strip() for line in lines]
+    entries = [os.path.join(base, os.path.expanduser(e)) for e in entries if e and not e.startswith("#")]
+    if not entries:
+        raise ConfigError(f"--sources: {text!r} names no source (one folder or REPO@REV a line)")
+    return entries
+
+
+def split_entry(entry: str | os.PathLike) -> tuple[str, str | None]:
+    """(folder, REV or None) of a SOURCE entry: a path that exists is a folder as it is; else
+    `REPO@REV`, split at the last `@` whose left side is a folder (a REV may hold `@`: `main@{1}`)."""
+    if not isinstance(entry, (str, os.PathLike)):
+        raise ConfigError(f"SOURCE: expected a path to a folder, got {entry!r}")
+    text = os.fspath(entry)
+    refuse_url(text, "SOURCE")
+    if not isinstance(text, str) or os.path.exists(text):
+        return text, None
+    at = len(text)
+    while (at := text.rfind("@", 0, at)) > 0:
+        if os.path.isdir(text[:at]):
+            if at == len(text) - 1:
+                raise ConfigError(f"SOURCE: {text!r} names no revision after the '@' (give REPO@REV)")
+            return text[:at], text[at + 1:]
+    raise ConfigError(f"SOURCE: {text!r} does not exist" + (" (nor is it REPO@REV of an existing folder)"
+                                                           if "@" in text else ""))
+
+
+def _name_parts(path: str) -> list[str]:
+    """The components that name a source folder: a `.git` folder is named by its working tree."""
+    parts = [p for p in path.split(os.sep) if p]
+    return parts[:-1] if len(parts) > 1 and parts[-1] == ".git" else parts or [os.sep]
+
+
+def source_labels(folders: list[str], revs: list[str | None]) -> list[str]:
+    """Each source's `source` label: its folder's name, `@REV` (as written) added for a git
+    revision; names that two sources share take parent folders until they differ (`a/src`)."""
+    parts = [_name_parts(folder) for folder in folders]
+    depth = [1] * len(folders)
+
+    def label(i: int) -> str:
+        return "/".join(parts[i][-depth[i]:]) + (f"@{revs[i]}" if revs[i] is not None else "")
+
+    while True:
+        labels = [label(i) for i in range(len(folders))]
+        seen: dict[str, list[int]] = {}
+        for i, text in enumerate(labels):
+            seen.setdefault(text, []).append(i)
+        grow = [i for group in seen.values() if len(group) > 1 for i in group if depth[i] < len(parts[i])]
+        if not grow:
+            return labels
+        for i in grow:
+            depth[i] += 1
+
+
+def _several_sources(entries: list, rev: str | None, revs: str | None, history: bool, refresh: bool
+                     ) -> tuple[SourceSpec, ...]:
+    """The SourceSpecs of a job of several sources, checked: each a folder or REPO@REV, none twice."""
+    for given, option in ((rev is not None, "--rev"), (revs is not None, "--revs"), (history, "--history"),
+                          (refresh, "--refresh")):
+        if given:
+            if option == "--rev":
+                raise ConfigError(f"--rev applies to one SOURCE, and {len(entries)} were given: "
+                                  "give each git source as REPO@REV instead")
+            raise ConfigError(f"{option}: not supported in a job of several sources ({len(entries)} were given); "
+                              "run each source into its own OUT")
+    from . import gitrepo
+
+    folders, written, commits, seen = [], [], [], {}
+    for entry in entries:
+        folder, entry_rev = split_entry(entry)
+        path = os.path.abspath(folder)
+        if not os.path.isdir(path):
+            raise ConfigError(f"SOURCE: {os.fspath(entry)!r} is not a folder")
+        commit = None if entry_rev is None else gitrepo.resolve_commit(path, entry_rev, f"SOURCE {os.fspath(entry)}")
+        key = (os.path.realpath(path), commit)
+        if key in seen:
+            raise ConfigError(f"SOURCE: {os.fspath(entry)!r} is the same source as {seen[key]!r}"
+                              + (f" (commit {commit[:12]})" if commit else "") + "; give each source once")
+        seen[key] = os.fspath(entry)
+        folders.append(path)
+        written.append(entry_rev)
+        commits.append(commit)
+    labels = source_labels(folders, written)
+    return tuple(SourceSpec(label, path, commit, rev) for label, path, commit, rev in zip(labels, folders, commits, written))
+
+
+def build_config(source: str | os.PathLike | list, output: str | os.PathLike | None = None, *,
                  resume: bool = False, fresh: bool = False, refresh: bool = False,
                  rev: str | None = None, revs: str | None = None, history: bool = False,
                  redo: object = None, verify_content: bool = False, use_config_file: bool = True,
@@ -369,18 +489,25 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
     redo_statuses = _redo_statuses(redo)
     if (redo_statuses or verify_content) and not refresh:
         raise ConfigError(f"{'--redo' if redo_statuses else '--verify-content'} needs --refresh")
-    if not isinstance(source, (str, os.PathLike)):
-        raise ConfigError(f"SOURCE: expected a path to a folder, got {source!r}")
-    refuse_url(source, "SOURCE")
-    source_path = os.path.abspath(os.fspath(source))
-    if not os.path.exists(source_path):
+    entries = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not entries:
+        raise ConfigError("SOURCE: give at least one source folder")
+    several = _several_sources(entries, rev, revs, history, refresh) if len(entries) > 1 else ()
+    if not several:
+        source, entry_rev = split_entry(entries[0])
+        if entry_rev is not None and (rev is not None or revs is not None):
+            raise ConfigError(f"SOURCE {os.fspath(entries[0])!r} names its revision; give it there or with --rev, not both")
+        rev = entry_rev if entry_rev is not None else rev
+    source_path = "" if several else os.path.abspath(os.fspath(source))
+    if not several and not os.path.exists(source_path):
         raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
-    if not os.path.isdir(source_path):
+    if not several and not os.path.isdir(source_path):
         raise ConfigError(f"SOURCE: {os.fspath(source)!r} is not a folder")
     unknown = set(options) - _JOB_KEYS - _RUN_KEYS
     if unknown:
         raise _unknown(unknown, None)
-    from_file, where = file_defaults(source_path) if use_config_file else ({}, None)
+    # A job of several sources reads no source's snakebatch.toml: whose would win is arbitrary.
+    from_file, where = file_defaults(source_path) if use_config_file and not several else ({}, None)
     unknown_in_file = set(from_file) - _JOB_KEYS - _RUN_KEYS
     if unknown_in_file:
         raise _unknown(unknown_in_file, where)
@@ -396,8 +523,10 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         max_file_size=parse_size(merged.get("max_file_size", "16MiB"), label("max_file_size")),
         parsers=_as_tuple(merged.get("parsers"), label("parsers")),
         content=_flag(merged.get("content", False), label("content")),
-        **_git_source(source_path, rev, revs, history),
+        **(_git_source(source_path, rev, revs, history) if not several else {}),
     )
+    job = msgspec.structs.replace(job, sources=several or (
+        SourceSpec(source_labels([source_path], [None])[0], source_path, job.commit),))
     if job.history and refresh:
         raise ConfigError("--refresh of a --history/--revs job is not supported: run the new range into a new OUT")
     from .parsers import resolve
@@ -441,7 +570,8 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError(f"{label('storage_options')}: only for an OUT in object storage (s3://, gs://, az://)")
     if is_object_output(output) and refresh:
         raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
-    cache, cache_size = _cache_folder(merged.get("cache"), merged.get("cache_size"), label, source_path, output)
+    cache, cache_size = _cache_folder(merged.get("cache"), merged.get("cache_size"), label,
+                                     [spec.path for spec in job.sources], output)
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
     if "memory_budget" in merged:
         memory_budget = parse_size(merged.get("memory_budget"), label("memory_budget"))

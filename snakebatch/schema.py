@@ -53,6 +53,7 @@ FILES_SCHEMA = pa.schema(
         ("parser_version", pa.string()),
         ("blob_id", pa.string()),
         ("commit", pa.string()),  # a git source's commit (engine/gitsource.py); null for a folder
+        ("source", pa.string()),  # the label of the file's source (config.SourceSpec): (source, path) is unique
     ]
 )
 FILES_SCHEMA_WITH_CONTENT = FILES_SCHEMA.append(pa.field("content", pa.large_string()))
@@ -85,6 +86,7 @@ DEFINITIONS_SCHEMA = pa.schema(
         ("docstring", pa.string()),
         ("language", pa.string()),
         ("blob_id", pa.string()),  # the file's, as in `files` (the join of a --history job)
+        ("source", pa.string()),  # the file's, as in `files`
     ]
 )
 
@@ -99,6 +101,7 @@ IMPORTS_SCHEMA = pa.schema(
         ("line", pa.int32()),
         ("language", pa.string()),
         ("blob_id", pa.string()),  # the file's, as in `files`
+        ("source", pa.string()),  # the file's, as in `files`
     ]
 )
 

@@ -75,8 +75,8 @@ def test_discovery_is_read_ahead_only_a_bounded_number_of_files():
 
 
 def test_committed_files_are_skipped_and_stale_ones_counted():
-    committed = CommittedIndex()
-    committed.add(["f0.py", "f1.py"], [10, 99], [0, 1])  # f1 changed size since it was committed
+    committed = CommittedIndex(only_source="src")
+    committed.add("src", ["f0.py", "f1.py"], [10, 99], [0, 1])  # f1 changed size since it was committed
     planner = BatchPlanner(_files([10, 10, 10]), workers=1, committed=committed)
     batch = planner.next_batch(1_000)
     assert [f.path for f in batch.files] == ["f2.py"]
@@ -121,3 +121,18 @@ def test_the_tail_is_never_cut_into_batches_of_a_few_small_files():
     assert sizes[0] == 1000
     assert min(sizes[:-1]) >= 19_000 // (TAIL_MIN_SHARE * 32)
     assert len(sizes) < 6 * 32
+
+
+def test_a_batch_is_of_one_source_and_resume_knows_files_by_source_and_path():
+    files = [SourceFile(f"f{i}.py", 10, 0, None, source) for source in ("a", "b", "c") for i in range(3)]
+    files += [SourceFile("g.py", 10, None, "blob", "c"), SourceFile("g.py", 10, None, "blob", "d")]
+    committed = CommittedIndex()
+    committed.add("b", ["f0.py"], [10], [0])  # b's f0.py, not a's or c's
+    planner = BatchPlanner(files, workers=1, committed=committed)
+    batches = []
+    while (batch := planner.next_batch(1_000_000)) is not None:
+        batches.append([(f.source, f.path) for f in batch.files])
+    assert all(len({source for source, _ in batch}) == 1 for batch in batches)
+    assert sorted(f for batch in batches for f in batch) == sorted(
+        (f.source, f.path) for f in files if (f.source, f.path) != ("b", "f0.py"))
+    assert committed.seen == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 
 import msgspec
 
@@ -51,32 +52,35 @@ def ledger_key(source_file, by_blob: bool) -> str:
 
 
 class CommittedIndex:
-    """Files a resumed job committed before: `path` (discovery.display_path: unique per name),
-    or the blob id of a --history job (`by_blob`) -> (size, mtime_ns)."""
+    """Files a resumed job committed before: (source label, `path` (discovery.display_path: unique
+    per name), or the blob id of a --history job (`by_blob`)) -> (size, mtime_ns). `only_source`:
+    the label of a job's only source, which its files do not carry (SourceFile.source None)."""
 
-    def __init__(self, by_blob: bool = False) -> None:
+    def __init__(self, by_blob: bool = False, only_source: str | None = None) -> None:
         self.by_blob = by_blob
-        self.files: dict[str, tuple[int, int]] = {}
+        self.only_source = only_source
+        self.files: dict[tuple[str, str], tuple[int, int]] = {}
         self.seen = 0
         self.stale: list[str] = []
         self.stale_count = 0
 
-    def add(self, paths, sizes, mtimes) -> None:
-        self.files.update(zip(paths, zip(sizes, mtimes)))  # in C: resume reads 100k paths fast
+    def add(self, source: str, paths, sizes, mtimes) -> None:
+        # In C: resume reads 100k paths fast.
+        self.files.update(zip(zip(repeat(source), paths), zip(sizes, mtimes)))
 
     def claim(self, source_file: SourceFile) -> bool:
         """True when the file was committed already (it is then skipped, never read again)."""
         # The key is the file's `path` as the tables hold it: one per name (the raw name could
         # equal another file's display form, e.g. the literal `bad\xff` and the byte 0xff).
         key = ledger_key(source_file, self.by_blob)
-        committed = self.files.get(key)
+        committed = self.files.get((source_file.source or self.only_source, key))
         if committed is None:
             return False
         self.seen += 1
         if committed != (source_file.size, source_file.mtime_ns):
             self.stale_count += 1
             if len(self.stale) < 20:
-                self.stale.append(key)
+                self.stale.append(key if source_file.source is None else f"{source_file.source}: {key}")
         return True
 
 
@@ -135,8 +139,8 @@ class BatchPlanner:
         files, size = [], 0
         while self._buffer and len(files) < max_files:
             head = self._buffer[0]
-            if files and size + head.size > target_bytes:
-                break
+            if files and (size + head.size > target_bytes or head.source != files[0].source):
+                break  # a batch is of one source
             files.append(self._buffer.popleft())
             size += head.size
             self._buffer_bytes -= head.size
@@ -149,7 +153,7 @@ class BatchPlanner:
         while blob_id is not None and len(files) < MAX_FILES_PER_BATCH and (self._buffer or not self._exhausted):
             if not self._buffer:
                 self._fill(self._buffer_bytes + 1)
-            if not self._buffer or self._buffer[0].blob_id != blob_id:
+            if not self._buffer or self._buffer[0].blob_id != blob_id or self._buffer[0].source != files[0].source:
                 break
             head = self._buffer.popleft()
             files.append(head)

@@ -153,6 +153,7 @@ class Coordinator:
         self.governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes,
                                        parsers=config.job.parsers)
         self.discovery_stats = DiscoveryStats()
+        self.sources = {spec.label: spec for spec in config.job.sources}
         committed = sink.committed
         self.planner = BatchPlanner(  # discovery is lazy: nothing is walked before `run`
             # `files`: the ones a refresh chose to parse, instead of all that discovery finds
@@ -213,15 +214,22 @@ class Coordinator:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _task(self, batch_id: int, files: list, attempt: int = 0, forced: tuple | None = None) -> BatchTask:
+    def _task(self, batch_id: int, files: list, attempt: int = 0, forced: tuple | None = None,
+              source: str | None = None) -> BatchTask:
+        """`source`: the label of the files' source (a batch is of one); None: the first file's
+        (SourceFile.source), or the job's only one."""
         job = self.config.job
+        if source is None and files and len(files[0]) > 4:
+            source = files[0][4]
+        spec = self.sources[source] if source is not None else job.sources[0]
         return BatchTask(
             batch_id=batch_id,
             attempt=attempt,
-            source=job.source,
+            source=spec.path,
+            source_label=spec.label,
             staging=self.sink.staging_for(batch_id, attempt),
             # (path, size, mtime_ns), and a git source's blob id after them
-            files=[tuple(f) if len(f) > 3 and f[3] is not None else tuple(f[:3]) for f in files],
+            files=[tuple(f[:4]) if len(f) > 3 and f[3] is not None else tuple(f[:3]) for f in files],
             parsers=job.parsers,
             max_file_size=job.max_file_size,
             content=job.content,
@@ -231,7 +239,7 @@ class Coordinator:
             forced_message=forced[1] if forced else None,
             heartbeat_dir=self.watchdog.folder if self.watchdog is not None and not forced else None,
             storage_options=self.config.storage_options,
-            commit=None if job.history else job.commit,  # a history's blobs have no one commit
+            commit=None if job.history else spec.commit,  # a history's blobs have no one commit
             cache=self.config.cache,
         )
 
@@ -461,15 +469,16 @@ class Coordinator:
         culprit = files[stuck.index]
         rest = files[:stuck.index] + files[stuck.index + 1:]
         if rest:
-            self._redo.append(self._task(self.planner.new_id(), rest))
+            self._redo.append(self._task(self.planner.new_id(), rest, source=task.source_label))
         # A batch of one is the culprit's own retry: its attempt counts the kills before.
         kills = (task.attempt if len(files) == 1 else 0) + 1
         if kills <= self.config.retries:
-            self._redo.append(self._task(self.planner.new_id(), [culprit], attempt=kills))
+            self._redo.append(self._task(self.planner.new_id(), [culprit], attempt=kills, source=task.source_label))
             return
         message = (f"parsing took longer than --file-timeout {self.config.file_timeout:g}s without returning; "
                    f"the worker was killed after {stuck.seconds:.1f}s ({kills} attempt{'s' if kills > 1 else ''})")
-        forced = self._task(self.planner.new_id(), [culprit], attempt=kills, forced=("timeout", message))
+        forced = self._task(self.planner.new_id(), [culprit], attempt=kills, forced=("timeout", message),
+                            source=task.source_label)
         yield from self._commit(forced, process_batch(forced))
 
     def _after_failure(self, task: BatchTask, isolated: bool, status: str, message: str):
@@ -483,14 +492,15 @@ class Coordinator:
         if len(files) > 1:
             half = len(files) // 2
             for part in (files[:half], files[half:]):
-                self.suspects.append(self._task(self.planner.new_id(), part, attempt=0))
+                self.suspects.append(self._task(self.planner.new_id(), part, attempt=0, source=task.source_label))
             return
         if task.attempt < self.config.retries:
-            self.suspects.append(self._task(task.batch_id, files, attempt=task.attempt + 1))
+            self.suspects.append(self._task(task.batch_id, files, attempt=task.attempt + 1, source=task.source_label))
             return
         attempts = task.attempt + 1
         forced = self._task(task.batch_id, files, attempt=task.attempt + 1,
-                            forced=(status, f"{message} ({attempts} attempt{'s' if attempts > 1 else ''})"))
+                            forced=(status, f"{message} ({attempts} attempt{'s' if attempts > 1 else ''})"),
+                            source=task.source_label)
         yield from self._commit(forced, process_batch(forced))
 
     def _commit(self, task: BatchTask, outcome: BatchOutcome):

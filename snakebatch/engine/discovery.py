@@ -29,12 +29,14 @@ class SourceFile(NamedTuple):
     """A discovered file: its path relative to SOURCE (`/`-separated; names that are not valid
     UTF-8 keep their bytes as surrogate escapes), size and mtime when discovered. A file of a git
     revision (engine/gitsource.py) has no mtime (None) and carries its blob id, which the worker
-    reads from the object database."""
+    reads from the object database. In a job of several sources, `path` is relative to the
+    file's own source, which `source` names."""
 
     path: str
     size: int
     mtime_ns: int | None
     blob_id: str | None = None
+    source: str | None = None  # its source's label in a job of several (None: the job's only one)
 
 
 class DiscoveryStats:

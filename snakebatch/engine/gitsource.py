@@ -106,10 +106,20 @@ def _follow(link: str, entries: dict, reader: CatFile) -> tuple | None:
 
 
 def source_files(job: JobConfig, skip: str | None, stats: DiscoveryStats) -> Iterator[SourceFile]:
-    """The job's files: a git revision's (`job.commit`), or discovery's walk of the folder."""
+    """The job's files: a git revision's (`job.commit`), or discovery's walk of the folder; in a
+    job of several sources, each source's in turn, with its label."""
+    if len(job.sources) > 1:
+        return _each_source(job, skip, stats)
     if job.commit is not None:
         return discover_revision(job, stats)
     return discover(job, skip=skip, stats=stats)
+
+
+def _each_source(job: JobConfig, skip: str | None, stats: DiscoveryStats) -> Iterator[SourceFile]:
+    for spec in job.sources:
+        label = spec.label
+        for f in source_files(job.of_source(spec), skip, stats):
+            yield SourceFile(f.path, f.size, f.mtime_ns, f.blob_id, label)
 
 
 def discover_revision(job: JobConfig, stats: DiscoveryStats) -> Iterator[SourceFile]:

@@ -81,7 +81,7 @@ def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: li
         statuses=outcome.statuses, rows=outcome.rows, bytes=outcome.bytes,
         parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
         committed_at=time.time(), run_started_at=run_started_at, parts=outcome.parts,
-        parsed=outcome.parsed, reused=outcome.reused, cached=outcome.cached, **fields,
+        parsed=outcome.parsed, reused=outcome.reused, cached=outcome.cached, source=task.source_label, **fields,
     )
 
 
@@ -115,19 +115,19 @@ class OutputSink:
             # --resume re-checks files that could not be read: their rows go, and those that
             # are there now are parsed again (a fresh or new job has none).
             entries, self.io_errors_rechecked = self.ledger.forget_io_errors(
-                entries, report.manifest, config.job.source)
+                entries, report.manifest, {spec.label: spec.path for spec in config.job.sources})
         except BaseException:
             self.lock.release()
             raise
         self.recovery = report.describe() or None
-        self.committed = CommittedIndex(by_blob=config.job.history)
+        self.committed = CommittedIndex(by_blob=config.job.history, only_source=config.job.sources[0].label)
         # Earlier runs' counts, from the ledger: right even when an earlier run was killed.
         self.before = Tally()
         self.first_batch_id = 1
         self.batch_ids = [entry.batch_id for entry in entries]
         self.manifest = report.manifest
         for entry in entries:
-            self.committed.add(entry.paths, entry.sizes, entry.mtimes)
+            self.committed.add(entry.source, entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
             self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
         self.batch_stats: list[dict] = []
@@ -223,12 +223,12 @@ class ObjectStoreSink:
             done.append(f"withdrew compacted generation {self.compactor.withdrawn.generation} (it held a "
                         "redone batch or lost a part): readers read the batch parts until it is rebuilt")
         self.recovery = "; ".join(done) or None
-        self.committed = CommittedIndex()
+        self.committed = CommittedIndex(only_source=config.job.sources[0].label)
         self.before = Tally()
         self.first_batch_id = opened.next_batch_id
         self.batch_ids = [entry.batch_id for entry in opened.entries]
         for entry in opened.entries:
-            self.committed.add(entry.paths, entry.sizes, entry.mtimes)
+            self.committed.add(entry.source, entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
         self.batch_stats: list[dict] = []
 
@@ -243,6 +243,9 @@ class ObjectStoreSink:
             if data is None:
                 raise ConfigError(f"--resume: {out} holds no snakebatch job to resume; run without --resume to start one")
             record = msgspec.json.decode(data, type=JobRecord)
+            if not record.job.sources:
+                raise ConfigError(f"--resume: {out} holds a job written by an earlier snakebatch, whose tables "
+                                  "have no `source` column; start over with --fresh")
             diffs = job_differences(record.job, self.config.job)
             if diffs:
                 raise ConfigError("--resume: these options differ from the job's, and would change its rows: "

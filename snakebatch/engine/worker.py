@@ -76,6 +76,7 @@ class BatchTask(msgspec.Struct, frozen=True):
     # each files row's `commit` is this one.
     commit: str | None = None
     cache: str | None = None  # --cache DIR: parse results by content, shared by jobs (store/blobcache.py)
+    source_label: str = ""  # every row's `source` column: the label of the batch's one source
 
 
 class BatchOutcome(msgspec.Struct):
@@ -383,6 +384,7 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
         "parser_version": parser.version if parser is not None else None,
         "blob_id": blob_id,
         "commit": task.commit,
+        "source": task.source_label,
     }
     if task.content:
         text = None
@@ -429,8 +431,8 @@ class _ParserRows:
             self.blobs.extend([blob_id] * len(rows))
             self.rows.extend(rows)
 
-    def table(self) -> pa.Table:
-        return _rows_table(self.schema, self.paths, self.rows, self.langs, self.blobs, self.fields)
+    def table(self, source_label: str) -> pa.Table:
+        return _rows_table(self.schema, self.paths, self.rows, self.langs, self.blobs, self.fields, source_label)
 
 
 class _Batch:
@@ -474,8 +476,8 @@ class _Batch:
 
     def write(self, task: BatchTask, started_at: float) -> BatchOutcome:
         """Write the part files into the task's staging folder (fsynced); the batch's stats."""
-        tables = {"files": self.files.table(), "definitions": self.definitions.table(),
-                  "imports": self.imports.table()}
+        tables = {"files": self.files.table(), "definitions": self.definitions.table(task.source_label),
+                  "imports": self.imports.table(task.source_label)}
         # Object storage: the parts are written to a local scratch folder, then put whole into
         # the staging prefix (no shared disk with the coordinator is needed).
         remote = is_object_url(task.staging)
@@ -536,11 +538,13 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     return batch.write(task, started_at)
 
 
-def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, blobs: list, fields: tuple) -> pa.Table:
+def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, blobs: list, fields: tuple,
+               source_label: str) -> pa.Table:
     """A table from parser rows (tuples in `fields` order), built column by column."""
     columns = list(zip(*rows)) if rows else [()] * len(fields)
     arrays = [pa.array(paths, type=pa.string())]
     arrays += [pa.array(list(col), type=schema.field(name).type) for name, col in zip(fields, columns)]
     arrays.append(pa.array(langs, type=pa.string()))
     arrays.append(pa.array(blobs, type=pa.string()))
+    arrays.append(pa.array([source_label] * len(paths), type=pa.string()))
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -145,7 +145,10 @@ class DaskExecutor:
             probe = f".probe-{uuid.uuid4().hex}"
             open(os.path.join(staging, probe), "wb").close()
         try:
-            problems = self.client.run(check_worker_paths, self.config.job.source, staging, probe)
+            problems: dict = {}
+            for spec in self.config.job.sources:  # every source of the job, each at its own path
+                for address, problem in self.client.run(check_worker_paths, spec.path, staging, probe).items():
+                    problems[address] = problems.get(address) or problem
         finally:
             if probe is not None:
                 os.unlink(os.path.join(staging, probe))

@@ -34,7 +34,8 @@ import psutil
 
 from ..config import RunConfig, build_config, usable_cores
 from ..engine.batching import BatchPlanner
-from ..engine.discovery import DiscoveryStats, SourceFile, discover
+from ..engine.discovery import DiscoveryStats, SourceFile
+from ..engine.gitsource import source_files
 from ..engine.governor import MemoryGovernor, human, low_budget
 from ..engine.worker import BatchOutcome, BatchTask, process_batch
 from ..languages import language_of
@@ -86,6 +87,7 @@ class Plan(msgspec.Struct):
     unreadable_folders: list
     notes: list
     warnings: list  # the run would go badly or be refused as planned (the CLI prints them on stderr)
+    sources: dict = {}  # label -> {"files": n, "bytes": n}, for each of the job's sources
 
 
 class _Reservoir:
@@ -122,10 +124,15 @@ class _Tally:
         self.too_large = 0
         self.files = 0
         self.bytes = 0
+        self.only_source = config.job.sources[0].label
+        self.sources = {spec.label: {"files": 0, "bytes": 0} for spec in config.job.sources}
 
     def __call__(self, source_file: SourceFile) -> None:
         self.files += 1
         self.bytes += source_file.size
+        per_source = self.sources[source_file.source or self.only_source]
+        per_source["files"] += 1
+        per_source["bytes"] += source_file.size
         language = language_of(source_file.path)
         if language:
             self.languages[language] = self.languages.get(language, 0) + 1
@@ -172,10 +179,14 @@ class _Calibration(msgspec.Struct):
 
 def _timed_batch(files: list, config: RunConfig, staging_root: str, batch_id: int
                  ) -> tuple[float, float, BatchOutcome]:
+    # A batch is of one source, as in a run: the first file's (in a job of several).
+    spec = next((s for s in config.job.sources if s.label == files[0].source), config.job.sources[0])
     task = BatchTask(
-        batch_id=batch_id, attempt=0, source=config.job.source, staging=os.path.join(staging_root, str(batch_id)),
-        files=[tuple(f) for f in files], parsers=config.job.parsers, max_file_size=config.job.max_file_size,
-        content=config.job.content, file_timeout=config.file_timeout, retries=0,
+        batch_id=batch_id, attempt=0, source=spec.path, staging=os.path.join(staging_root, str(batch_id)),
+        files=[tuple(f[:4]) if f.blob_id is not None else tuple(f[:3]) for f in files if f.source == files[0].source],
+        parsers=config.job.parsers, max_file_size=config.job.max_file_size,
+        content=config.job.content, file_timeout=config.file_timeout, retries=0, commit=spec.commit,
+        source_label=spec.label,
     )
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = process_batch(task)
@@ -249,7 +260,7 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
     router = ParserRouter(config.job.parsers)
     tally = _Tally(config, router)
     # First pass: the walk alone, to time it and to draw the sample.
-    for source_file in discover(config.job, skip=config.output or None, stats=stats):
+    for source_file in source_files(config.job, skip=config.output or None, stats=stats):
         tally(source_file)
     walk_s = time.perf_counter() - started
 
@@ -261,7 +272,8 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
 
     # Second pass: batches, through the real planner and governor (the OS has the walk cached).
     governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes)
-    planner = BatchPlanner(discover(config.job, skip=config.output or None), workers=config.workers)
+    planner = BatchPlanner(source_files(config.job, skip=config.output or None, stats=DiscoveryStats()),
+                           workers=config.workers)
     batches, batch_bytes = _count_batches(planner, governor, mean_spb, 2 * config.workers)
 
     # Other processes' demand for the cores, from the share of a core the sampling got; then the
@@ -323,4 +335,5 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
         unreadable_folders=stats.unreadable_folders[:20],
         notes=notes,
         warnings=warnings,
+        sources=tally.sources,
     )

@@ -70,6 +70,16 @@ class JobStatus(msgspec.Struct):
     # blob at another path, and those whose parse came from --cache (0 for batches committed
     # before these were counted).
     parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0, "cached": 0})
+    # Each source's label -> its files done, in the job's order (`source` is "" in a job of several).
+    sources: dict = {}
+
+
+def _source_counts(job, entries) -> dict:
+    """Files done per source label, from the ledger's entries (each batch is of one source)."""
+    counts = {spec.label: 0 for spec in job.sources}
+    for entry in entries:
+        counts[entry.source] = counts.get(entry.source, 0) + len(entry.statuses)
+    return counts
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -241,6 +251,7 @@ def job_status(out: str | os.PathLike, verify: bool = False, storage_options=Non
         snapshot_generation=manifest.generation if manifest else None,
         last_refresh=_last_refresh(out),
         parses=dict(tally.parses),
+        sources=_source_counts(record.job, entries),
     )
 
 
@@ -326,6 +337,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
         parses=dict(tally.parses),
         running_run=running,
         last_segment_at=last_segment_at,
+        sources=_source_counts(record.job, entries),
     )
 
 
@@ -384,7 +396,8 @@ def format_status(status: JobStatus) -> str:
         head += f" (PID {status.running_pid})"
     elif status.state == "incomplete" and status.last_stop_reason:
         head += f" (last run: {status.last_stop_reason})"
-    lines = [head, f"  source:    {status.source}"]
+    lines = [head, f"  source:    {status.source}"] if len(status.sources) <= 1 else [
+        head, "  sources:   " + ", ".join(f"{label} {files}" for label, files in status.sources.items())]
     lines.append(f"  files:     {status.files_done} done in {status.batches} batches, "
                  f"{status.bytes_done / 1e6:.1f} MB read")
     lines.append("  status:    " + (", ".join(f"{k} {v}" for k, v in status.status_counts.items()) or "-"))

@@ -78,10 +78,18 @@ def job_arguments(job: JobConfig) -> list[str]:
     return words
 
 
+def source_arguments(job: JobConfig) -> list[str]:
+    """The SOURCE arguments of `job`: its one folder, or each of its several sources as given
+    (absolute; a git revision as REPO@REV, the REV as written, which its label holds)."""
+    if len(job.sources) <= 1:
+        return [job.source]
+    return [spec.path if spec.rev is None else f"{spec.path}@{spec.rev}" for spec in job.sources]
+
+
 def resume_command(job: JobConfig, output: str) -> str:
     """The exact command that resumes this job: `--resume` refuses different row-changing
     options, so they are all spelled out."""
-    words = ["snakebatch", "run", job.source, "-o", output, "--resume", *job_arguments(job)]
+    words = ["snakebatch", "run", *source_arguments(job), "-o", output, "--resume", *job_arguments(job)]
     return shlex.join(words)
 
 
@@ -240,12 +248,13 @@ def open_job(config: RunConfig) -> JobLock:
     out = config.output
     source_real = os.path.realpath(config.job.source)
     out_real = os.path.realpath(out)
-    if out_real == source_real:
-        raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
-    if _inside(source_real, out_real):
-        # --fresh, recovery and compaction clean OUT's folders: SOURCE must not be among them.
-        raise ConfigError(f"SOURCE {config.job.source} is inside OUT {out}: choose an OUT outside SOURCE "
-                          "(beside or inside it), or move SOURCE out of OUT")
+    for spec in config.job.sources:
+        if out_real == os.path.realpath(spec.path):
+            raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
+        if _inside(os.path.realpath(spec.path), out_real):
+            # --fresh, recovery and compaction clean OUT's folders: SOURCE must not be among them.
+            raise ConfigError(f"SOURCE {spec.path} is inside OUT {out}: choose an OUT outside SOURCE "
+                              "(beside or inside it), or move SOURCE out of OUT")
     job_folder = _job_around(out_real)
     if job_folder is not None:
         raise ConfigError(f"-o/--output: {out} is inside the job folder {job_folder}'s own folders "
@@ -284,6 +293,9 @@ def open_job(config: RunConfig) -> JobLock:
         if config.mode == "fresh" and exists:
             remove_tables(out)
             exists = False
+        if exists and not read_record(out).job.sources:
+            raise ConfigError(f"--{config.mode}: {out} holds a job written by an earlier snakebatch, whose tables "
+                              "have no `source` column; start over with --fresh")
         if exists and config.mode == "refresh":
             # A refresh may change any option; engine/refresh.py records the new ones.
             record = read_record(out)

@@ -74,6 +74,7 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     parsed: int = 0
     reused: int = 0
     cached: int = 0  # files whose parse result came from --cache (store/blobcache.py)
+    source: str = ""  # the label of the batch's one source (its rows' `source`); "" before jobs had several
 
 
 class RecoveryReport(msgspec.Struct):
@@ -324,7 +325,7 @@ class Ledger:
         report.entries = len(kept)
         return kept, report
 
-    def forget_io_errors(self, entries: list[LedgerEntry], manifest, source: str
+    def forget_io_errors(self, entries: list[LedgerEntry], manifest, folders: dict[str, str]
                          ) -> tuple[list[LedgerEntry], dict]:
         """Remove every committed `io_error` row (`--resume`): a file that is back is then
         parsed again, one that is gone has no row, as in a fresh run. Returns the entries
@@ -334,7 +335,8 @@ class Ledger:
         compaction cuts rows out: a reader sees the old part or the new one), then the manifest's
         row counts, then the ledger. A crash in between leaves the ledger naming files whose rows
         are gone; the next resume finds them again, removes nothing more, and rewrites the
-        ledger. io_error rows have no definitions or imports, so only `files` parts change."""
+        ledger. io_error rows have no definitions or imports, so only `files` parts change.
+        `folders`: each source's folder by its label (a batch's paths are relative to its own)."""
         doomed = {entry.batch_id: {i for i, status in enumerate(entry.statuses) if status == "io_error"}
                   for entry in entries if "io_error" in entry.statuses}
         counts = {"gone": 0, "back": 0}
@@ -371,7 +373,6 @@ class Ledger:
                 if part.name in rewritten:
                     part.size, part.xxh3 = rewritten[part.name]
             write_manifest(self.state, manifest)
-        source_bytes = os.fsencode(source)
         kept_entries = []
         for entry in entries:
             gone_rows = doomed.get(entry.batch_id)
@@ -385,7 +386,8 @@ class Ledger:
                     languages[language] -= 1
                     if not languages[language]:
                         del languages[language]
-                there = os.path.isfile(os.path.join(source_bytes, source_path(entry.paths[i])))
+                there = os.path.isfile(os.path.join(os.fsencode(folders.get(entry.source, "")),
+                                                    source_path(entry.paths[i])))
                 counts["back" if there else "gone"] += 1
             keep = [i for i in range(len(entry.paths)) if i not in gone_rows]
             kept_entries.append(msgspec.structs.replace(
