@@ -12,6 +12,8 @@ On a real repository with its history (bring one with the search tool's `fetch`,
   number of parses is counted from the summary (`parses.parsed`) and compared with the number
   of unique blobs that route to a parser.
 - revision: `run REPO --rev HEAD` against a run on a checkout of HEAD (`git worktree add`).
+- twenty copies: one job of 20 sources, the repository at HEAD, HEAD~1, ..., HEAD~19 (`REPO@REV`:
+  20 copies with the small divergences of 19 commits) against a job of HEAD alone.
 
 Each pair runs alternately, `--fresh` each time, the CLI in a subprocess of its own timed from
 outside; the median of the rounds is reported with the ratio and each run's peak RSS (the
@@ -129,6 +131,13 @@ def main() -> None:
             git(repo, "worktree", "remove", "--force", checkout)
         results.append(rev)
         print(json.dumps(rev), file=sys.stderr)
+
+        copies = pair("20 revisions as 20 sources vs one",
+                      ("twenty", [*(f"{repo}@HEAD~{k}" for k in range(20)), "-o", os.path.join(scratch, "out-20")]),
+                      ("one", [f"{repo}@HEAD", "-o", os.path.join(scratch, "out-1")]),
+                      args.rounds, args.workers)
+        results.append(copies)
+        print(json.dumps(copies), file=sys.stderr)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = {"repo": repo, "commits": int(git(repo, "rev-list", "--count", "HEAD").stdout), "results": results,
