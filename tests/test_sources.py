@@ -111,6 +111,21 @@ def test_several_sources_equal_the_union_of_single_source_runs(corpus, tmp_path)
     assert "sources:   alpha 4, beta 3, gamma@main 2" in text
 
 
+def test_a_blob_shared_by_sources_is_parsed_once_in_the_job(corpus, tmp_path):
+    """pkg/same.py has one content in all three sources: the job's own blob cache gives it to the
+    second and third without a parse (one worker runs the batches one after the other), and the
+    cache is gone once the job is complete. Its rows are checked by the union test above."""
+    _, alpha, beta, gamma, _ = corpus
+    out = tmp_path / "out"
+    result = snakebatch.run([alpha, beta, f"{gamma}@main"], out, workers=1, progress=False)
+    with_parser = sum(1 for r in read_table(out, "files").to_pylist() if r["parser"] is not None)
+    assert result.summary.parses["cached"] == 2
+    assert result.summary.parses["parsed"] == with_parser - 2
+    assert not (out / "_snakebatch" / "blobs").exists()
+    single = snakebatch.run(alpha, tmp_path / "single", workers=1, progress=False)
+    assert single.summary.parses["cached"] == 0 and single.summary.cache is None
+
+
 def test_sources_file_and_stdin_and_plan(corpus, tmp_path):
     root, alpha, beta, gamma, first = corpus
     listing = root / "list.txt"

@@ -43,12 +43,13 @@ from typing import NamedTuple
 
 import msgspec
 
-from ..config import RunConfig
+from ..config import RunConfig, is_object_output
 from ..errors import JobError
 from ..executors import make_executor
 from ..executors.base import Executor, WorkerDied
 from ..schema import FAILURE_STATUSES
 from ..store.blobcache import SizeKeeper
+from ..store.layout import JobLayout
 from .batching import BatchPlanner
 from .discovery import DiscoveryStats, SourceFile
 from .gitsource import source_files
@@ -141,6 +142,18 @@ class InFlight(NamedTuple):
     estimate: int  # its predicted peak bytes, reserved with the governor while it runs
 
 
+def cache_folder(config: RunConfig) -> str | None:
+    """The blob cache the run's workers use: `--cache DIR`; else, in a job of several sources with
+    a local OUT, the job's own (`OUT/_snakebatch/blobs`, deleted once the job is complete), so
+    that a blob parsed for one source is taken from it for the others (`parses.cached`): 20
+    copies of a repository cost about one parse of each blob, not 20."""
+    if config.cache is not None:
+        return config.cache
+    if len(config.job.sources) > 1 and not is_object_output(config.output):
+        return JobLayout(config.output).blob_cache
+    return None
+
+
 class Coordinator:
     def __init__(self, config: RunConfig, sink: Sink, on_progress: Callable[[Progress], None] | None = None,
                  executor_factory: Callable[[RunConfig], Executor] = make_executor,
@@ -187,7 +200,8 @@ class Coordinator:
         self._started = time.monotonic()
         self.timeline = Timeline(process_started=process_started(), run_started=time.time())
         self.busy: list[tuple[float, float, int]] = []  # (started, ended, pid) of each batch a worker ran
-        self.cache = SizeKeeper(config.cache, config.cache_size) if config.cache is not None else None
+        self.cache_folder = cache_folder(config)
+        self.cache = SizeKeeper(self.cache_folder, config.cache_size) if self.cache_folder is not None else None
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -240,7 +254,7 @@ class Coordinator:
             heartbeat_dir=self.watchdog.folder if self.watchdog is not None and not forced else None,
             storage_options=self.config.storage_options,
             commit=None if job.history else spec.commit,  # a history's blobs have no one commit
-            cache=self.config.cache,
+            cache=self.cache_folder,
         )
 
     def run(self) -> Iterator:
@@ -380,6 +394,8 @@ class Coordinator:
             self.complete = False
             self.stop.request(self.stop.reason or "stopped by the caller", 1)
         self.final_summary = self.sink.amend(self.summary())
+        if self.final_summary.state == "complete" and self.cache_folder == JobLayout(self.config.output).blob_cache:
+            shutil.rmtree(self.cache_folder, ignore_errors=True)  # the job's own cache: done with
         self.sink.close(self.final_summary, self.sink.before + self.tally)
         return self.final_summary
 

@@ -48,6 +48,8 @@ class JobLayout:
         self.record = os.path.join(self.state, "job.json")
         self.staging_root = os.path.join(self.state, "staging")
         self.twins = os.path.join(self.state, "compacting")
+        # a job of several sources: its own blob cache until it is complete (engine/coordinator.py)
+        self.blob_cache = os.path.join(self.state, "blobs")
 
     def table_dir(self, table: str) -> str:
         return os.path.join(self.out, table)
