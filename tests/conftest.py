@@ -1,4 +1,4 @@
-"""Shared pytest hooks. The helpers the tests import (running the CLI, reading tables) are in helpers.py.
+"""Shared pytest hooks and fixtures. The helpers the tests import (running the CLI, reading tables) are in helpers.py.
 
 Tests run in parallel (pytest-xdist, `--dist loadscope`: a module's tests, and so its module-scoped
 fixtures, stay on one worker). A test marked `serial` measures memory or time: under xdist it runs
@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
+
+from helpers import S3_BUCKET, start_moto_server
 
 # Tests write nothing into the checkout: no bytecode caches (the CLI's subprocesses get
 # PYTHONDONTWRITEBYTECODE from helpers.cli_env), no hypothesis example database or cache (a
@@ -69,3 +71,20 @@ def pytest_runtest_protocol(item, nextitem):
     folder = Path(item.config.option.basetemp).parent
     with _alone_or_beside(folder, item.get_closest_marker("serial") is not None):
         return (yield)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket (S3_BUCKET): its endpoint and a boto3 client."""
+    pytest.importorskip("moto")
+    boto3 = pytest.importorskip("boto3")
+    try:
+        proc, endpoint = start_moto_server()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield endpoint, client
+    proc.kill()
+    proc.wait()

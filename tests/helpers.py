@@ -1,16 +1,20 @@
 """The one way the tests (and the benchmarks) run the snakebatch CLI, and read its tables back.
 
 Owns: the command line and environment of a CLI subprocess from this checkout (`cli_command`,
-`cli_env`), running it to its end (`run_cli`), and reading a committed table (`read_table`).
+`cli_env`), running it to its end (`run_cli`), reading a committed table (`read_table`), and
+starting a moto S3 server on loopback (`start_moto_server`).
 Must not touch: pytest (fixtures live in conftest.py; the benchmarks import this module without it).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -59,3 +63,32 @@ def read_table(out: Path, table: str):
 
 def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+S3_BUCKET = "snakebatch-test"  # the bucket conftest.py's `s3` fixture creates
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto_server(timeout: float = 30) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on 127.0.0.1 (its process and endpoint URL), answering; RuntimeError
+    when it does not answer within `timeout` seconds."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return proc, endpoint
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("the moto server did not start") from None
+            time.sleep(0.1)

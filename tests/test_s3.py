@@ -10,56 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import S3_BUCKET, run_cli, start_moto_server
 from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, run_args, snapshot
 
 pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")
 
-BUCKET = "snakebatch-test"
+BUCKET = S3_BUCKET
 SLEEP_PER_FILE = 0.004
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
 TABLES = ("files", "definitions", "imports")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3():
-    """A moto S3 server on 127.0.0.1 with one bucket: its endpoint and a boto3 client."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("the moto server did not start")
-            time.sleep(0.1)
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                          region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    proc.kill()
-    proc.wait()
 
 
 def s3_env(endpoint: str, **extra) -> dict:
@@ -220,19 +187,8 @@ def test_dask_workers_put_their_parts_in_the_bucket(s3, corpus, baseline, tmp_pa
 def test_a_store_that_stops_answering_stops_the_job_resumable(corpus, tmp_path):
     """The server dies mid-run: after its (shortened) retries the run stops with exit 1 and the
     resume command, no traceback."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, endpoint = start_moto_server()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the moto server did not start"
-                time.sleep(0.1)
         client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                               region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
