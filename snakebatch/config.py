@@ -29,7 +29,8 @@ _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
-# OUT schemes opened through obstore (store/objectstore.py); `file://` is a local folder.
+# SOURCE and OUT schemes opened through obstore (store/objectsource.py, store/objectstore.py);
+# `file://` is a local folder.
 OBJECT_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
 
 
@@ -62,6 +63,28 @@ def _output_location(output: str | os.PathLike) -> str:
             raise ConfigError(f"-o/--output: {text!r} names no bucket; give {scheme}://BUCKET/PREFIX")
         return f"{scheme.lower()}://{rest.rstrip('/')}"
     return os.path.abspath(text)
+
+
+def _source_location(source: str | os.PathLike) -> str:
+    """SOURCE as JobConfig keeps it: an object-store URL as given (no trailing slash), `file://PATH`
+    and a plain path as an absolute local path (ConfigError when that is not a folder)."""
+    text = os.fspath(source)
+    if isinstance(text, str) and _URL.match(text) and text.split("://", 1)[0].lower() in OBJECT_SCHEMES:
+        if importlib.util.find_spec("obstore") is None:
+            raise ConfigError(f"SOURCE: {text}: object storage needs the extra: pip install 'snakebatch[s3]'")
+        scheme, rest = text.split("://", 1)
+        if not rest.strip("/"):
+            raise ConfigError(f"SOURCE: {text!r} names no bucket; give {scheme}://BUCKET/PREFIX")
+        return f"{scheme.lower()}://{rest.strip('/')}"
+    if isinstance(text, str) and text.lower().startswith("file://"):
+        text = text[len("file://"):] or "/"
+    refuse_url(text, "SOURCE", OBJECT_SCHEMES)
+    path = os.path.abspath(text)
+    if not os.path.exists(path):
+        raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
+    if not os.path.isdir(path):
+        raise ConfigError(f"SOURCE: {os.fspath(source)!r} is not a folder")
+    return path
 
 
 def object_output(output: str, storage_options: object) -> tuple[str, dict]:
@@ -173,6 +196,14 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # OUT in object storage only: options of its store (endpoint, region, credentials), added to
     # what the standard environment gives (store/objectstore.py).
     storage_options: dict = {}
+    # SOURCE in object storage (store/objectsource.py): its store takes storage_options, then
+    # these (--source-option) over them.
+    source_options: dict = {}
+
+    @property
+    def source_store_options(self) -> dict:
+        """The options of SOURCE's store ({} for a local SOURCE)."""
+        return {**self.storage_options, **self.source_options} if is_object_output(self.job.source) else {}
 
 
 def usable_cores() -> int:
@@ -235,7 +266,8 @@ class _Options:
 
     def label(self, name: str) -> str:
         flag = "--" + name.replace("_", "-")
-        flag = {"--parsers": "--parser", "--gitignore": "gitignore (--no-gitignore)"}.get(flag, flag)
+        flag = {"--parsers": "--parser", "--gitignore": "gitignore (--no-gitignore)",
+                "--storage-options": "--storage-option", "--source-options": "--source-option"}.get(flag, flag)
         return f"{name} in {self.where}" if name in self.from_file else flag
 
     def get(self, name: str, default=None):
@@ -341,16 +373,19 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError(f"{'--redo' if redo_statuses else '--verify-content'} needs --refresh")
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"SOURCE: expected a path to a folder, got {source!r}")
-    refuse_url(source, "SOURCE")
-    source_path = os.path.abspath(os.fspath(source))
-    if not os.path.exists(source_path):
-        raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
-    if not os.path.isdir(source_path):
-        raise ConfigError(f"SOURCE: {os.fspath(source)!r} is not a folder")
+    source_path = _source_location(source)
+    # SOURCE in object storage: no snakebatch.toml is read from it (an object there is a file of
+    # the job like any other); options come from the command line or the API.
+    remote_source = is_object_output(source_path)
+    if remote_source and (rev is not None or revs is not None or history):
+        raise ConfigError("--rev/--revs/--history: a SOURCE in object storage is not a git repository")
+    if remote_source and refresh:
+        raise ConfigError("--refresh: not supported for a SOURCE in object storage yet (its objects have no "
+                          "stat data to compare); use --resume to add new objects, or --fresh")
     unknown = set(options) - _JOB_KEYS - _RUN_KEYS
     if unknown:
         raise _unknown(unknown, None)
-    from_file, where = file_defaults(source_path) if use_config_file else ({}, None)
+    from_file, where = file_defaults(source_path) if use_config_file and not remote_source else ({}, None)
     unknown_in_file = set(from_file) - _JOB_KEYS - _RUN_KEYS
     if unknown_in_file:
         raise _unknown(unknown_in_file, where)
@@ -407,8 +442,13 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         output = "snakebatch-out"
     output = _output_location(output) if output else ""
     storage_options = _storage_options(merged.get("storage_options"), label("storage_options"))
-    if storage_options and not is_object_output(output):
-        raise ConfigError(f"{label('storage_options')}: only for an OUT in object storage (s3://, gs://, az://)")
+    if storage_options and not is_object_output(output) and not remote_source:
+        raise ConfigError(f"{label('storage_options')}: only for a SOURCE or an OUT in object storage (s3://, gs://, az://)")
+    source_options = _storage_options(merged.get("source_options"), label("source_options"))
+    if source_options and not remote_source:
+        raise ConfigError(f"{label('source_options')}: only for a SOURCE in object storage (s3://, gs://, az://)")
+    if remote_source and job.follow_symlinks:
+        raise ConfigError(f"{label('follow_symlinks')}: a SOURCE in object storage has no symbolic links")
     if is_object_output(output) and refresh:
         raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
@@ -441,4 +481,5 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         redo=redo_statuses,
         verify_content=_flag(verify_content, "--verify-content"),
         storage_options=storage_options,
+        source_options=source_options,
     )

@@ -17,7 +17,7 @@ import time
 import msgspec
 
 from .._version import __version__
-from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig
+from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig, is_object_output
 from ..errors import ConfigError, JobError
 from ..schema import TABLES
 from .durable import atomic_write
@@ -238,11 +238,12 @@ def open_job(config: RunConfig) -> JobLock:
     same job (same options that change rows); refresh: OUT must hold a job of the same SOURCE.
     """
     out = config.output
-    source_real = os.path.realpath(config.job.source)
+    # A SOURCE in object storage (a URL) is never a local folder.
+    source_real = None if is_object_output(config.job.source) else os.path.realpath(config.job.source)
     out_real = os.path.realpath(out)
     if out_real == source_real:
         raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
-    if _inside(source_real, out_real):
+    if source_real is not None and _inside(source_real, out_real):
         # --fresh, recovery and compaction clean OUT's folders: SOURCE must not be among them.
         raise ConfigError(f"SOURCE {config.job.source} is inside OUT {out}: choose an OUT outside SOURCE "
                           "(beside or inside it), or move SOURCE out of OUT")

@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 import pyarrow as pa
@@ -41,7 +41,6 @@ import pyarrow.parquet as pq
 
 from ..errors import JobError
 from ..languages import language_of
-from ..paths import source_path
 from ..schema import TABLES
 from .compaction import ROW_GROUP_ROWS, Compactor, files_part_of, read_manifest, write_manifest
 from .durable import Damage, atomic_write, check_part, fsync_dir, write_part
@@ -323,11 +322,12 @@ class Ledger:
         report.entries = len(kept)
         return kept, report
 
-    def forget_io_errors(self, entries: list[LedgerEntry], manifest, source: str
+    def forget_io_errors(self, entries: list[LedgerEntry], manifest, is_there: Callable[[str], bool]
                          ) -> tuple[list[LedgerEntry], dict]:
         """Remove every committed `io_error` row (`--resume`): a file that is back is then
         parsed again, one that is gone has no row, as in a fresh run. Returns the entries
-        without those files, and {"gone": n, "back": n}.
+        without those files, and {"gone": n, "back": n} (`is_there(path)`: whether the file of
+        a table `path` is in SOURCE now).
 
         Each `files` part holding such rows is replaced whole (a temporary renamed over it, as
         compaction cuts rows out: a reader sees the old part or the new one), then the manifest's
@@ -370,7 +370,6 @@ class Ledger:
                 if part.name in rewritten:
                     part.size, part.xxh3 = rewritten[part.name]
             write_manifest(self.state, manifest)
-        source_bytes = os.fsencode(source)
         kept_entries = []
         for entry in entries:
             gone_rows = doomed.get(entry.batch_id)
@@ -384,8 +383,7 @@ class Ledger:
                     languages[language] -= 1
                     if not languages[language]:
                         del languages[language]
-                there = os.path.isfile(os.path.join(source_bytes, source_path(entry.paths[i])))
-                counts["back" if there else "gone"] += 1
+                counts["back" if is_there(entry.paths[i]) else "gone"] += 1
             keep = [i for i in range(len(entry.paths)) if i not in gone_rows]
             kept_entries.append(msgspec.structs.replace(
                 entry,
