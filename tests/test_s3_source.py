@@ -235,3 +235,10 @@ def test_stream_of_a_bucket(s3, bucket_tree, tree):
     local = {p for table, batch in snakebatch.stream(tree, workers=1) if table == "files"
              for p in batch.column("path").to_pylist()}
     assert paths == local and "-early.py" in paths
+
+
+def test_file_url_source_is_the_local_folder(tree, tmp_path):
+    by_url = _run(f"file://{tree}", tmp_path / "url")
+    assert by_url.state == "complete" and by_url.files > 0
+    _run(tree, tmp_path / "plain")
+    assert rows(tmp_path / "url") == rows(tmp_path / "plain")
