@@ -1,6 +1,7 @@
 """The worker: a pure function of its batch, the same in a local process pool or on Dask.
 
-Owns: reading, hashing and classifying each file of a batch, running its parser under a time
+Owns: reading (from a folder, a git object database, or an object store through
+store/objectsource.py), hashing and classifying each file of a batch, running its parser under a time
 limit, and writing the batch's three part files (fsynced) into the batch's own staging folder
 (or putting them under its staging prefix, for an OUT in object storage).
 Must not touch: the ledger, the table folders, or any state shared between batches (it returns
