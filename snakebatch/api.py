@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pyarrow as pa
 
-from .config import build_config, is_object_output
+from .config import build_config, is_object_output, object_output
 from .engine.coordinator import Coordinator, Progress, RunSummary
 from .engine.discovery import DiscoveryStats
 from .engine.gitsource import history_files
@@ -28,14 +28,16 @@ from .engine.watch import Events, WarmExecutor, load_watchfiles
 from .errors import ConfigError, JobError
 from .store.jobfolder import holds_job
 from .store.objectsource import check_source
+from .store.objectstore import is_object_url
 from .store.snapshot import pending_refresh
 
 
 class RunResult:
     """The outcome of `snakebatch.run`: counts, timings, and the committed output."""
 
-    def __init__(self, summary: RunSummary):
+    def __init__(self, summary: RunSummary, storage_options: dict | None = None):
         self.summary = summary
+        self.storage_options = storage_options  # of an OUT in object storage, for `dataset`
 
     @property
     def state(self) -> str:
@@ -79,14 +81,16 @@ class RunResult:
 
     def dataset(self, table: str = "files"):
         """A `pyarrow.dataset.Dataset` over the committed parts of `table`."""
-        return open_dataset(self.output, table)
+        return open_dataset(self.output, table, storage_options=self.storage_options)
 
     def __repr__(self) -> str:
         return f"RunResult(state={self.state!r}, files={self.files}, status_counts={self.status_counts})"
 
 
-def open_dataset(output: str | os.PathLike, table: str = "files"):
-    """A `pyarrow.dataset.Dataset` over the committed parts of `table` in the job folder `output`.
+def open_dataset(output: str | os.PathLike, table: str = "files", *, storage_options: dict | None = None):
+    """A `pyarrow.dataset.Dataset` over the committed parts of `table` in the job `output`: a
+    folder, or object storage (`s3://...`; `storage_options` as for `run`), where it reads the
+    current compacted generation and the batch parts committed since (store/objectcompaction.py).
 
     A job that committed nothing yet still gives the table's columns (and no rows).
     """
@@ -99,6 +103,10 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     if table not in TABLES:
         raise ConfigError(f"table: {table!r} is not one of {', '.join(TABLES)}")
     out = os.fspath(output)
+    if is_object_url(out):
+        return _object_dataset(out, table, storage_options or {})
+    if storage_options:
+        raise ConfigError("storage_options: only for an OUT in object storage (s3://, gs://, az://)")
     if not holds_job(out):
         raise ConfigError(f"{out} holds no snakebatch job")
     folder = JobLayout(out).table_dir(table)
@@ -108,6 +116,33 @@ def open_dataset(output: str | os.PathLike, table: str = "files"):
     if parts:
         return ds.dataset(parts, format="parquet")
     return ds.dataset([], format="parquet", schema=table_schema(table, read_record(out).job.content))
+
+
+def _object_dataset(out: str, table: str, storage_options: dict):
+    import pyarrow.dataset as ds
+
+    from .schema import table_schema
+    from .store.jobfolder import JobRecord
+    from .store.objectcompaction import dataset_keys
+    from .store.objectstore import ObjectJob, arrow_filesystem
+
+    url, options = object_output(out, storage_options)
+    job = ObjectJob(url, options)
+    job.check_reachable()
+    try:
+        record = job.read_job()
+        if record is None:
+            raise ConfigError(f"{url} holds no snakebatch job")
+        keys = dataset_keys(job, table)
+    except (ConfigError, JobError):
+        raise
+    except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+        raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
+    if not keys:
+        schema = table_schema(table, msgspec.json.decode(record, type=JobRecord).job.content)
+        return ds.dataset([], format="parquet", schema=schema)
+    filesystem, root = arrow_filesystem(url, options)
+    return ds.dataset([f"{root}/{key}" for key in keys], format="parquet", filesystem=filesystem)
 
 
 def _execute(coordinator: Coordinator, handle_signals: bool) -> Iterator:
@@ -162,7 +197,7 @@ def run(source: str | os.PathLike, output: str | os.PathLike | None = None, *, r
     coordinator = Coordinator(config, sink, on_progress=on_progress, files=files)
     for _ in _execute(coordinator, handle_signals=True):
         pass
-    return RunResult(coordinator.final_summary)
+    return RunResult(coordinator.final_summary, config.storage_options or None)
 
 
 def stream(source: str | os.PathLike, *, on_progress: Callable[[Progress], None] | None = None,

@@ -96,6 +96,11 @@ def _print_summary(summary) -> None:
     if summary.compaction:
         c = summary.compaction
         lines.append(f"  compacted: {c['parts_before']} parts into {c['parts_after']} in {c['seconds']:.1f}s")
+    if summary.cache is not None:
+        p, c = summary.parses, summary.cache
+        evicted = f", evicted {c['evicted']} ({human(c['evicted_bytes'])})" if c["evicted"] else ""
+        lines.append(f"  cache:     {p['cached']} cached, {p['parsed']} parsed; stored {human(c['stored_bytes'])}"
+                     f"{evicted}; {c['folder']}")
     lines.append(f"  output:    {summary.output}")
     click.echo("\n".join(lines))
 
@@ -191,9 +196,12 @@ def main():
 @click.option("--revs", default=None, metavar="A..B", help="Like --history, for the commits reachable from B and not A.")
 @_object_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
+@click.option("--cache", default=None, metavar="DIR",
+              help="Parse results by content, shared by the jobs that name DIR: a blob seen before is not parsed again.")
+@click.option("--cache-size", default=None, metavar="SIZE", help="Bound of --cache DIR; least recently used go first [2GiB].")
 def run(source, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
-        executor, scheduler, progress, compact, rev, history, revs, storage_options, source_options, as_json):
+        executor, scheduler, progress, compact, rev, history, revs, storage_options, source_options, as_json, cache, cache_size):
     """Parse every file under SOURCE into Parquet tables in OUT."""
     from .api import run as api_run
 
@@ -207,6 +215,7 @@ def run(source, output, resume, fresh, refresh, redo, verify_content, workers, m
         executor=executor, scheduler=scheduler, compact=compact,
         storage_options=list(storage_options) or None, source_options=list(source_options) or None,
         rev=rev, revs=revs, history=history,
+        cache=cache, cache_size=cache_size,
     )
     try:
         result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,

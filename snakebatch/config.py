@@ -196,6 +196,10 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # OUT in object storage only: options of its store (endpoint, region, credentials), added to
     # what the standard environment gives (store/objectstore.py).
     storage_options: dict = {}
+    # --cache DIR (store/blobcache.py): parse results by content, shared by every job naming DIR,
+    # kept under --cache-size. It changes no row, so it is a run option.
+    cache: str | None = None
+    cache_size: int = 2 << 30
     # SOURCE in object storage (store/objectsource.py): its store takes storage_options, then
     # these (--source-option) over them.
     source_options: dict = {}
@@ -353,6 +357,32 @@ def _git_source(source: str, rev: str | None, revs: str | None, history: bool) -
     return {"commit": commit, "history": history, "since": since}
 
 
+def _cache_folder(value: object, size: object, label: Callable[[str], str], source: str, output: str,
+                  ) -> tuple[str | None, int]:
+    """(folder, bound) of --cache / --cache-size; the folder is created if missing. ConfigError for a
+    URL, a folder inside SOURCE (the walk would ingest it) or inside a local OUT, or one that cannot
+    be created or written."""
+    bound = parse_size(size if size is not None else "2GiB", label("cache_size"))
+    if value is None:
+        if size is not None:
+            raise ConfigError(f"{label('cache_size')} needs --cache DIR")
+        return None, bound
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise ConfigError(f"{label('cache')}: expected a path to a folder, got {value!r}")
+    refuse_url(value, label("cache"))
+    folder = os.path.abspath(os.fspath(value))
+    for what, where in (("SOURCE", source), ("OUT", "" if is_object_output(output) else output)):
+        if where and os.path.commonpath([folder, where]) == where:
+            raise ConfigError(f"{label('cache')}: {folder} is inside {what} ({where}); give a folder outside it")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{label('cache')}: cannot create {folder}: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label('cache')}: {folder} is not a folder this user can write")
+    return folder, bound
+
+
 def build_config(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  resume: bool = False, fresh: bool = False, refresh: bool = False,
                  rev: str | None = None, revs: str | None = None, history: bool = False,
@@ -403,8 +433,8 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         content=_flag(merged.get("content", False), label("content")),
         **_git_source(source_path, rev, revs, history),
     )
-    if job.commit is not None and refresh:
-        raise ConfigError("--refresh of a git revision is not supported yet: run --rev NEW into a new OUT")
+    if job.history and refresh:
+        raise ConfigError("--refresh of a --history/--revs job is not supported: run the new range into a new OUT")
     from .parsers import resolve
 
     for spec in job.parsers:
@@ -451,6 +481,7 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         raise ConfigError(f"{label('follow_symlinks')}: a SOURCE in object storage has no symbolic links")
     if is_object_output(output) and refresh:
         raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
+    cache, cache_size = _cache_folder(merged.get("cache"), merged.get("cache_size"), label, source_path, output)
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
     if "memory_budget" in merged:
         memory_budget = parse_size(merged.get("memory_budget"), label("memory_budget"))
@@ -481,5 +512,7 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
         redo=redo_statuses,
         verify_content=_flag(verify_content, "--verify-content"),
         storage_options=storage_options,
+        cache=cache,
+        cache_size=cache_size,
         source_options=source_options,
     )

@@ -1,7 +1,7 @@
 """Git plumbing: a repository's revisions, trees, commits and blobs, read with the `git` command.
 
-Owns: every `git` subprocess snakebatch starts (`rev-parse`, `ls-tree`, `rev-list`, `log` and a
-long-lived `cat-file --batch` reader), and turning git's failures into ConfigError (a repository
+Owns: every `git` subprocess snakebatch starts (`rev-parse`, `ls-tree`, `rev-list`, `log`,
+`diff-tree`, `cat-file --batch-check` and a long-lived `cat-file --batch` reader), and turning git's failures into ConfigError (a repository
 or revision the user named wrongly) or GitObjectError (one object that cannot be read). Must not
 touch: filters, parsing or output (engine/gitsource.py decides what the entries become).
 
@@ -150,6 +150,48 @@ def ls_tree(repo: str, commit: str) -> Iterator[TreeEntry]:
         code = proc.wait()
     if code != 0:
         raise ConfigError(f"cannot list the tree of {commit} in {repo}: {' '.join(error.decode('utf-8', 'replace').split())}")
+
+
+class TreeChange(NamedTuple):
+    """A path whose entry differs between two trees (`git diff-tree -r`); the side where the
+    path is absent has mode `000000`."""
+
+    old_mode: str
+    new_mode: str
+    old_id: str
+    new_id: str
+    path: str  # git's bytes decoded with surrogateescape
+
+
+def diff_tree(repo: str, old: str, new: str) -> list[TreeChange]:
+    """The paths whose blob, mode or kind differ between the trees of commits `old` and `new`
+    (renames as a deletion and an addition). Git compares the two trees by their object ids, so
+    its cost follows the change, not the size of the trees."""
+    proc = _git(repo, "diff-tree", "-r", "-z", "--no-renames", "--full-index", "--no-commit-id", old, new)
+    if proc.returncode != 0:
+        raise ConfigError(f"cannot compare {old} with {new} in {repo}: {_stderr(proc)}")
+    fields = proc.stdout.split(b"\0")
+    changes = []
+    for i in range(0, len(fields) - 1, 2):
+        old_mode, new_mode, old_id, new_id, _status = fields[i].lstrip(b":").decode().split()
+        changes.append(TreeChange(old_mode, new_mode, old_id, new_id, os.fsdecode(fields[i + 1])))
+    return changes
+
+
+def blob_sizes(repo: str, object_ids: list[str]) -> dict[str, int]:
+    """The size of each blob (`git cat-file --batch-check`); 0 for one missing from the object
+    database (its reading gives the io_error row, as `ls_tree`'s `BAD`)."""
+    if not object_ids:
+        return {}
+    proc = subprocess.run(["git", "-C", repo, "cat-file", "--batch-check"], input="\n".join(object_ids).encode() + b"\n",
+                          capture_output=True, env=_env(), check=False)
+    if proc.returncode != 0:
+        raise ConfigError(f"git cat-file --batch-check failed in {repo}: {_stderr(proc)}")
+    sizes = {}
+    for line in proc.stdout.decode().splitlines():
+        parts = line.split()
+        sizes[parts[0]] = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
+    return sizes
 
 
 class CatFile:

@@ -1,4 +1,5 @@
-"""Shared pytest hooks and fixtures. The helpers the tests import (running the CLI, reading tables) are in helpers.py.
+"""Shared pytest hooks and fixtures. The helpers the tests import (running the CLI, reading tables,
+talking to the moto server) are in helpers.py.
 
 Tests run in parallel (pytest-xdist, `--dist loadscope`: a module's tests, and so its module-scoped
 fixtures, stay on one worker). A test marked `serial` measures memory or time: under xdist it runs
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from helpers import S3_BUCKET, start_moto_server
+from helpers import start_moto
 
 # Tests write nothing into the checkout: no bytecode caches (the CLI's subprocesses get
 # PYTHONDONTWRITEBYTECODE from helpers.cli_env), no hypothesis example database or cache (a
@@ -75,16 +76,14 @@ def pytest_runtest_protocol(item, nextitem):
 
 @pytest.fixture(scope="session")
 def s3():
-    """A moto S3 server on 127.0.0.1 with one bucket (S3_BUCKET): its endpoint and a boto3 client."""
+    """A moto S3 server on 127.0.0.1 with the bucket `helpers.S3_BUCKET`: (endpoint, boto3 client).
+    One per session (per xdist worker); tests keep to prefixes of their own."""
     pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("boto3")
     try:
-        proc, endpoint = start_moto_server()
+        proc, endpoint, client = start_moto()
     except RuntimeError as err:
         pytest.fail(str(err))
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                          region_name="us-east-1")
-    client.create_bucket(Bucket=S3_BUCKET)
     yield endpoint, client
     proc.kill()
     proc.wait()

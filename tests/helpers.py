@@ -1,8 +1,9 @@
 """The one way the tests (and the benchmarks) run the snakebatch CLI, and read its tables back.
 
 Owns: the command line and environment of a CLI subprocess from this checkout (`cli_command`,
-`cli_env`), running it to its end (`run_cli`), reading a committed table (`read_table`), and
-starting a moto S3 server on loopback (`start_moto_server`).
+`cli_env`), running it to its end (`run_cli`), reading a committed table (`read_table`), and a
+moto S3 server on loopback with what talks to it (`start_moto`, `s3_env`, `s3_keys`,
+`download_tables`; the `s3` fixture in conftest.py starts one per session).
 Must not touch: pytest (fixtures live in conftest.py; the benchmarks import this module without it).
 """
 
@@ -65,7 +66,8 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-S3_BUCKET = "snakebatch-test"  # the bucket conftest.py's `s3` fixture creates
+S3_BUCKET = "snakebatch-test"
+S3_TABLES = ("files", "definitions", "imports")
 
 
 def free_port() -> int:
@@ -74,21 +76,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_moto_server(timeout: float = 30) -> tuple[subprocess.Popen, str]:
-    """A moto S3 server on 127.0.0.1 (its process and endpoint URL), answering; RuntimeError
-    when it does not answer within `timeout` seconds."""
+def start_moto(bucket: str = S3_BUCKET):
+    """A moto S3 server on 127.0.0.1 with `bucket`: (process, endpoint, boto3 client).
+    RuntimeError when it does not answer within 30 s (the process is killed)."""
+    import boto3
+
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 30
     while True:
         try:
             urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            return proc, endpoint
+            break
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 proc.wait()
                 raise RuntimeError("the moto server did not start") from None
             time.sleep(0.1)
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    return proc, endpoint, client
+
+
+def s3_env(endpoint: str, **extra) -> dict:
+    """The CLI's environment (`cli_env`) pointed at the moto server, with its test credentials."""
+    return cli_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                   AWS_REGION="us-east-1", **extra)
+
+
+def s3_keys(client, prefix: str, bucket: str = S3_BUCKET) -> list[str]:
+    """Every key under `prefix/`."""
+    found = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        found += [obj["Key"] for obj in page.get("Contents", [])]
+    return found
+
+
+def download_tables(client, prefix: str, dst: Path, bucket: str = S3_BUCKET) -> Path:
+    """The table parts under `prefix`, as a listing reader of `prefix/<table>/` gets them, into a
+    local folder."""
+    for key in s3_keys(client, prefix, bucket):
+        rel = key[len(prefix) + 1:]
+        if rel.split("/")[0] in S3_TABLES:
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(target))
+    return dst

@@ -283,9 +283,9 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
                                 env=env(log)).stdout)
     parsed = sorted(line.split("\t")[0] for line in log.read_text().splitlines())
     assert len(parsed) == 3 and "b/own.py" in parsed  # shared, own, bad: one parse each
-    assert summary["parses"] == {"parsed": 3, "reused": 3}
+    assert summary["parses"] == {"parsed": 3, "reused": 3, "cached": 0}
     status = run_cli("status", out, "--json", check_codes=(0,))
-    assert json.loads(status.stdout)["parses"] == {"parsed": 3, "reused": 3}  # the ledger's, job-wide
+    assert json.loads(status.stdout)["parses"] == {"parsed": 3, "reused": 3, "cached": 0}  # the ledger's, job-wide
     assert "3 parsed, 3 reused" in run_cli("status", out, check_codes=(0,)).stdout
     files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     assert len(files) == 6
@@ -302,6 +302,50 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
     tree_log = tmp_path / "tree-parses.log"
     tree_summary = json.loads(run_ok(tree, "-o", tree_out, "--parser", LOGGING_PARSER, env=env(tree_log)).stdout)
     assert len(tree_log.read_text().splitlines()) == 6  # a folder's files are each parsed
-    assert tree_summary["parses"] == {"parsed": 6, "reused": 0}
+    assert tree_summary["parses"] == {"parsed": 6, "reused": 0, "cached": 0}
     for table in ("files", "definitions", "imports"):
         assert digests(tree_out, table) == digests(out, table), table
+
+
+def test_refresh_to_another_revision_parses_only_the_changed_blobs(history, checkouts, tmp_path):
+    """`--refresh --rev NEW` on a job of an older revision: the tables of a `--rev NEW` run,
+    found through `git diff-tree` (only changed paths looked at), each changed blob parsed once."""
+    _, repo, commits = history
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    logged = ["--parser", LOGGING_PARSER]
+    run_ok(repo.path, "--rev", commits["first"], "-o", out, *logged, env=env(log))
+    first_parses = len(log.read_text().splitlines())
+    proc = run_ok(repo.path, "--rev", commits["second"], "-o", out, "--refresh", *logged, env=env(log))
+    parsed = log.read_text().splitlines()[first_parses:]
+    refresh = json.loads(proc.stdout)["refresh"]
+    assert refresh["walk"] == "diff"
+    # first -> second: a.py modified; pkg/b.py renamed to pkg/bee.py (the same blob); data.bin
+    # deleted; copy/same.py added (the blob of pkg/same.py); a submodule added (no row)
+    assert refresh["changes"] == {"added": 2, "modified": 1, "deleted": 2, "reparsed": 0, "touched": 0}
+    assert sorted(line.split("\t")[0] for line in parsed) == ["a.py", "copy/same.py", "pkg/bee.py"]
+    feed = {r["path"]: r["change"] for r in read_table(out / "_snakebatch", "changes").to_pylist()}
+    assert feed == {"a.py": "modified", "pkg/b.py": "deleted", "data.bin": "deleted",
+                    "pkg/bee.py": "added", "copy/same.py": "added"}
+    expected = tmp_path / "expected"
+    run_ok(repo.path, "--rev", commits["second"], "-o", expected, *logged)
+    exact = {"batch_id", "parse_ms"}  # the commit column too: every row has the new revision's
+    for table in ("files", "definitions", "imports"):
+        assert digests(out, table, exact) == digests(expected, table, exact), table
+    # and back to the older revision with the default parser: every row reparsed, the same tables
+    proc = run_ok(repo.path, "--rev", commits["first"], "-o", out, "--refresh")
+    assert json.loads(proc.stdout)["refresh"]["walk"] == "full"
+    for table in ("files", "definitions", "imports"):
+        assert digests(out, table, exact) == digests(checkouts["first"][1], table, exact), table
+
+
+def test_refresh_of_a_revision_job_needs_rev_and_a_folder_job_refuses_rev(history, tmp_path):
+    _, repo, commits = history
+    run_ok(repo.path, "--rev", commits["first"], "-o", tmp_path / "rev-job")
+    proc = run_cli("run", repo.path, "-o", tmp_path / "rev-job", "--refresh", "--no-progress", check_codes=(2,))
+    assert "--rev" in proc.stderr and "Traceback" not in proc.stderr
+    run_ok(repo.path, "-o", tmp_path / "folder-job")
+    proc = run_cli("run", repo.path, "-o", tmp_path / "folder-job", "--refresh", "--rev", "HEAD", "--no-progress",
+                   check_codes=(2,))
+    assert "folder" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("run", repo.path, "--history", "-o", tmp_path / "h", "--refresh", "--no-progress", check_codes=(2,))
+    assert "--history" in proc.stderr

@@ -17,39 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import S3_BUCKET, run_cli, start_moto_server
+from helpers import S3_BUCKET as BUCKET
+from helpers import S3_TABLES as TABLES
+from helpers import download_tables, run_cli, s3_env, start_moto
+from helpers import s3_keys as keys
 from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, run_args, snapshot
 
 pytest.importorskip("moto")
-boto3 = pytest.importorskip("boto3")
+pytest.importorskip("boto3")
 
-BUCKET = S3_BUCKET
 SLEEP_PER_FILE = 0.004
 OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
-TABLES = ("files", "definitions", "imports")
-
-
-def s3_env(endpoint: str, **extra) -> dict:
-    return env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-               AWS_REGION="us-east-1", **extra)
-
-
-def keys(client, prefix: str) -> list[str]:
-    found = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
-        found += [obj["Key"] for obj in page.get("Contents", [])]
-    return found
-
-
-def download_tables(client, prefix: str, dst: Path) -> Path:
-    """The table parts under `prefix`, as a listing reader gets them, into a local folder."""
-    for key in keys(client, prefix):
-        rel = key[len(prefix) + 1:]
-        if rel.split("/")[0] in TABLES:
-            target = dst / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(BUCKET, key, str(target))
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -187,11 +165,8 @@ def test_dask_workers_put_their_parts_in_the_bucket(s3, corpus, baseline, tmp_pa
 def test_a_store_that_stops_answering_stops_the_job_resumable(corpus, tmp_path):
     """The server dies mid-run: after its (shortened) retries the run stops with exit 1 and the
     resume command, no traceback."""
-    server, endpoint = start_moto_server()
+    server, endpoint, client = start_moto()
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                              region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
         environ = s3_env(endpoint, SNAKEBATCH_TEST_PARSE_SLEEP=str(SLEEP_PER_FILE))
         run = Run(run_args(corpus, f"s3://{BUCKET}/gone", *OPTIONS, "--storage-option", "max_retries=2",
                            "--storage-option", "retry_timeout=2"), environ, tmp_path / "logs")
@@ -248,9 +223,14 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
                                                      ("files", "part-99999999.parquet", "unlisted")]
     assert "--resume" in damaged["resume_command"] and url in damaged["resume_command"]
     text = run_cli("status", url, env=environ, check_codes=(1,)).stdout
-    assert "DAMAGED:   2 part(s)" in text and "a missing or changed one needs --fresh" in text
+    assert "DAMAGED:   2 part(s)" in text and "a resume redoes the batches of missing or resized parts" in text
     # The store was only read: no object was added by status.
     assert "status/files/part-99999999.parquet" in keys(client, "status")
+    # A resume deletes the unlisted part and redoes the missing part's batch (it was --fresh).
+    run_cli("run", source, "-o", url, "--no-progress", "--resume", "--batch-bytes", "2KB", "-j", "1",
+            check_codes=(0,), env=environ)
+    repaired = _status(url, "--verify", environ=environ)
+    assert repaired["state"] == "complete" and repaired["damage"] == [] and repaired["files_done"] == 7
     missing = run_cli("status", f"s3://{BUCKET}/nothing-here", env=environ)
     assert missing.returncode == 2 and "holds no snakebatch job" in missing.stderr
     no_bucket = run_cli("status", "s3://no-such-bucket/out", env=environ)

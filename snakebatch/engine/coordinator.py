@@ -21,6 +21,9 @@ kills a worker stuck on one file past `--file-timeout`. The file is known, so no
 isolating: it is retried alone (`--retries`) and then gets `timeout`; the rest of its batch and
 every batch the broken pool took down are simply redone.
 
+--cache DIR: workers read and write its entries; the coordinator only reports what they stored
+to the cache's size estimate (store/blobcache.py `SizeKeeper`), which evicts past the bound.
+
 Memory: the governor prices each batch before it is submitted. A file too large for the whole
 budget gets a `too_large` row without being read; a batch too large for a worker's share waits
 until nothing else runs; when a worker keeps a high RSS after a big file, submissions pause
@@ -45,6 +48,7 @@ from ..errors import JobError
 from ..executors import make_executor
 from ..executors.base import Executor, WorkerDied
 from ..schema import FAILURE_STATUSES
+from ..store.blobcache import SizeKeeper
 from .batching import BatchPlanner
 from .discovery import DiscoveryStats, SourceFile
 from .gitsource import source_files
@@ -109,9 +113,10 @@ class RunSummary(msgspec.Struct):
     job_folders: list = []  # output folders of other snakebatch jobs under SOURCE, not ingested
     warnings: list = []  # what the user should look at although the run went through
     refresh: dict | None = None  # a --refresh's generation, change counts and costs (engine/refresh.py)
-    # This run's files whose parser ran, and those of a git revision that took the parse of the
-    # same blob at another path (engine/worker.py `_Reuse`).
-    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
+    # This run's files whose parser ran, those of a git revision that took the parse of the same
+    # blob at another path (engine/worker.py `_Reuse`), and those whose parse came from --cache.
+    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0, "cached": 0})
+    cache: dict | None = None  # --cache: what this run stored and evicted (store/blobcache.py SizeKeeper)
     serial: dict = {}  # seconds during which not every worker was busy, by cause (engine/serial.py)
 
 
@@ -182,6 +187,7 @@ class Coordinator:
         self._started = time.monotonic()
         self.timeline = Timeline(process_started=process_started(), run_started=time.time())
         self.busy: list[tuple[float, float, int]] = []  # (started, ended, pid) of each batch a worker ran
+        self.cache = SizeKeeper(config.cache, config.cache_size) if config.cache is not None else None
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -228,6 +234,7 @@ class Coordinator:
             storage_options=self.config.storage_options,
             source_options=self.config.source_store_options,
             commit=None if job.history else job.commit,  # a history's blobs have no one commit
+            cache=self.config.cache,
         )
 
     def run(self) -> Iterator:
@@ -260,6 +267,8 @@ class Coordinator:
             self.stop.request(str(err), 1)
         finally:
             self._shut_down()
+            if self.cache is not None:
+                self.cache.flush()  # what this run stored counts toward the bound (may evict)
             self.timeline.run_ended = time.time()
         self._finish()
         self._maybe_progress(final=True)
@@ -495,6 +504,8 @@ class Coordinator:
             raise
         failures_before = self.tally.failures
         self.tally.add(outcome)
+        if self.cache is not None:
+            self.cache.stored(outcome.cache_bytes)
         failures = self.tally.failures - failures_before
         if task.forced_status is None and task.files:
             self.batches_parsed += 1
@@ -553,6 +564,8 @@ class Coordinator:
         took_nothing = self.discovery_stats.filters_took_nothing(job.files)
         if self.complete and took_nothing:
             warnings.append(took_nothing)
+        if self.cache is not None and self.cache.problem:
+            warnings.append(self.cache.problem)
         removed = 0
         if committed is not None and self.complete:
             removed = len(committed.files) - committed.seen
@@ -588,6 +601,7 @@ class Coordinator:
             job_folders=self.discovery_stats.job_folders[:20],
             warnings=warnings,
             parses=dict(run.parses),
+            cache=self.cache.summary() if self.cache is not None else None,
             serial=self._serial(),
         )
 

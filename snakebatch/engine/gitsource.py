@@ -29,7 +29,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import JobConfig
-from ..gitrepo import MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, CatFile, GitObjectError, commit_info, ls_tree, rev_list
+from ..gitrepo import (
+    MODE_EXECUTABLE,
+    MODE_FILE,
+    MODE_SYMLINK,
+    CatFile,
+    GitObjectError,
+    blob_sizes,
+    commit_info,
+    diff_tree,
+    ls_tree,
+    rev_list,
+)
 from ..paths import display_path
 from ..store.durable import PARQUET_OPTIONS, fsync_dir
 from ..store.objectstore import is_object_url
@@ -142,6 +153,23 @@ def _revision_files(job: JobConfig, stats: DiscoveryStats) -> Iterator[SourceFil
                 yield SourceFile(path, size, None, object_id)
     finally:
         reader.close()
+
+
+def changed_files(job: JobConfig, since: str, stats: DiscoveryStats) -> tuple[list[SourceFile], list[str]]:
+    """For a refresh from the revision `since` to the job's (`--refresh --rev NEW`): the files of
+    the job's revision at the paths whose entry changed (`git diff-tree`), grouped by blob as
+    `discover_revision` yields them, and every changed path (a path changed and not yielded is
+    gone from the job: deleted, now a link or a submodule, or a file the filters leave out).
+    Without --follow-symlinks only: a changed link would change the files that point through it."""
+    taken = _Filter(job, stats)
+    changes = diff_tree(job.source, since, job.commit)
+    kept = [c for c in changes if c.new_mode in (MODE_FILE, MODE_EXECUTABLE) and taken.takes(c.path)]
+    sizes = blob_sizes(job.source, sorted({c.new_id for c in kept}))
+    groups: dict[str, list[SourceFile]] = {}
+    for change in kept:
+        groups.setdefault(change.new_id, []).append(SourceFile(change.path, sizes.get(change.new_id, 0), None,
+                                                                change.new_id))
+    return [f for group in groups.values() for f in group], [c.path for c in changes]
 
 
 def history_commits(job: JobConfig) -> list[str]:

@@ -60,6 +60,7 @@ from ..store.snapshot import (
     write_snapshot,
 )
 from .discovery import DiscoveryStats, SourceFile, discover, discover_paths
+from .gitsource import changed_files, discover_revision
 from .sinks import OutputSink, batch_record, ledger_entry
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
@@ -123,6 +124,8 @@ class RefreshSink(OutputSink):
         else:
             redo, verify = config.redo, config.verify_content
         previous = pending.previous_job if pending is not None else record.job
+        job = config.job
+        self._check_kind(previous)
         twins = self.ledger.layout.twins
         os.makedirs(twins, exist_ok=True)
         supported = exchange_supported(twins)
@@ -139,14 +142,6 @@ class RefreshSink(OutputSink):
 
         self.live_entries: list[LedgerEntry] = self.ledger.read()[0]
         where = {path: (i, j) for i, entry in enumerate(self.live_entries) for j, path in enumerate(entry.paths)}
-        narrow = self.candidates is not None and self._narrow(where)
-        self.walk = "paths" if narrow else "full"
-        needed = None
-        if narrow:  # the named paths' rows, and those of their batches (their counts are redone)
-            hit = {where[path][0] for path in map(display_path, self.candidates) if path in where}
-            needed = {path for i in hit for path in self.live_entries[i].paths}
-        rows = self._files_rows(needed)
-        job = config.job
         router = ParserRouter(job.parsers)
         versions = {p.name: p.version for p in (*router.parsers, router.fallback)}
         signature = router_signature(router)
@@ -154,6 +149,26 @@ class RefreshSink(OutputSink):
         reroute = previous.parsers != job.parsers or snapshot.get("router", signature) != signature
         size_changed = previous.max_file_size != job.max_file_size
         content_changed = previous.content != job.content
+        revision = job.commit is not None
+        # A refresh between revisions compares the two trees (`git diff-tree`) when nothing else
+        # can change a row: then only the changed paths are looked at, whatever the tree's size.
+        by_diff = revision and not (
+            redo or reroute or size_changed or content_changed or job.follow_symlinks or previous.follow_symlinks
+            or previous.include != job.include or previous.exclude != job.exclude
+            or not self._versions_unchanged(versions))
+        diff_files, changed_paths = changed_files(job, previous.commit, self.discovery_stats) if by_diff else ([], [])
+        if by_diff:
+            narrow = True
+        else:
+            narrow = not revision and self.candidates is not None and self._narrow(where)
+        self.walk = "diff" if by_diff else "paths" if narrow else "full"
+        named = {display_path(path) for path in (changed_paths if by_diff else self.candidates or ())}
+        needed = None
+        if narrow:  # the named paths' rows, and those of their batches (their counts are redone)
+            hit = {where[path][0] for path in named if path in where}
+            needed = {path for i in hit for path in self.live_entries[i].paths}
+        rows = self._files_rows(needed)
+        self.previous = previous
 
         self.to_parse: list[SourceFile] = []
         self.kinds: dict[str, str] = {}  # display path -> added | modified | reparsed | touched
@@ -161,16 +176,20 @@ class RefreshSink(OutputSink):
         self.stat_of: dict[str, list] = {}  # display path -> [ctime_ns, ino, mode] as discovered
         self.unchanged = self.hashed = 0
         seen: set[str] = set()
-        last: list = [None]
+        last: list = [None]  # the stat of the file discovery yielded last (none for a git tree)
 
-        if narrow:
+        if by_diff:
+            files = diff_files
+        elif revision:
+            files = discover_revision(job, self.discovery_stats)
+        elif narrow:
             files = discover_paths(job, self.candidates, skip=out, on_stat=lambda st: last.__setitem__(0, st))
         else:
             files = discover(job, skip=out, stats=self.discovery_stats, on_stat=lambda st: last.__setitem__(0, st))
         for source_file in files:
             st = last[0]
             path = display_path(source_file.path)
-            stat = [st.st_ctime_ns, st.st_ino, st.st_mode]
+            stat = [st.st_ctime_ns, st.st_ino, st.st_mode] if st is not None else []
             self.stat_of[path] = stat
             found = where.get(path)
             row = rows.get(path)
@@ -184,6 +203,12 @@ class RefreshSink(OutputSink):
                     or size_changed and (status == "too_large" or source_file.size > job.max_file_size)
                     or row["parser"] is not None and (reroute or versions.get(row["parser"]) != row["parser_version"])):
                 self._take(source_file, path, "reparsed")
+                continue
+            if revision:  # a blob id names the content: equal ids, equal rows
+                if row["blob_id"] == source_file.blob_id:
+                    self.unchanged += 1
+                else:
+                    self._take(source_file, path, "modified")
                 continue
             recorded = entry.stats[j] if entry.stats else None
             same = (source_file.size == entry.sizes[j] and source_file.mtime_ns == entry.mtimes[j]
@@ -209,7 +234,6 @@ class RefreshSink(OutputSink):
                 if source_file.mtime_ns != entry.mtimes[j]:
                     self.kinds[path] = "touched"
         if narrow:
-            named = {display_path(path) for path in self.candidates}
             self.deleted = sorted(path for path in named if path in where and path not in seen)
             self.unchanged += len(where) - len(named.intersection(where))  # not named: not looked at
         else:
@@ -218,6 +242,30 @@ class RefreshSink(OutputSink):
         self.signature = signature
         self.plan_s = time.monotonic() - started
         self.new_entries: list[LedgerEntry] = []
+
+    def _check_kind(self, previous) -> None:
+        """A folder's job refreshes from a folder, a revision's from a revision (`--rev NEW`)."""
+        job = self.config.job
+        if job.history or previous.history:
+            raise ConfigError("--refresh of a --history/--revs job is not supported: run the new range into a new OUT")
+        if previous.commit is not None and job.commit is None:
+            raise ConfigError(f"--refresh: {self.config.output} holds revision {previous.commit[:12]} of {job.source}: "
+                              "give the revision to refresh to with --rev (e.g. --rev HEAD)")
+        if previous.commit is None and job.commit is not None:
+            raise ConfigError(f"--refresh --rev: {self.config.output} holds a run on the folder {previous.source}, "
+                              "not on a revision; run --rev into a new OUT, or --fresh")
+
+    def _versions_unchanged(self, versions: dict) -> bool:
+        """Whether every live `files` row's parser has the version it has now (a columnar read
+        of two dictionary-like columns, not of the rows)."""
+        batch_ids = [entry.batch_id for entry in self.live_entries]
+        folder = os.path.join(self.config.output, "files")
+        for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
+            table = pq.read_table(os.path.join(folder, part.name), columns=["parser", "parser_version"])
+            pairs = table.group_by(["parser", "parser_version"]).aggregate([]).to_pylist()
+            if any(p["parser"] is not None and versions.get(p["parser"]) != p["parser_version"] for p in pairs):
+                return False
+        return True
 
     def _narrow(self, where: dict) -> bool:
         """Whether looking at the candidates alone finds every change: not when one is (or was) a
@@ -268,8 +316,9 @@ class RefreshSink(OutputSink):
 
     def commit(self, task: BatchTask, outcome: BatchOutcome):
         paths = [display_path(f[0]) for f in task.files]
+        stats = [self.stat_of[path] for path in paths] if self.config.job.commit is None else []
         entry = ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state), paths,
-                             self.started_at, stats=[self.stat_of[path] for path in paths],
+                             self.started_at, stats=stats,
                              stat_at_ns=self.started_ns)
         for table in TABLES:
             os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))
@@ -336,7 +385,9 @@ class RefreshSink(OutputSink):
             "hashed": self.hashed, "parsed": len(self.to_parse), "plan_s": round(self.plan_s, 3), "walk": self.walk,
             "router": self.signature,
         }
-        if not drop and not patch and not self.new_entries:
+        # A new revision's `commit` column: every `files` row carried over gets it too.
+        recommit = self.config.job.commit if self.config.job.commit != self.previous.commit else None
+        if not drop and not patch and not self.new_entries and recommit is None:
             if self.updates:
                 self.ledger.replace_entries(entries)  # only stat data changed: no new generation
             drop_pending(out)
@@ -355,7 +406,8 @@ class RefreshSink(OutputSink):
         self.report["generation"] = self.generation
         gen = Generation(generation=self.generation, entries=entries,
                          new_batches=[entry.batch_id for entry in self.new_entries], drop=drop, patch=patch,
-                         changes=changes, refresh=self.report, content=self.config.job.content)
+                         changes=changes, refresh=self.report, content=self.config.job.content,
+                         commit=recommit)
         self.manifest = commit(out, self.manifest, self.live_entries, gen)
         return
 

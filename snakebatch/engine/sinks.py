@@ -34,6 +34,7 @@ from ..store.jobfolder import (
     write_json,
 )
 from ..store.ledger import Ledger, LedgerEntry
+from ..store.objectcompaction import ObjectCompactor
 from ..store.objectsource import has_object
 from ..store.objectstore import ObjectJob, is_object_url, object_resume_command
 from ..store.snapshot import settle
@@ -81,7 +82,7 @@ def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: li
         statuses=outcome.statuses, rows=outcome.rows, bytes=outcome.bytes,
         parse_s=round(outcome.parse_s, 4), language_counts=outcome.language_counts,
         committed_at=time.time(), run_started_at=run_started_at, parts=outcome.parts,
-        parsed=outcome.parsed, reused=outcome.reused, **fields,
+        parsed=outcome.parsed, reused=outcome.reused, cached=outcome.cached, **fields,
     )
 
 
@@ -206,8 +207,8 @@ class OutputSink:
 
 class ObjectStoreSink:
     """Commits batches to an OUT in object storage (store/objectstore.py): ledger segments put
-    create-only, parts copied into place. Nothing to compact; no lock to release (the next
-    segment's create-only put is the lock)."""
+    create-only, parts copied into place; once complete, a compacted generation
+    (store/objectcompaction.py). No lock to release (the next segment's create-only put is the lock)."""
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -217,21 +218,29 @@ class ObjectStoreSink:
             self.job = ObjectJob(config.output, config.storage_options)
             self.job.check_reachable()
             self._prepare()
-            entries, rolled, removed = self.job.open()
+            opened = self.job.open()
+            self.compactor = ObjectCompactor(self.job)
+            self.generation = self.compactor.settle(opened)
         except (ConfigError, JobError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
             raise JobError(f"-o/--output: cannot open the job in {config.output}: {type(err).__name__}: {err}") from None
-        done = [f"rolled {rolled} part(s) forward"] if rolled else []
-        done += [f"deleted {removed} staging object(s)"] if removed else []
+        done = [f"rolled {opened.rolled} part(s) forward"] if opened.rolled else []
+        done += [f"deleted {opened.removed} staging object(s)"] if opened.removed else []
+        if opened.redone:
+            done.append(f"{len({d.part for d in opened.redone})} batch(es) to redo, their parts missing or changed: "
+                        + ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in opened.redone[:5]))
+        if self.compactor.withdrawn:
+            done.append(f"withdrew compacted generation {self.compactor.withdrawn.generation} (it held a "
+                        "redone batch or lost a part): readers read the batch parts until it is rebuilt")
         self.recovery = "; ".join(done) or None
         self.committed = CommittedIndex()
         self.before = Tally()
-        self.first_batch_id = 1
-        for entry in entries:
+        self.first_batch_id = opened.next_batch_id
+        self.batch_ids = [entry.batch_id for entry in opened.entries]
+        for entry in opened.entries:
             self.committed.add(entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
-            self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
         self.batch_stats: list[dict] = []
 
     def _prepare(self) -> None:
@@ -266,6 +275,7 @@ class ObjectStoreSink:
                              [ledger_key(f, self.config.job.history) for f in task.files], self.started_at,
                              stats=worktree_stats(self.config.job, outcome))
         self.job.commit(entry)
+        self.batch_ids.append(entry.batch_id)
         self.batch_stats.append(batch_record(task, outcome))
         yield from ()
 
@@ -276,8 +286,21 @@ class ObjectStoreSink:
     def amend(self, summary):
         return summary
 
-    def finish(self, should_stop: Callable[[], bool]) -> None:
-        return None  # object storage is not compacted (store/objectstore.py)
+    def finish(self, should_stop: Callable[[], bool]) -> dict | None:
+        """Compact the complete job into a new generation (unless `--no-compact`); what was
+        done, or None. JobError when another run took the ledger."""
+        if not self.config.compact:
+            return None
+        try:
+            done = self.compactor.compact(self.generation, self.batch_ids, should_stop)
+        except OSError as err:
+            # The job is complete without it: readers read the batch parts (or the last generation).
+            print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)
+            return None
+        if done is None:
+            return None
+        self.generation, report = done
+        return msgspec.structs.asdict(report)
 
     def close(self, summary, job: Tally) -> None:
         """Save the run's stats (and the completion marker), then put the run's `close` segment;

@@ -1,7 +1,8 @@
 """The counts of committed batches: one struct for a run, for what earlier runs left, and for `status`.
 
 Owns: adding up what committed batches hold (batches, files, bytes, parse time, rows per table,
-statuses, languages, files with an error or a failure status, files parsed and reused). Must not
+statuses, languages, files with an error or a failure status, files parsed, reused and taken from
+--cache). Must not
 touch: anything it is not handed; a `BatchOutcome` (a batch just committed) and a `LedgerEntry`
 (one committed before) both feed it.
 """
@@ -23,6 +24,7 @@ class Committed(Protocol):
     language_counts: dict
     parsed: int
     reused: int
+    cached: int
 
 
 class Tally:
@@ -36,7 +38,8 @@ class Tally:
         self.language_counts: dict[str, int] = {}
         self.errors = 0  # files with an error status (ERROR_STATUSES)
         self.failures = 0  # files with a failure status (FAILURE_STATUSES: what --max-errors counts)
-        self.parses = {"parsed": 0, "reused": 0}  # files whose parser ran / that took another's parse
+        # files whose parser ran / that took another path's parse / whose parse came from --cache
+        self.parses = {"parsed": 0, "reused": 0, "cached": 0}
 
     def add(self, batch: Committed) -> None:
         """Count one committed batch."""
@@ -56,6 +59,7 @@ class Tally:
             self.language_counts[language] = self.language_counts.get(language, 0) + count
         self.parses["parsed"] += batch.parsed
         self.parses["reused"] += batch.reused
+        self.parses["cached"] += batch.cached
 
     def __add__(self, other: Tally) -> Tally:
         total = Tally()

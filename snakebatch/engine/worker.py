@@ -13,6 +13,10 @@ parse result under its own path (discovery and the planner keep a blob's paths t
 Parsers see the path only through those (`Parser.reuse_by_content`). A folder's files are each
 read and parsed: tests and users count on a parse per file there, and its equal files are rare.
 
+With `--cache DIR` (store/blobcache.py), a file's parse result is looked up by that same key (plus
+the parser's version and origin) once the file is read, in any source: a hit is used as a reused
+result is, a miss is parsed and stored. The row's other columns come from the file as read.
+
 A failure on one file becomes that file's status; nothing a file does takes the batch down,
 short of killing the process (which the coordinator handles).
 """
@@ -36,6 +40,7 @@ from ..languages import language_of
 from ..parsers import ParseResult, ParserRouter
 from ..paths import display_path
 from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
+from ..store.blobcache import BlobCache, entry_key
 from ..store.durable import fsync_dir, write_part
 from ..store.objectsource import read_object
 from ..store.objectstore import is_object_url, local_scratch, upload_parts
@@ -73,6 +78,7 @@ class BatchTask(msgspec.Struct, frozen=True):
     # A git source: files are blobs read from SOURCE's object database (engine/gitsource.py), and
     # each files row's `commit` is this one.
     commit: str | None = None
+    cache: str | None = None  # --cache DIR: parse results by content, shared by jobs (store/blobcache.py)
 
 
 class BatchOutcome(msgspec.Struct):
@@ -94,6 +100,8 @@ class BatchOutcome(msgspec.Struct):
     memory_samples: list = []
     parsed: int = 0  # files whose parser ran
     reused: int = 0  # files that took an earlier file's parse result (the same content, `_Reuse`)
+    cached: int = 0  # files whose parse result came from --cache
+    cache_bytes: int = 0  # disk bytes of the entries this batch stored in --cache
     parts: dict = {}  # table -> [size, xxh3-64 hex] of its staged part, for the ledger
     # [ctime_ns, inode, mode] of each file as the worker opened it ([0, 0, 0]: no stat), for a
     # later --refresh; taken here so that the coordinator does not stat each file again.
@@ -208,7 +216,8 @@ class _File(NamedTuple):
     parse_s: float
     memory_sample: tuple | None  # (parser name, source bytes, peak extra RSS bytes) when measured
     stat: list  # [ctime_ns, inode, mode] as opened ([] for a git blob: no working-tree file)
-    parse: str | None = None  # "parsed", "reused", or None when no parser was run
+    parse: str | None = None  # "parsed", "reused", "cached", or None when no parser was run
+    cache_bytes: int = 0  # what storing its result in --cache wrote
 
 
 class _Reuse:
@@ -227,6 +236,15 @@ class _Reuse:
         base = path.rpartition("/")[2]
         dot = base.rfind(".")
         return blob_id, parser.name, base[dot:] if dot > 0 else "", language_of(path)
+
+
+def _cache_key(reuse_key: tuple | None, parser) -> str | None:
+    """The --cache key of a file whose `_Reuse` key is `reuse_key`: that and the parser's version and
+    origin (a plugin of the same name, or a new grammar, is another parser)."""
+    if reuse_key is None:
+        return None
+    blob_id, name, extension, language = reuse_key
+    return entry_key(blob_id, name, parser.version, parser.origin, extension, language)
 
 
 def _read_source(path: str, size: int, mtime_ns: int | None, blob_id: str | None, task: BatchTask, stat_out: list,
@@ -297,7 +315,7 @@ def _parse(parser, path: str, out_path: str, data: bytes, task: BatchTask, index
 
 
 def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm: bool,
-                   heartbeat: Heartbeat | None, reuse: _Reuse) -> _File:
+                   heartbeat: Heartbeat | None, reuse: _Reuse, cache: BlobCache | None) -> _File:
     """Read, classify and parse file `index` of the batch (or give it the batch's forced status)."""
     path, size, mtime_ns, *rest = task.files[index]
     blob_id = rest[0] if rest else None
@@ -308,6 +326,7 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
     elapsed = None
     sample = None
     parse = None
+    cache_bytes = 0
     stat_out: list = []
     if task.forced_status is not None:
         result = ParseResult(status=task.forced_status, error_type=task.forced_status,
@@ -330,13 +349,20 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
             result = ParseResult(status="binary", language=language_of(path))
         else:
             parser = router.route(path, data[:256])
-            key = _Reuse.key(blob_id, parser, path) if rest else None
+            reuse_key = _Reuse.key(blob_id, parser, path)
+            key = reuse_key if rest else None
+            cache_key = _cache_key(reuse_key, parser) if cache is not None else None
             result = reuse.results.get(key) if key is not None else None
             if result is not None:
                 parse = "reused"
             else:
-                result, elapsed, sample = _parse(parser, path, out_path, data, task, index, use_alarm, heartbeat)
-                parse = "parsed"
+                result = cache.get(cache_key) if cache_key is not None else None
+                parse = "cached"
+                if result is None:
+                    result, elapsed, sample = _parse(parser, path, out_path, data, task, index, use_alarm, heartbeat)
+                    parse = "parsed"
+                    if cache_key is not None:
+                        cache_bytes = cache.put(cache_key, result)
                 if key is not None:
                     reuse.results[key] = result
     message = result.error_message
@@ -373,7 +399,7 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
             text = decode_text(data)
         row["content"] = text
     return _File(row, result.definitions, result.imports, len(data) if data is not None else 0,
-                 elapsed or 0.0, sample, stat_out[0] if stat_out else [], parse)
+                 elapsed or 0.0, sample, stat_out[0] if stat_out else [], parse, cache_bytes)
 
 
 class _Columns:
@@ -429,7 +455,8 @@ class _Batch:
         self.memory_samples: list = []
         self.bytes = 0
         self.parse_s = 0.0
-        self.parses = {"parsed": 0, "reused": 0}
+        self.parses = {"parsed": 0, "reused": 0, "cached": 0}
+        self.cache_bytes = 0
 
     def add(self, file: _File) -> None:
         row = file.row
@@ -450,6 +477,7 @@ class _Batch:
         self.parse_s += file.parse_s
         if file.parse is not None:
             self.parses[file.parse] += 1
+        self.cache_bytes += file.cache_bytes
 
     def write(self, task: BatchTask, started_at: float) -> BatchOutcome:
         """Write the part files into the task's staging folder (fsynced); the batch's stats."""
@@ -482,6 +510,8 @@ class _Batch:
             memory_samples=self.memory_samples,
             parsed=self.parses["parsed"],
             reused=self.parses["reused"],
+            cached=self.parses["cached"],
+            cache_bytes=self.cache_bytes,
             parts=parts,
             stats=self.stats,
             started_at=started_at,
@@ -501,11 +531,12 @@ def process_batch(task: BatchTask) -> BatchOutcome:
             heartbeat.between_files(task.batch_id, task.attempt)
     batch = _Batch(task.content)
     reuse = _Reuse()
+    cache = BlobCache(task.cache) if task.cache is not None else None
     if use_alarm:
         previous_handler = signal.signal(signal.SIGALRM, _alarm)
     try:
         for index in range(len(task.files)):
-            batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat, reuse))
+            batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat, reuse, cache))
     finally:
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)

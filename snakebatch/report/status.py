@@ -24,7 +24,8 @@ from ..store.durable import Damage, check_part
 from ..store.jobfolder import JobRecord, holds_job, lock_holder, read_json, read_record, resume_command, state_dir
 from ..store.layout import STATE_DIR_NAME, JobLayout, part_name
 from ..store.ledger import Ledger
-from ..store.objectstore import ObjectJob, is_object_url, object_resume_command
+from ..store.objectcompaction import ObjectCompactor, current_generation
+from ..store.objectstore import ObjectJob, committed_entries, is_object_url, object_resume_command
 from ..store.snapshot import read_snapshot
 
 ERROR_SAMPLES = 5
@@ -65,9 +66,10 @@ class JobStatus(msgspec.Struct):
     # and the Unix time of the newest ledger segment (a killed run looks running; this tells its age)
     running_run: str | None = None
     last_segment_at: float | None = None
-    # The job's files whose parser ran, and those of a git revision that took the parse of the same
-    # blob at another path (0 for batches committed before these were counted).
-    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0})
+    # The job's files whose parser ran, those of a git revision that took the parse of the same
+    # blob at another path, and those whose parse came from --cache (0 for batches committed
+    # before these were counted).
+    parses: dict = msgspec.field(default_factory=lambda: {"parsed": 0, "reused": 0, "cached": 0})
 
 
 def _sorted_counts(counts: dict) -> dict:
@@ -257,6 +259,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
         stats = job.read_state("stats.json")
         completed = job.read_state("complete.json")
         last_segment_at = job.last_segment_at()
+        generation = current_generation(job)
     except msgspec.DecodeError as err:
         raise JobError(f"{url}: the job's record cannot be read: {err}") from None
     except (ConfigError, JobError):
@@ -268,7 +271,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
     opened = [s.run for s in segments if s.kind == "open"]
     closed = {s.run for s in segments if s.kind == "close"}
     running = opened[-1] if opened and opened[-1] not in closed else None
-    entries = [s.entry for s in segments if s.kind == "batch"]
+    entries = committed_entries(segments)
     tally = Tally()
     errors: list[tuple[int, str, str]] = []
     for entry in entries:
@@ -278,7 +281,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
                        if status in ERROR_STATUSES][:ERROR_SAMPLES - len(errors)]
     last = stats.get("summary") or {}
     runs = stats.get("runs") or []
-    damage = [] if running else job.part_damage(entries, verify)
+    damage = [] if running else job.part_damage(entries, verify) + ObjectCompactor(job).problems(generation, verify)
     if running:
         state = "running"
     elif completed and not damage:
@@ -315,10 +318,10 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
         # coordinators the one whose segment put comes second stops).
         resume_command=object_resume_command(record.job, url, storage_options) if state != "complete" else None,
         parts={table: len(job.table_parts(table)) for table in TABLES},
-        compaction_generation=None,
+        compaction_generation=generation.generation if generation and generation.tables else None,
         damage=damage,
         verified=verify and not running,
-        snapshot_generation=None,
+        snapshot_generation=generation.generation if generation else None,
         last_refresh=None,
         parses=dict(tally.parses),
         running_run=running,
@@ -394,9 +397,9 @@ def format_status(status: JobStatus) -> str:
                  f"{status.files_per_s:.0f} files/s")
     compacted = f" (compacted, generation {status.compaction_generation})" if status.compaction_generation else ""
     lines.append("  parts:     " + ", ".join(f"{table} {count}" for table, count in status.parts.items()) + compacted)
-    if status.parses["reused"]:
+    if status.parses["reused"] or status.parses["cached"]:
         lines.append(f"  parses:    {status.parses['parsed']} parsed, {status.parses['reused']} reused "
-                     "(the same blob at another path)")
+                     f"(the same blob at another path), {status.parses['cached']} cached (--cache)")
     if status.last_refresh:
         r = status.last_refresh
         c = r.get("changes", {})
@@ -413,8 +416,9 @@ def format_status(status: JobStatus) -> str:
     if status.damage:
         shown = ", ".join(f"{d.table}/{d.part} ({d.problem})" for d in status.damage[:8])
         more = f", {len(status.damage) - 8} more" if len(status.damage) > 8 else ""
-        # In object storage a resume deletes unlisted parts but cannot redo a committed batch.
-        repair = ("a resume deletes unlisted parts; a missing or changed one needs --fresh"
+        # In object storage a resume sees only what the listing shows (existence and size).
+        repair = ("a resume redoes the batches of missing or resized parts and deletes unlisted ones; "
+                  "delete a part with a checksum mismatch, then resume"
                   if is_object_url(status.output) else "a resume redoes their batches")
         lines.append(f"  DAMAGED:   {len(status.damage)} part(s) not as committed: {shown}{more}; {repair}")
     elif status.verified:

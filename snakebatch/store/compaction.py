@@ -379,7 +379,7 @@ class Compactor:
         full = {part.name for part in parts if part.rows >= 0}
         full.discard(next((part.name for part in reversed(parts) if part.rows >= 0), None))
         written: list[CompactedPart] = []
-        writer = _PartWriter(self.layout.twin_dir(table))
+        writer = PartWriter(self.layout.twin_dir(table))
         for part in parts:
             if should_stop():
                 writer.abandon()
@@ -411,7 +411,7 @@ class _Stopped(Exception):
     pass
 
 
-class _PartWriter:
+class PartWriter:
     """One compacted part being written: row groups of ROW_GROUP_ROWS rows, however small the
     input parts are."""
 

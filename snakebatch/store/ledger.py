@@ -72,6 +72,7 @@ class LedgerEntry(msgspec.Struct, array_like=False):
     # another path (engine/worker.py `_Reuse`); 0 in ledgers written before these were counted.
     parsed: int = 0
     reused: int = 0
+    cached: int = 0  # files whose parse result came from --cache (store/blobcache.py)
 
 
 class RecoveryReport(msgspec.Struct):

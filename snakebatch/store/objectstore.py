@@ -2,9 +2,10 @@
 without rename, through `obstore`.
 
 Owns: the objects under OUT's prefix (job record, ledger segments, staging parts, table parts,
-stats), opening the store from OUT's URL and the storage options, and the check that the
-bucket is reachable before any work. Must not touch: parsing, scheduling, or local folders
-(ledger.py and jobfolder.py own a local OUT).
+stats), the ledger's vocabulary (`Segment`, and the `Generation` a `compact` segment commits),
+opening the store from OUT's URL and the storage options, and the check that the bucket is
+reachable before any work. Must not touch: parsing, scheduling, local folders (ledger.py and
+jobfolder.py own a local OUT), or the generations' parts and pointers (objectcompaction.py).
 
     OUT/
       files/ definitions/ imports/     part-<batch>.parquet, copied in after their segment
@@ -12,6 +13,7 @@ bucket is reachable before any work. Must not touch: parsing, scheduling, or loc
         job.json                       the job, put create-only (a new job)
         ledger/<seq>.json              immutable segments, put create-only, read in order
         staging/b<batch>.<attempt>.<run>/<table>.parquet   a batch's parts, put by its worker
+        generations/ current/          compaction (objectcompaction.py)
         stats.json complete.json       the run's record
 
 Commit protocol (one batch), no rename and no append:
@@ -33,9 +35,14 @@ A run that ends (complete or stopped) puts a `close` segment; `snakebatch status
 running while the last `open` segment has no `close` after it (a run killed without closing
 looks running too, until the next run opens: the report gives the age of the last segment).
 
+Recovery also redoes a committed batch whose part is missing (and not in staging) or not of
+its recorded size (the listing tells both; a same-size change needs `status --verify`): it puts
+a `drop` segment naming the batch, then deletes the batch's other parts; its files are parsed
+again under a new batch id.
+
 A reader listing `OUT/<table>/*.parquet` sees only parts whose segment exists: whole objects
-(a copy is atomic), each batch under one name (a row never twice). Object storage is not
-compacted: the tables keep one part per batch.
+(a copy is atomic), each batch under one name (a row never twice). Compaction never changes
+these parts: it writes a copy under a generation prefix (objectcompaction.py).
 """
 
 from __future__ import annotations
@@ -105,25 +112,65 @@ def is_object_url(path: str) -> bool:
     return match is not None and match.group(1).lower() in OBJECT_SCHEMES
 
 
-class Segment(msgspec.Struct):
-    """One ledger segment: a run's open (`entry` None) or one committed batch."""
+class GenerationPart(msgspec.Struct):
+    """One part of a compacted generation."""
 
-    kind: str  # "open", "batch" or "close"
+    key: str  # relative to OUT: _snakebatch/generations/<generation>-<run>/<table>/part-c....parquet
+    batches: list[int]  # the batch ids whose rows it holds
+    rows: int
+    size: int
+    xxh3: str  # xxh3-64 hex of the object as put
+
+
+class Generation(msgspec.Struct):
+    """A compaction of the job's tables, committed by a `compact` segment and published by the
+    pointer `_snakebatch/current/<generation>.json` (objectcompaction.py). Empty `tables`: no
+    compacted copy (a damaged one was withdrawn); readers read the batch parts."""
+
+    generation: int
+    prefix: str  # _snakebatch/generations/<generation>-<run>, or "" (empty)
+    covers: list[int]  # batch ids whose rows the parts hold
+    tables: dict[str, list[GenerationPart]]
+    compacted_at: float
+
+
+class Segment(msgspec.Struct):
+    """One ledger segment: a run's open or close, one committed batch (`entry`), committed
+    batches to redo (`dropped`), or a compaction (`generation`)."""
+
+    kind: str  # "open", "batch", "close", "drop" or "compact"
     run: str
     entry: LedgerEntry | None = None
+    dropped: list[int] = []
+    generation: Generation | None = None
+
+
+class Opened(msgspec.Struct):
+    """What opening the job found: the committed entries (dropped ones left out), what recovery
+    did, and the committed generations in order."""
+
+    entries: list[LedgerEntry]
+    rolled: int  # parts copied in from staging
+    removed: int  # staging objects deleted
+    redone: list[Damage]  # the parts whose batches were dropped, to be redone
+    generations: list[Generation]
+    next_batch_id: int  # above every batch ever committed, dropped ones too (an id is never reused)
+
+
+def committed_entries(segments: list[Segment]) -> list[LedgerEntry]:
+    """The committed batches of the segments, those a later `drop` names left out."""
+    dropped = {batch for s in segments if s.kind == "drop" for batch in s.dropped}
+    return [s.entry for s in segments if s.kind == "batch" and s.entry.batch_id not in dropped]
 
 
 def _bool(value) -> bool:
     return str(value).lower() in ("1", "true", "yes")
 
 
-def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
-    """The obstore store rooted at `url` (OUT's, or SOURCE's: `option` names it in messages).
-    Credentials and endpoint come from the standard environment (AWS_ACCESS_KEY_ID,
-    AWS_ENDPOINT_URL, AWS_REGION, GOOGLE_*, AZURE_*, ...); `storage_options` (from
-    --storage-option) add to and override them."""
-    from obstore.store import from_url
-
+def store_options(url: str, storage_options: dict) -> tuple[str, dict, dict, dict]:
+    """(scheme, store config, client options, retry config) of OUT's store. Credentials and
+    endpoint come from the standard environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, AWS_REGION,
+    GOOGLE_*, AZURE_*, ...); `storage_options` (from --storage-option) add to and override them."""
     options = {k.lower(): v for k, v in storage_options.items()}
     retry = dict(RETRY)
     try:
@@ -143,6 +190,15 @@ def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
             client.setdefault("allow_http", True)  # a plain-HTTP endpoint (a local server) was asked for
         if "region" not in config and not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
             config["region"] = "us-east-1"
+    return scheme, config, client, retry
+
+
+def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
+    """The obstore store rooted at `url`, OUT's or SOURCE's (`option` names it in messages),
+    with the options as `store_options`."""
+    from obstore.store import from_url
+
+    _, config, client, retry = store_options(url, storage_options)
     try:
         return from_url(url.rstrip("/"), config=config, client_options=client, retry_config=retry)
     except Exception as err:  # obstore's configuration errors (unknown key, bad URL)
@@ -157,6 +213,18 @@ def store_refused(option: str, url: str, err: Exception, options: str = "--stora
                        f"the credentials (AWS_ACCESS_KEY_ID, ... or {options}) and the endpoint (AWS_ENDPOINT_URL)")
 
 
+def arrow_filesystem(url: str, storage_options: dict):
+    """(pyarrow filesystem, path of OUT in it) for reading OUT's parts with pyarrow: obstore's
+    fsspec store under pyarrow's fsspec handler, configured as `open_store` (needs fsspec)."""
+    from obstore.fsspec import FsspecStore
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    scheme, config, client, retry = store_options(url, storage_options)
+    store = FsspecStore("s3" if scheme == "s3a" else scheme, config=config, client_options=client,
+                        retry_config=retry)
+    return PyFileSystem(FSSpecHandler(store)), url.rstrip("/").split("://", 1)[1]
+
+
 def _key(*parts: str) -> str:
     return "/".join(parts)
 
@@ -164,6 +232,8 @@ def _key(*parts: str) -> str:
 STATE = STATE_DIR_NAME
 LEDGER = _key(STATE, "ledger")
 STAGING = _key(STATE, "staging")
+GENERATIONS = _key(STATE, "generations")
+CURRENT = _key(STATE, "current")
 
 
 def staging_key(batch_id: int, attempt: int, run_token: str) -> str:
@@ -206,7 +276,7 @@ class ObjectJob:
 
     # ---- small helpers
 
-    def _get(self, key: str) -> bytes | None:
+    def get_object(self, key: str) -> bytes | None:
         import obstore
         from obstore.exceptions import NotFoundError
 
@@ -215,12 +285,12 @@ class ObjectJob:
         except (NotFoundError, FileNotFoundError):
             return None
 
-    def _list(self, prefix: str) -> list[dict]:
+    def list_prefix(self, prefix: str) -> list[dict]:
         import obstore
 
         return [meta for chunk in obstore.list(self.store, prefix + "/") for meta in chunk]
 
-    def _delete(self, keys: list[str]) -> None:
+    def delete_keys(self, keys: list[str]) -> None:
         import obstore
 
         for start in range(0, len(keys), 1000):
@@ -239,7 +309,7 @@ class ObjectJob:
     # ---- the job record
 
     def read_job(self) -> bytes | None:
-        return self._get(_key(STATE, "job.json"))
+        return self.get_object(_key(STATE, "job.json"))
 
     def create_job(self, record: bytes) -> None:
         """Put the job record, create-only: JobError when another run created it first."""
@@ -253,8 +323,8 @@ class ObjectJob:
 
     def remove_all(self) -> None:
         """--fresh: delete every object snakebatch owns under the prefix."""
-        keys = [m["path"] for prefix in (*TABLES, STATE) for m in self._list(prefix)]
-        self._delete(keys)
+        keys = [m["path"] for prefix in (*TABLES, STATE) for m in self.list_prefix(prefix)]
+        self.delete_keys(keys)
 
     def has_anything(self) -> bool:
         import obstore
@@ -272,7 +342,7 @@ class ObjectJob:
     def _segment_key(self, seq: int) -> str:
         return _key(LEDGER, f"{seq:010d}.json")
 
-    def _put_segment(self, segment: Segment) -> None:
+    def put_segment(self, segment: Segment) -> None:
         import obstore
         from obstore.exceptions import AlreadyExistsError
 
@@ -285,13 +355,13 @@ class ObjectJob:
 
     def segments(self) -> list[Segment]:
         """Every segment, in order (each is a whole object: a put is atomic)."""
-        keys = sorted(m["path"] for m in self._list(LEDGER))
+        keys = sorted(m["path"] for m in self.list_prefix(LEDGER))
         found = []
         for expected, key in enumerate(keys, 1):
             if not key.endswith(f"{expected:010d}.json"):
                 raise JobError(f"{self.url}: ledger segment {expected} is missing ({key} follows); "
                                "the job's ledger was changed outside snakebatch")
-            data = self._get(key)
+            data = self.get_object(key)
             if data is None:
                 raise JobError(f"{self.url}: ledger segment {key} vanished while being read (another run?)")
             found.append(msgspec.json.decode(data, type=Segment))
@@ -300,22 +370,22 @@ class ObjectJob:
     def close_run(self) -> None:
         """Put this run's `close` segment (the run ended; `status` no longer calls it running).
         JobError when another run wrote the next segment first: that run is the open one."""
-        self._put_segment(Segment(kind="close", run=self.run_token))
+        self.put_segment(Segment(kind="close", run=self.run_token))
 
     def last_segment_at(self) -> float | None:
         """Unix time of the newest ledger segment, or None."""
-        times = [m["last_modified"].timestamp() for m in self._list(LEDGER)]
+        times = [m["last_modified"].timestamp() for m in self.list_prefix(LEDGER)]
         return max(times) if times else None
 
     def read_state(self, name: str) -> bytes | None:
-        return self._get(_key(STATE, name))
+        return self.get_object(_key(STATE, name))
 
     def read_part(self, table: str, batch_id: int) -> bytes | None:
-        return self._get(_key(table, part_name(batch_id)))
+        return self.get_object(_key(table, part_name(batch_id)))
 
     def table_parts(self, table: str) -> dict[str, int]:
         """part name -> size, of the parts a listing reader sees in `table`."""
-        return {m["path"].rsplit("/", 1)[-1]: m["size"] for m in self._list(table)
+        return {m["path"].rsplit("/", 1)[-1]: m["size"] for m in self.list_prefix(table)
                 if m["path"].endswith(".parquet")}
 
     def part_damage(self, entries: list[LedgerEntry], deep: bool) -> list[Damage]:
@@ -324,7 +394,7 @@ class ObjectJob:
         checksum (with `deep`: reads every part), unlisted (no segment names it)."""
         import xxhash
 
-        staged = {m["path"][len(STATE) + 1:] for m in self._list(STAGING)}
+        staged = {m["path"][len(STATE) + 1:] for m in self.list_prefix(STAGING)}
         damage = []
         for table in TABLES:
             present = self.table_parts(table)
@@ -347,29 +417,42 @@ class ObjectJob:
             damage += [Damage(table, name, "unlisted") for name in sorted(present) if name not in named]
         return damage
 
-    def open(self) -> tuple[list[LedgerEntry], int, int]:
-        """Win the job for this run (the open segment), then recover: the committed entries,
-        how many parts were rolled forward, and how many staging objects were deleted."""
+    def open(self) -> Opened:
+        """Win the job for this run (the open segment), then recover: roll committed parts
+        forward from staging, drop (to redo) the batches whose part is missing or not of its
+        recorded size, delete staging and the parts no entry names."""
         segments = self.segments()
         self.next_seq = len(segments) + 1
-        self._put_segment(Segment(kind="open", run=self.run_token))
-        entries = [s.entry for s in segments if s.kind == "batch"]
-        present = {table: {m["path"].rsplit("/", 1)[-1] for m in self._list(table)} for table in TABLES}
-        rolled = 0
+        self.put_segment(Segment(kind="open", run=self.run_token))
+        entries = committed_entries(segments)
+        present = {table: self.table_parts(table) for table in TABLES}
+        rolled, redone = 0, []
         for entry in entries:
             for table in TABLES:
-                if part_name(entry.batch_id) not in present[table]:
-                    self._copy_in(entry, table)
-                    rolled += 1
+                name, recorded = part_name(entry.batch_id), entry.parts.get(table)
+                if name not in present[table]:
+                    if self._copy_in(entry, table):
+                        rolled += 1
+                    else:
+                        redone.append(Damage(table, name, "missing"))
+                elif recorded and recorded[0] >= 0 and present[table][name] != recorded[0]:
+                    redone.append(Damage(table, name, "size"))
+        dropped = sorted({int(d.part[5:13]) for d in redone})
+        if dropped:  # the commit point of the redo; the parts left go with the orphans below
+            self.put_segment(Segment(kind="drop", run=self.run_token, dropped=dropped))
+            entries = [entry for entry in entries if entry.batch_id not in dropped]
         named = {part_name(e.batch_id) for e in entries}
         orphans = [_key(t, name) for t in TABLES for name in present[t] if name not in named]
-        staging = [m["path"] for m in self._list(STAGING)]
-        self._delete(orphans + staging)
-        return entries, rolled, len(staging)
+        staging = [m["path"] for m in self.list_prefix(STAGING)]
+        self.delete_keys(orphans + staging)
+        generations = [s.generation for s in segments if s.kind == "compact"]
+        next_batch_id = 1 + max((s.entry.batch_id for s in segments if s.kind == "batch"), default=0)
+        return Opened(entries, rolled, len(staging), redone, generations, next_batch_id)
 
-    def _copy_in(self, entry: LedgerEntry, table: str) -> None:
+    def _copy_in(self, entry: LedgerEntry, table: str) -> bool:
         """Copy a committed batch's part from its staging into the table: idempotent (a run that
-        finds the staging gone checks the part is in place: another run rolled it forward)."""
+        finds the staging gone checks the part is in place: another run rolled it forward).
+        False when the part is neither in staging nor in place."""
         import obstore
         from obstore.exceptions import NotFoundError
 
@@ -380,8 +463,8 @@ class ObjectJob:
             try:
                 obstore.head(self.store, target)
             except (NotFoundError, FileNotFoundError):
-                raise JobError(f"{self.url}: batch {entry.batch_id} is committed but its {table} part is "
-                               "neither in staging nor in place; the job is damaged: start over with --fresh") from None
+                return False
+        return True
 
     def staging_url(self, batch_id: int, attempt: int) -> str:
         return _key(self.url, staging_key(batch_id, attempt, self.run_token))
@@ -394,10 +477,12 @@ class ObjectJob:
         """Commit one batch whose parts are in its staging: segment, copies, delete staging.
         JobError when another run wrote the next segment; OSError when the store fails."""
         try:
-            self._put_segment(Segment(kind="batch", run=self.run_token, entry=entry))
+            self.put_segment(Segment(kind="batch", run=self.run_token, entry=entry))
             for table in TABLES:
-                self._copy_in(entry, table)
-            self._delete([_key(STATE, entry.staging, table + ".parquet") for table in TABLES])
+                if not self._copy_in(entry, table):
+                    raise JobError(f"{self.url}: batch {entry.batch_id}'s {table} part vanished from staging "
+                                   "while it was committed (deleted outside snakebatch?); resume to redo it")
+            self.delete_keys([_key(STATE, entry.staging, table + ".parquet") for table in TABLES])
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries

@@ -12,7 +12,8 @@ Protocol (the live snapshot has manifest generation g-1, or none; the new one is
     1. each parsed batch: staging -> refresh/<table>/part-<batch>.parquet (no ledger line)
     2. per table, twin compacting/<table>/: every live part without an affected path hard-linked
        as it is; parts with affected paths rewritten without those rows (and `files` rows of
-       touched files with their new mtime), plus the new batches' rows, into part-c<g>-<k>;
+       touched files with their new mtime; after a refresh to another revision, every `files`
+       part, with the new `commit`), plus the new batches' rows, into part-c<g>-<k>;
        fsynced
     3. ledger.g<g>.jsonl: the new generation's whole ledger (live entries trimmed of affected
        paths and with fresh stat data, then the new batches), fsynced;
@@ -55,7 +56,7 @@ from .compaction import (
     CompactedPart,
     Compactor,
     Manifest,
-    _PartWriter,
+    PartWriter,
     exchange,
     read_manifest,
 )
@@ -99,6 +100,7 @@ class Generation(msgspec.Struct):
     changes: list  # (path, change, old_blob_id, new_blob_id)
     refresh: dict  # counts and times, for the manifest and snapshot.json
     content: bool  # whether `files` has the content column now
+    commit: str | None = None  # a refresh to another revision: the `commit` of every `files` row
 
 
 def side_dir(out: str) -> str:
@@ -194,9 +196,13 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _rewrite(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Array, patch_values: pa.Array) -> pa.Table:
+def _rewrite(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Array, patch_values: pa.Array,
+             commit: str | None) -> pa.Table:
     keep = pc.invert(pc.is_in(data["path"], value_set=drop))
     data = data.filter(keep)
+    if table == "files" and commit is not None:
+        column = pa.array([commit] * data.num_rows, type=pa.string())
+        data = data.set_column(data.schema.get_field_index("commit"), "commit", column)
     if table == "files" and len(patch_keys) and data.num_rows:
         index = pc.index_in(data["path"], value_set=patch_keys)
         patched = pc.if_else(pc.is_valid(index), pc.take(patch_values, index), data["mtime_ns"])
@@ -211,7 +217,7 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
     layout = JobLayout(out)
     twin = layout.twin_dir(table)
     parts: list[CompactedPart] = []
-    writer = _PartWriter(twin)
+    writer = PartWriter(twin)
     fed = False
 
     def close() -> None:
@@ -226,7 +232,7 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
             continue
         if fed and writer.bytes_in >= TARGET_PART_BYTES:
             close()
-        data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values), schema)
+        data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values, gen.commit), schema)
         writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
         fed = True
     for batch_id in gen.new_batches:
@@ -258,6 +264,8 @@ def commit(out: str, live: Manifest | None, live_entries: list[LedgerEntry], gen
         shutil.rmtree(twin, ignore_errors=True)
         os.makedirs(twin)
         affected = drop_batches | (patch_batches if table == "files" else set())
+        if table == "files" and gen.commit is not None:
+            affected = set(by_batch)
         parts = _build_twin(out, table, live, by_batch, affected, kept_batches, gen, schema, drop,
                             patch_keys, patch_values)
         written[table] = any(p.name.startswith(f"part-c{gen.generation:04d}-") for p in parts)
