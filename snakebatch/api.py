@@ -27,6 +27,7 @@ from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink
 from .engine.watch import Events, WarmExecutor, load_watchfiles
 from .errors import ConfigError, JobError
 from .store.jobfolder import holds_job
+from .store.objectsource import check_source
 from .store.objectstore import is_object_url
 from .store.snapshot import pending_refresh
 
@@ -175,6 +176,8 @@ def run(source: str | os.PathLike | list, output: str | os.PathLike | None = Non
     _refuse_inside_a_starting_worker("run")
     config = build_config(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo, budget_floor=low_budget,
                           verify_content=verify_content, **options)
+    if is_object_output(config.job.source):  # a missing bucket or an empty prefix: exit 2 before any work
+        check_source(config.job.source, config.source_store_options)
     # A resume of a refresh that was cut off before its commit point is that refresh again.
     remote = is_object_output(config.output)
     refreshing = not remote and (config.mode == "refresh" or
@@ -210,6 +213,8 @@ def stream(source: str | os.PathLike | list, *, on_progress: Callable[[Progress]
             raise ConfigError(f"stream: {name!r} is not an option of stream, which writes nothing; "
                               "use snakebatch.run to write (and resume) a job")
     config = build_config(source, None, require_output=False, budget_floor=low_budget, **options)  # raises here, not later
+    if is_object_output(config.job.source):
+        check_source(config.job.source, config.source_store_options)
     if config.job.history:
         raise ConfigError("stream: --history/--revs write commits and tree_entries tables; use snakebatch.run")
     return _stream(config, on_progress)

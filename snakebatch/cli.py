@@ -139,6 +139,16 @@ def _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no
     )
 
 
+def _object_options(command):
+    """The options of the stores of a SOURCE or an OUT in object storage."""
+    command = click.option("--source-option", "source_options", multiple=True, metavar="KEY=VALUE",
+                           help="For a SOURCE in object storage only: a store option over --storage-option's "
+                                "(repeatable).")(command)
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        help="For a SOURCE or an OUT in object storage (s3://, gs://, az://): a store option "
+                             "such as endpoint=URL, region=R, skip_signature=true (repeatable).")(command)
+
+
 class _Group(click.Group):
     """Ctrl-C before a run has installed its own handlers (importing parsers, recovering OUT)
     exits 130 like any interruption, not 1 with click's "Aborted!"."""
@@ -202,9 +212,7 @@ def _source_entries(source: tuple, sources_file: str | None) -> list | str:
 @click.option("--history", is_flag=True,
               help="Ingest every commit reachable from --rev [HEAD], each unique blob once.")
 @click.option("--revs", default=None, metavar="A..B", help="Like --history, for the commits reachable from B and not A.")
-@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
-              help="For an OUT in object storage (s3://, gs://, az://): a store option such as "
-                   "endpoint=URL, region=R, skip_signature=true (repeatable).")
+@_object_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object on stdout.")
 @click.option("--cache", default=None, metavar="DIR",
               help="Parse results by content, shared by the jobs that name DIR: a blob seen before is not parsed again.")
@@ -212,7 +220,7 @@ def _source_entries(source: tuple, sources_file: str | None) -> list | str:
 def run(source, sources_file, output, resume, fresh, refresh, redo, verify_content, workers, memory_budget, batch_bytes,
         include, exclude, no_gitignore,
         follow_symlinks, max_file_size, parsers, content, file_timeout, retries, fail_fast, max_errors,
-        executor, scheduler, progress, compact, rev, history, revs, storage_options, as_json, cache, cache_size):
+        executor, scheduler, progress, compact, rev, history, revs, storage_options, source_options, as_json, cache, cache_size):
     """Parse every file under SOURCE into Parquet tables in OUT.
 
     Several SOURCEs (or --sources FILE) make one job of them all: each row's `source` column names
@@ -227,7 +235,7 @@ def run(source, sources_file, output, resume, fresh, refresh, redo, verify_conte
         content=True if content else None, file_timeout=file_timeout,
         retries=retries, fail_fast=True if fail_fast else None, max_errors=max_errors,
         executor=executor, scheduler=scheduler, compact=compact,
-        storage_options=list(storage_options) or None,
+        storage_options=list(storage_options) or None, source_options=list(source_options) or None,
         rev=rev, revs=revs, history=history,
         cache=cache, cache_size=cache_size,
     )
@@ -325,9 +333,10 @@ def status(out, verify, storage_options, as_json):
 @click.option("-o", "--output", default="snakebatch-out", show_default=True,
               help="The run's output folder (skipped by the walk when inside SOURCE); nothing is written.")
 @_job_options
+@_object_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object on stdout.")
 def plan_command(source, sources_file, output, workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
-                 follow_symlinks, max_file_size, parsers, as_json):
+                 follow_symlinks, max_file_size, parsers, storage_options, source_options, as_json):
     """Preview a run of SOURCE: files, bytes, languages, batches, estimated time and memory.
 
     Reads only metadata and a small sample (parsed here to calibrate the estimate); writes nothing.
@@ -337,7 +346,8 @@ def plan_command(source, sources_file, output, workers, memory_budget, batch_byt
     options = _job_option_values(workers, memory_budget, batch_bytes, include, exclude, no_gitignore,
                                  follow_symlinks, max_file_size, parsers)
     try:
-        result = plan(_source_entries(source, sources_file), output, **options)
+        result = plan(_source_entries(source, sources_file), output, storage_options=list(storage_options) or None,
+                      source_options=list(source_options) or None, **options)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     for warning in result.warnings:

@@ -29,7 +29,8 @@ _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
-# OUT schemes opened through obstore (store/objectstore.py); `file://` is a local folder.
+# SOURCE and OUT schemes opened through obstore (store/objectsource.py, store/objectstore.py);
+# `file://` is a local folder.
 OBJECT_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
 
 
@@ -62,6 +63,28 @@ def _output_location(output: str | os.PathLike) -> str:
             raise ConfigError(f"-o/--output: {text!r} names no bucket; give {scheme}://BUCKET/PREFIX")
         return f"{scheme.lower()}://{rest.rstrip('/')}"
     return os.path.abspath(text)
+
+
+def _source_location(source: str | os.PathLike) -> str:
+    """SOURCE as JobConfig keeps it: an object-store URL as given (no trailing slash), `file://PATH`
+    and a plain path as an absolute local path (ConfigError when that is not a folder)."""
+    text = os.fspath(source)
+    if isinstance(text, str) and _URL.match(text) and text.split("://", 1)[0].lower() in OBJECT_SCHEMES:
+        if importlib.util.find_spec("obstore") is None:
+            raise ConfigError(f"SOURCE: {text}: object storage needs the extra: pip install 'snakebatch[s3]'")
+        scheme, rest = text.split("://", 1)
+        if not rest.strip("/"):
+            raise ConfigError(f"SOURCE: {text!r} names no bucket; give {scheme}://BUCKET/PREFIX")
+        return f"{scheme.lower()}://{rest.strip('/')}"
+    if isinstance(text, str) and text.lower().startswith("file://"):
+        text = text[len("file://"):] or "/"
+    refuse_url(text, "SOURCE", OBJECT_SCHEMES)
+    path = os.path.abspath(text)
+    if not os.path.exists(path):
+        raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
+    if not os.path.isdir(path):
+        raise ConfigError(f"SOURCE: {os.fspath(source)!r} is not a folder")
+    return path
 
 
 def object_output(output: str, storage_options: object) -> tuple[str, dict]:
@@ -195,6 +218,14 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # kept under --cache-size. It changes no row, so it is a run option.
     cache: str | None = None
     cache_size: int = 2 << 30
+    # SOURCE in object storage (store/objectsource.py): its store takes storage_options, then
+    # these (--source-option) over them.
+    source_options: dict = {}
+
+    @property
+    def source_store_options(self) -> dict:
+        """The options of SOURCE's store ({} for a local SOURCE)."""
+        return {**self.storage_options, **self.source_options} if is_object_output(self.job.source) else {}
 
 
 def usable_cores() -> int:
@@ -257,7 +288,8 @@ class _Options:
 
     def label(self, name: str) -> str:
         flag = "--" + name.replace("_", "-")
-        flag = {"--parsers": "--parser", "--gitignore": "gitignore (--no-gitignore)"}.get(flag, flag)
+        flag = {"--parsers": "--parser", "--gitignore": "gitignore (--no-gitignore)",
+                "--storage-options": "--storage-option", "--source-options": "--source-option"}.get(flag, flag)
         return f"{name} in {self.where}" if name in self.from_file else flag
 
     def get(self, name: str, default=None):
@@ -493,21 +525,35 @@ def build_config(source: str | os.PathLike | list, output: str | os.PathLike | N
     if not entries:
         raise ConfigError("SOURCE: give at least one source folder")
     several = _several_sources(entries, rev, revs, history, refresh) if len(entries) > 1 else ()
-    if not several:
-        source, entry_rev = split_entry(entries[0])
+    remote_source = False
+    if several:
+        source_path = ""
+    else:
+        if not isinstance(entries[0], (str, os.PathLike)):
+            raise ConfigError(f"SOURCE: expected a path to a folder, got {entries[0]!r}")
+        text = os.fspath(entries[0])
+        if isinstance(text, str) and _URL.match(text):  # s3://... or file://...
+            source_path, entry_rev = _source_location(text), None
+        else:
+            folder, entry_rev = split_entry(text)
+            source_path = _source_location(folder)
         if entry_rev is not None and (rev is not None or revs is not None):
-            raise ConfigError(f"SOURCE {os.fspath(entries[0])!r} names its revision; give it there or with --rev, not both")
+            raise ConfigError(f"SOURCE {text!r} names its revision; give it there or with --rev, not both")
         rev = entry_rev if entry_rev is not None else rev
-    source_path = "" if several else os.path.abspath(os.fspath(source))
-    if not several and not os.path.exists(source_path):
-        raise ConfigError(f"SOURCE: {os.fspath(source)!r} does not exist")
-    if not several and not os.path.isdir(source_path):
-        raise ConfigError(f"SOURCE: {os.fspath(source)!r} is not a folder")
+        # SOURCE in object storage: no snakebatch.toml is read from it (an object there is a file
+        # of the job like any other); options come from the command line or the API.
+        remote_source = is_object_output(source_path)
+        if remote_source and (rev is not None or revs is not None or history):
+            raise ConfigError("--rev/--revs/--history: a SOURCE in object storage is not a git repository")
+        if remote_source and refresh:
+            raise ConfigError("--refresh: not supported for a SOURCE in object storage yet (its objects have no "
+                              "stat data to compare); use --resume to add new objects, or --fresh")
     unknown = set(options) - _JOB_KEYS - _RUN_KEYS
     if unknown:
         raise _unknown(unknown, None)
     # A job of several sources reads no source's snakebatch.toml: whose would win is arbitrary.
-    from_file, where = file_defaults(source_path) if use_config_file and not several else ({}, None)
+    from_file, where = (file_defaults(source_path) if use_config_file and not several and not remote_source
+                        else ({}, None))
     unknown_in_file = set(from_file) - _JOB_KEYS - _RUN_KEYS
     if unknown_in_file:
         raise _unknown(unknown_in_file, where)
@@ -566,8 +612,13 @@ def build_config(source: str | os.PathLike | list, output: str | os.PathLike | N
         output = "snakebatch-out"
     output = _output_location(output) if output else ""
     storage_options = _storage_options(merged.get("storage_options"), label("storage_options"))
-    if storage_options and not is_object_output(output):
-        raise ConfigError(f"{label('storage_options')}: only for an OUT in object storage (s3://, gs://, az://)")
+    if storage_options and not is_object_output(output) and not remote_source:
+        raise ConfigError(f"{label('storage_options')}: only for a SOURCE or an OUT in object storage (s3://, gs://, az://)")
+    source_options = _storage_options(merged.get("source_options"), label("source_options"))
+    if source_options and not remote_source:
+        raise ConfigError(f"{label('source_options')}: only for a SOURCE in object storage (s3://, gs://, az://)")
+    if remote_source and job.follow_symlinks:
+        raise ConfigError(f"{label('follow_symlinks')}: a SOURCE in object storage has no symbolic links")
     if is_object_output(output) and refresh:
         raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
     cache, cache_size = _cache_folder(merged.get("cache"), merged.get("cache_size"), label,
@@ -604,4 +655,5 @@ def build_config(source: str | os.PathLike | list, output: str | os.PathLike | N
         storage_options=storage_options,
         cache=cache,
         cache_size=cache_size,
+        source_options=source_options,
     )

@@ -217,8 +217,8 @@ def test_unsupported_urls_are_refused_not_made_local_folders(source, tmp_path, m
         snakebatch.run(source, output="ftp://bucket/out")
     assert all(word in str(info.value) for word in words)
     _assert_usage_error(run_cli("run", source, "-o", "ftp://bucket/out", cwd=tmp_path), words)
-    _assert_usage_error(run_cli("run", "gs://bucket/src", "-o", "out", cwd=tmp_path),
-                        ["SOURCE", "object storage", "gs://bucket/src"])
+    _assert_usage_error(run_cli("run", "ftp://bucket/src", "-o", "out", cwd=tmp_path),
+                        ["SOURCE", "object storage", "ftp://bucket/src"])  # s3:// is tests/test_s3_source.py's
     _assert_usage_error(run_cli("plan", source, "-o", "ftp://bucket/out", cwd=tmp_path), words)
     _assert_usage_error(run_cli("status", "ftp://bucket/out", cwd=tmp_path), words)  # s3:// is tests/test_s3.py's
     assert sorted(os.listdir(tmp_path)) == ["repo"]

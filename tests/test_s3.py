@@ -92,7 +92,7 @@ def test_missing_bucket_and_unsupported_scheme_exit_2_before_any_work(s3, tmp_pa
     assert ftp.returncode == 2 and "(ftp://) is not supported" in ftp.stderr
     assert not (Path.cwd() / "ftp:").exists()
     bad = run_cli("run", source, "-o", tmp_path / "local", "--storage-option", "endpoint=x", env=s3_env(endpoint))
-    assert bad.returncode == 2 and "only for an OUT in object storage" in bad.stderr
+    assert bad.returncode == 2 and "only for a SOURCE or an OUT in object storage" in bad.stderr
 
 
 def test_file_url_is_a_local_folder(tmp_path):

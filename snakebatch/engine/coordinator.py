@@ -171,7 +171,8 @@ class Coordinator:
         self.planner = BatchPlanner(  # discovery is lazy: nothing is walked before `run`
             # `files`: the ones a refresh chose to parse, instead of all that discovery finds
             files if files is not None else source_files(config.job, skip=config.output or None,
-                                                         stats=self.discovery_stats),
+                                                         stats=self.discovery_stats,
+                                                         source_options=config.source_store_options),
             workers=config.workers,
             first_batch_id=sink.first_batch_id,
             # A fresh job has nothing committed: no look-up per discovered file.
@@ -253,6 +254,7 @@ class Coordinator:
             forced_message=forced[1] if forced else None,
             heartbeat_dir=self.watchdog.folder if self.watchdog is not None and not forced else None,
             storage_options=self.config.storage_options,
+            source_options=self.config.source_store_options,
             commit=None if job.history else spec.commit,  # a history's blobs have no one commit
             cache=self.cache_folder,
         )

@@ -44,7 +44,9 @@ from ..gitrepo import (
 )
 from ..paths import display_path
 from ..store.durable import PARQUET_OPTIONS, fsync_dir
+from ..store.objectstore import is_object_url
 from .discovery import VCS_FOLDERS, DiscoveryStats, SourceFile, _spec, discover
+from .objectdiscovery import discover_objects
 
 MAX_LINK_HOPS = 40  # as the kernel's limit on nested links
 COMMITS_SCHEMA = pa.schema([
@@ -105,13 +107,17 @@ def _follow(link: str, entries: dict, reader: CatFile) -> tuple | None:
     return None
 
 
-def source_files(job: JobConfig, skip: str | None, stats: DiscoveryStats) -> Iterator[SourceFile]:
-    """The job's files: a git revision's (`job.commit`), or discovery's walk of the folder; in a
-    job of several sources, each source's in turn, with its label."""
+def source_files(job: JobConfig, skip: str | None, stats: DiscoveryStats,
+                 source_options: dict | None = None) -> Iterator[SourceFile]:
+    """The job's files: a git revision's (`job.commit`), the objects under a SOURCE in object
+    storage (its store's `source_options`), or discovery's walk of the folder; in a job of
+    several sources, each source's in turn, with its label."""
     if len(job.sources) > 1:
         return _each_source(job, skip, stats)
     if job.commit is not None:
         return discover_revision(job, stats)
+    if is_object_url(job.source):
+        return discover_objects(job, source_options or {}, skip=skip, stats=stats)
     return discover(job, skip=skip, stats=stats)
 
 

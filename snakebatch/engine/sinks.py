@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..config import RunConfig
 from ..errors import ConfigError, JobError
+from ..paths import source_path
 from ..schema import TABLES
 from ..store.jobfolder import (
     JobRecord,
@@ -30,12 +31,12 @@ from ..store.jobfolder import (
     job_differences,
     open_job,
     read_json,
-    resume_command,
     write_json,
 )
 from ..store.ledger import Ledger, LedgerEntry
 from ..store.objectcompaction import ObjectCompactor
-from ..store.objectstore import ObjectJob, object_resume_command
+from ..store.objectsource import has_object
+from ..store.objectstore import ObjectJob, is_object_url, object_resume_command
 from ..store.snapshot import settle
 from .batching import CommittedIndex, ledger_key
 from .tally import Tally
@@ -88,8 +89,22 @@ def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: li
 def worktree_stats(job, outcome: BatchOutcome) -> list:
     """[ctime_ns, inode, mode] of each file as the worker opened it (engine/worker.py), for a later
     --refresh: a change after that shows there, and one in the same tick is racy-clean there. A git
-    source has no working-tree stat data to compare."""
-    return outcome.stats if job.commit is None else []
+    source and an object-store one have no working-tree stat data to compare."""
+    return outcome.stats if job.commit is None and not is_object_url(job.source) else []
+
+
+def source_has(config: RunConfig) -> Callable[[str, str], bool]:
+    """Whether the file of a table `path` of the source labelled so is there now (a folder, or
+    object storage)."""
+    folders = {spec.label: spec.path for spec in config.job.sources}
+
+    def has(label: str, path: str) -> bool:
+        source = folders.get(label, config.job.source)
+        if is_object_url(source):
+            return has_object(source, config.source_store_options, os.fsdecode(source_path(path)))
+        return os.path.isfile(os.path.join(os.fsencode(source), source_path(path)))
+
+    return has
 
 
 def batch_record(task: BatchTask, outcome: BatchOutcome) -> dict:
@@ -115,7 +130,7 @@ class OutputSink:
             # --resume re-checks files that could not be read: their rows go, and those that
             # are there now are parsed again (a fresh or new job has none).
             entries, self.io_errors_rechecked = self.ledger.forget_io_errors(
-                entries, report.manifest, {spec.label: spec.path for spec in config.job.sources})
+                entries, report.manifest, source_has(config))
         except BaseException:
             self.lock.release()
             raise
@@ -146,7 +161,8 @@ class OutputSink:
         yield from ()  # the output folder hands the caller nothing
 
     def resume_command(self) -> str:
-        return resume_command(self.config.job, self.config.output)
+        return object_resume_command(self.config.job, self.config.output, self.config.storage_options,
+                                     self.config.source_options)
 
     def amend(self, summary):
         """The run's summary as this sink completes it (a refresh tells the new snapshot's counts)."""
@@ -272,7 +288,8 @@ class ObjectStoreSink:
         yield from ()
 
     def resume_command(self) -> str:
-        return object_resume_command(self.config.job, self.config.output, self.config.storage_options)
+        return object_resume_command(self.config.job, self.config.output, self.config.storage_options,
+                                     self.config.source_options)
 
     def amend(self, summary):
         return summary

@@ -1,6 +1,7 @@
 """The worker: a pure function of its batch, the same in a local process pool or on Dask.
 
-Owns: reading, hashing and classifying each file of a batch, running its parser under a time
+Owns: reading (from a folder, a git object database, or an object store through
+store/objectsource.py), hashing and classifying each file of a batch, running its parser under a time
 limit, and writing the batch's three part files (fsynced) into the batch's own staging folder
 (or putting them under its staging prefix, for an OUT in object storage).
 Must not touch: the ledger, the table folders, or any state shared between batches (it returns
@@ -41,6 +42,7 @@ from ..paths import display_path
 from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
 from ..store.blobcache import BlobCache, entry_key
 from ..store.durable import fsync_dir, write_part
+from ..store.objectsource import read_object
 from ..store.objectstore import is_object_url, local_scratch, upload_parts
 from . import memprobe
 from .gitsource import read_blob
@@ -72,6 +74,7 @@ class BatchTask(msgspec.Struct, frozen=True):
     forced_message: str | None = None
     heartbeat_dir: str | None = None  # where the watchdog of a local pool reads heartbeats
     storage_options: dict = {}  # when `staging` is an object-store URL (store/objectstore.py)
+    source_options: dict = {}  # when `source` is an object-store URL (store/objectsource.py)
     # A git source: files are blobs read from SOURCE's object database (engine/gitsource.py), and
     # each files row's `commit` is this one.
     commit: str | None = None
@@ -245,18 +248,22 @@ def _cache_key(reuse_key: tuple | None, parser) -> str | None:
     return entry_key(blob_id, name, parser.version, parser.origin, extension, language)
 
 
-def _read_source(path: str, size: int, blob_id: str | None, task: BatchTask, stat_out: list,
+def _read_source(path: str, size: int, mtime_ns: int | None, blob_id: str | None, task: BatchTask, stat_out: list,
                  ) -> tuple[bytes | None, int | None, int | None, ParseResult | None]:
     """(data, size, mtime_ns, the file's result when it is not to be parsed); sizes None: unknown.
-    A folder's file's stat data goes into `stat_out` (a git blob has none)."""
+    A folder's file's stat data goes into `stat_out` (a git blob and an object have none)."""
     abspath = os.path.join(task.source, path)
+    remote = is_object_url(task.source)
     try:
         if blob_id is not None:
             data, size, mtime_ns, status, message = read_blob(task.source, blob_id, size, task.max_file_size)
+        elif remote:
+            data, size, mtime_ns, status, message = read_object(task.source, task.source_options, path, size,
+                                                                mtime_ns, task.max_file_size)
         else:
             data, size, mtime_ns, status, message = _read(abspath, task.max_file_size, stat_out)
     except OSError as err:
-        if not stat_out and blob_id is None:  # the open failed (a file it cannot read may still be stat'ed)
+        if not stat_out and blob_id is None and not remote:  # the open failed (a file it cannot read may still be stat'ed)
             stat_out.append(_stat_path(abspath))
         data, size, mtime_ns = None, None, None
         status, message = "io_error", f"{type(err).__name__}: {err.strerror or err}"
@@ -325,12 +332,12 @@ def _read_and_parse(task: BatchTask, index: int, router: ParserRouter, use_alarm
     if task.forced_status is not None:
         result = ParseResult(status=task.forced_status, error_type=task.forced_status,
                              error_message=task.forced_message, language=language_of(path))
-        if blob_id is None:
+        if blob_id is None and not is_object_url(task.source):
             stat_out.append(_stat_path(os.path.join(task.source, path)))
     elif blob_id is not None and reuse.last is not None and reuse.last[0] == blob_id:
         data, size, result = reuse.last[1], len(reuse.last[1]), None
     else:
-        data, read_size, read_mtime, result = _read_source(path, size, blob_id, task, stat_out)
+        data, read_size, read_mtime, result = _read_source(path, size, mtime_ns, blob_id, task, stat_out)
         if read_size is not None:
             size, mtime_ns = read_size, read_mtime
     if data is not None:

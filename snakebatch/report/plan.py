@@ -1,6 +1,7 @@
 """The preview of a job (`snakebatch plan`): what a run would take on, and what it would cost.
 
-Owns: walking SOURCE with the job's filters (the same `discover`), counting files, bytes,
+Owns: walking SOURCE with the job's filters (the same `discover`, or the same listing of a SOURCE
+in object storage), counting files, bytes,
 languages and batches (the same `BatchPlanner`, fed the batch size the governor would choose),
 and the estimate of wall time and peak memory, calibrated by running the real worker in this
 process on a small sample spread across the tree. Must not touch: the output folder (a plan
@@ -32,7 +33,7 @@ import time
 import msgspec
 import psutil
 
-from ..config import RunConfig, build_config, usable_cores
+from ..config import RunConfig, build_config, is_object_output, usable_cores
 from ..engine.batching import BatchPlanner
 from ..engine.discovery import DiscoveryStats, SourceFile
 from ..engine.gitsource import source_files
@@ -40,6 +41,7 @@ from ..engine.governor import MemoryGovernor, human, low_budget
 from ..engine.worker import BatchOutcome, BatchTask, process_batch
 from ..languages import language_of
 from ..parsers import ParserRouter
+from ..store.objectsource import check_source
 
 SAMPLE_FILES = 50
 SAMPLE_BYTES = 4 * 1024 * 1024
@@ -187,6 +189,7 @@ def _timed_batch(files: list, config: RunConfig, staging_root: str, batch_id: in
         parsers=config.job.parsers, max_file_size=config.job.max_file_size,
         content=config.job.content, file_timeout=config.file_timeout, retries=0, commit=spec.commit,
         source_label=spec.label,
+        source_options=config.source_store_options,
     )
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = process_batch(task)
@@ -253,6 +256,8 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
     """
     # A budget the run would refuse is a warning here: the plan still shows what it would take.
     config = build_config(source, output, **options)
+    if is_object_output(config.job.source):  # a missing bucket or an empty prefix, as for a run
+        check_source(config.job.source, config.source_store_options)
     budget_problem = low_budget(config.memory_budget, config.workers)
     process_rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
@@ -260,7 +265,7 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
     router = ParserRouter(config.job.parsers)
     tally = _Tally(config, router)
     # First pass: the walk alone, to time it and to draw the sample.
-    for source_file in source_files(config.job, skip=config.output or None, stats=stats):
+    for source_file in source_files(config.job, config.output or None, stats, config.source_store_options):
         tally(source_file)
     walk_s = time.perf_counter() - started
 
@@ -272,8 +277,8 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, **o
 
     # Second pass: batches, through the real planner and governor (the OS has the walk cached).
     governor = MemoryGovernor(config.memory_budget, config.workers, config.batch_bytes)
-    planner = BatchPlanner(source_files(config.job, skip=config.output or None, stats=DiscoveryStats()),
-                           workers=config.workers)
+    planner = BatchPlanner(source_files(config.job, config.output or None, DiscoveryStats(),
+                                        config.source_store_options), workers=config.workers)
     batches, batch_bytes = _count_batches(planner, governor, mean_spb, 2 * config.workers)
 
     # Other processes' demand for the cores, from the share of a core the sampling got; then the

@@ -17,7 +17,7 @@ import time
 import msgspec
 
 from .._version import __version__
-from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig
+from ..config import JOB_OPTION_NAMES, JobConfig, RunConfig, is_object_output
 from ..errors import ConfigError, JobError
 from ..schema import TABLES
 from .durable import atomic_write
@@ -246,9 +246,10 @@ def open_job(config: RunConfig) -> JobLock:
     same job (same options that change rows); refresh: OUT must hold a job of the same SOURCE.
     """
     out = config.output
-    source_real = os.path.realpath(config.job.source)
     out_real = os.path.realpath(out)
     for spec in config.job.sources:
+        if is_object_output(spec.path):
+            continue  # a SOURCE in object storage (a URL) is never a local folder
         if out_real == os.path.realpath(spec.path):
             raise ConfigError("-o/--output: OUT must not be SOURCE itself; use a folder beside or inside it")
         if _inside(os.path.realpath(spec.path), out_real):
@@ -299,7 +300,7 @@ def open_job(config: RunConfig) -> JobLock:
         if exists and config.mode == "refresh":
             # A refresh may change any option; engine/refresh.py records the new ones.
             record = read_record(out)
-            if os.path.realpath(record.job.source) != source_real:
+            if os.path.realpath(record.job.source) != os.path.realpath(config.job.source):
                 raise ConfigError(f"--refresh: {out} holds the job of {record.job.source}, not of {config.job.source}; "
                                   "refresh it with its own SOURCE, or start over with --fresh")
         elif exists:

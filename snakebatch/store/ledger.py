@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 import pyarrow as pa
@@ -41,7 +41,6 @@ import pyarrow.parquet as pq
 
 from ..errors import JobError
 from ..languages import language_of
-from ..paths import source_path
 from ..schema import TABLES
 from .compaction import ROW_GROUP_ROWS, Compactor, files_part_of, read_manifest, write_manifest
 from .durable import Damage, atomic_write, check_part, fsync_dir, write_part
@@ -325,18 +324,18 @@ class Ledger:
         report.entries = len(kept)
         return kept, report
 
-    def forget_io_errors(self, entries: list[LedgerEntry], manifest, folders: dict[str, str]
+    def forget_io_errors(self, entries: list[LedgerEntry], manifest, is_there: Callable[[str, str], bool]
                          ) -> tuple[list[LedgerEntry], dict]:
         """Remove every committed `io_error` row (`--resume`): a file that is back is then
         parsed again, one that is gone has no row, as in a fresh run. Returns the entries
-        without those files, and {"gone": n, "back": n}.
+        without those files, and {"gone": n, "back": n} (`is_there(source label, path)`: whether
+        the file of a table `path` is in its source now).
 
         Each `files` part holding such rows is replaced whole (a temporary renamed over it, as
         compaction cuts rows out: a reader sees the old part or the new one), then the manifest's
         row counts, then the ledger. A crash in between leaves the ledger naming files whose rows
         are gone; the next resume finds them again, removes nothing more, and rewrites the
-        ledger. io_error rows have no definitions or imports, so only `files` parts change.
-        `folders`: each source's folder by its label (a batch's paths are relative to its own)."""
+        ledger. io_error rows have no definitions or imports, so only `files` parts change."""
         doomed = {entry.batch_id: {i for i, status in enumerate(entry.statuses) if status == "io_error"}
                   for entry in entries if "io_error" in entry.statuses}
         counts = {"gone": 0, "back": 0}
@@ -386,9 +385,7 @@ class Ledger:
                     languages[language] -= 1
                     if not languages[language]:
                         del languages[language]
-                there = os.path.isfile(os.path.join(os.fsencode(folders.get(entry.source, "")),
-                                                    source_path(entry.paths[i])))
-                counts["back" if there else "gone"] += 1
+                counts["back" if is_there(entry.source, entry.paths[i]) else "gone"] += 1
             keep = [i for i in range(len(entry.paths)) if i not in gone_rows]
             kept_entries.append(msgspec.structs.replace(
                 entry,

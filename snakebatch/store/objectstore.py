@@ -89,14 +89,19 @@ def is_secret_option(name: str) -> bool:
     return lowered not in _NOT_SECRET and any(word in lowered for word in _SECRET_WORDS)
 
 
-def object_resume_command(job: JobConfig, url: str, storage_options: dict) -> str:
-    """The command that resumes the job at `url`: the job's options, then the storage options,
-    secret ones as `--storage-option=NAME=...` to fill in (or to give through the environment)."""
+def object_resume_command(job: JobConfig, url: str, storage_options: dict, source_options: dict | None = None) -> str:
+    """The command that resumes the job at `url` (in object storage, or a local OUT of a SOURCE
+    there): the job's options, then the storage and source options, secret ones as
+    `--storage-option=NAME=...` to fill in (or to give through the environment)."""
     words = [resume_command(job, url)]
-    secret = [key for key in storage_options if is_secret_option(key)]
-    for key, value in storage_options.items():
-        words.append(f"--storage-option={key}=..." if key in secret
-                     else shlex.quote(f"--storage-option={key}={value}"))
+    secret = []
+    for flag, options in (("--storage-option", storage_options), ("--source-option", source_options or {})):
+        for key, value in options.items():
+            if is_secret_option(key):
+                secret.append(key)
+                words.append(f"{flag}={key}=...")
+            else:
+                words.append(shlex.quote(f"{flag}={key}={value}"))
     if secret:  # a shell comment: the command still pastes as it is, after filling in
         words.append(f"# fill in {', '.join(secret)} (not repeated here), or give them through the environment")
     return " ".join(words)
@@ -188,15 +193,24 @@ def store_options(url: str, storage_options: dict) -> tuple[str, dict, dict, dic
     return scheme, config, client, retry
 
 
-def open_store(url: str, storage_options: dict):
-    """The obstore store rooted at OUT's URL (options as `store_options`)."""
+def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
+    """The obstore store rooted at `url`, OUT's or SOURCE's (`option` names it in messages),
+    with the options as `store_options`."""
     from obstore.store import from_url
 
     _, config, client, retry = store_options(url, storage_options)
     try:
         return from_url(url.rstrip("/"), config=config, client_options=client, retry_config=retry)
     except Exception as err:  # obstore's configuration errors (unknown key, bad URL)
-        raise ConfigError(f"-o/--output: cannot open {url}: {err}") from None
+        raise ConfigError(f"{option}: cannot open {url}: {err}") from None
+
+
+def store_refused(option: str, url: str, err: Exception, options: str = "--storage-option") -> ConfigError:
+    """The exit-2 error for a store that refused its first request: a missing bucket, refused
+    credentials, a wrong endpoint."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError(f"{option}: cannot use {url}: {type(err).__name__}: {reason}; check the bucket name, "
+                       f"the credentials (AWS_ACCESS_KEY_ID, ... or {options}) and the endpoint (AWS_ENDPOINT_URL)")
 
 
 def arrow_filesystem(url: str, storage_options: dict):
@@ -290,10 +304,7 @@ class ObjectJob:
         try:
             obstore.list_with_delimiter(self.store, STATE)
         except Exception as err:  # obstore.exceptions.*: not found, permission, authentication
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"-o/--output: cannot use {self.url}: {type(err).__name__}: {reason}; "
-                              "check the bucket name, the credentials (AWS_ACCESS_KEY_ID, ... or "
-                              "--storage-option) and the endpoint (AWS_ENDPOINT_URL)") from None
+            raise store_refused("-o/--output", self.url, err) from None
 
     # ---- the job record
 
