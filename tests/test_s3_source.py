@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -24,8 +25,9 @@ from snakebatch.engine.worker import BatchTask, process_batch
 
 TABLES = ("files", "definitions", "imports")
 # Differ between a folder's run and the bucket's: mtime_ns (the file's mtime there, the object's
-# last-modified here), and timings and batch numbers between any two runs.
-DIFFERENT = {"mtime_ns", "batch_id", "parse_ms"}
+# last-modified here), the `source` label (the folder's name there, the prefix's last part here),
+# and timings and batch numbers between any two runs.
+DIFFERENT = {"mtime_ns", "source", "batch_id", "parse_ms"}
 MAX_FILE_SIZE = 2000
 
 
@@ -103,6 +105,7 @@ def test_rows_equal_a_local_run_of_the_same_tree(s3, tree, bucket_tree, tmp_path
     assert files["big.py"]["status"] == "too_large" and files["big.py"]["content_hash"] is None
     assert files["empty.py"]["status"] == "ok" and files["empty.py"]["size"] == 0
     assert files["assets/dot.png"]["status"] == "binary"
+    assert {r["source"] for r in files.values()} == {"tree"}  # the prefix's last part
     # mtime_ns is the object's last-modified, in whole seconds.
     listed = client.list_objects_v2(Bucket=S3_BUCKET, Prefix="tree/")["Contents"]
     modified = {o["Key"][len("tree/"):]: int(o["LastModified"].timestamp()) * 10**9 for o in listed}
@@ -223,6 +226,9 @@ def test_sigkill_then_resume_gives_the_same_rows(s3, corpus, tmp_path):
     for snap in (got, want):
         for row in snap["files"].values():
             row.pop("mtime_ns")
+            row.pop("source")
+        for table in TABLES[1:]:
+            snap[table] = Counter({tuple(kv for kv in key if kv[0] != "source"): n for key, n in snap[table].items()})
     assert got == want
 
 
