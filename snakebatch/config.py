@@ -439,8 +439,6 @@ def build_config(source: str | os.PathLike, output: str | os.PathLike | None = N
     storage_options = _storage_options(merged.get("storage_options"), label("storage_options"))
     if storage_options and not is_object_output(output):
         raise ConfigError(f"{label('storage_options')}: only for an OUT in object storage (s3://, gs://, az://)")
-    if is_object_output(output) and refresh:
-        raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
     cache, cache_size = _cache_folder(merged.get("cache"), merged.get("cache_size"), label, source_path, output)
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))
     if "memory_budget" in merged:
