@@ -135,7 +135,8 @@ class ObjectCompactor:
 
         if generation is None or not generation.tables:
             return []
-        present = {m["path"]: m["size"] for m in self.job.list_prefix(generation.prefix)}
+        folders = {part.key.rsplit("/", 1)[0] for parts in generation.tables.values() for part in parts}
+        present = {m["path"]: m["size"] for folder in sorted(folders) for m in self.job.list_prefix(folder)}
         found = []
         for table in TABLES:
             for part in generation.tables.get(table, []):
