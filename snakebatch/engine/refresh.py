@@ -2,8 +2,10 @@
 
 Owns: deciding which files changed (stat data as git's index keeps it, the racy-clean rule,
 content hashes), which rows the options and parsers change, and the sink that parses those files
-beside the live tables. Must not touch: the live tables or the ledger while parsing; the new
-generation is committed by store/snapshot.py (its protocol is described there).
+beside the live tables, for a folder (`RefreshSink`) and for object storage
+(`ObjectRefreshSink`), both planning through `RefreshPlan`. Must not touch: the live tables or the
+ledger while parsing; the new generation is committed by store/snapshot.py for a folder and by
+store/objectcompaction.py in object storage (their protocols are described there).
 
 A discovered file is, against the live snapshot's ledger and `files` rows:
 

@@ -280,6 +280,8 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
     running = opened[-1] if opened and opened[-1] not in closed else None
     try:
         entries = committed_entries(segments, job.load_ledger)
+    except JobError:
+        raise
     except Exception as err:  # obstore.exceptions.*: the store failed after its retries
         raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
     refreshed = last_refresh(segments)[1]

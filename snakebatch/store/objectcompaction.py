@@ -2,8 +2,10 @@
 through pointer objects, and how a reader finds the current one.
 
 Owns: `OUT/_snakebatch/generations/<g>-<run>/<table>/part-c<g>-<k>.parquet` (a generation's
-parts), `OUT/_snakebatch/current/<g>.json` (its pointer), their recovery, and the list of parts a
-reader of the job reads (`dataset_keys`). Must not touch: the batch parts in `OUT/<table>/` (the
+parts; a refresh's also `ledger.json` and `changes.parquet`), `OUT/_snakebatch/current/<g>.json`
+(its pointer), `OUT/_snakebatch/changes/<g>.parquet` and `OUT/_snakebatch/refresh/intent.json`
+(a refresh's feed and intent), their recovery, and the list of parts a reader of the job reads
+(`dataset_keys`). Which files a refresh parses is engine/refresh.py's. Must not touch: the batch parts in `OUT/<table>/` (the
 ledger in objectstore.py commits them; compaction only reads them and never deletes them),
 parsing, scheduling.
 
@@ -18,8 +20,17 @@ immutable once published. Protocol (generation g, all tables):
     2. ledger segment `compact` holding the Generation, put create-only: the commit point (a
        run that lost the ledger to another run cannot commit a generation)
     3. current/<g>.json := the Generation, put create-only; readers take the highest g
-    4. delete every generation prefix but g's and g-1's (a reader that resolved g-1 a moment
-       ago keeps its parts until the next compaction)
+    4. delete every object under generations/ that neither g nor g-1 references (a reader
+       that resolved g-1 a moment ago keeps its parts until the next compaction)
+
+A refresh (`refresh`) is a generation too, committed by a `refresh` segment: its parts are the
+live parts without an affected path, referenced where they are (under an earlier generation's
+prefix, or a batch part in OUT/<table>/: so deletion counts references, not prefixes), the parts
+with affected paths rewritten without those rows, and the new batches' rows (from staging); it
+names the new snapshot's whole ledger (`ledger.json`) and sets `through`, above which batch
+parts are read beside it (the batch parts below are the snapshot before the first refresh, which
+a plain listing reader keeps seeing). A refresh's generation that lost a part cannot be withdrawn
+(the batch parts are older): recovery refuses the job then.
 
 Recovery, once a run has won the open segment: put the last committed generation's pointer if
 it is missing (cut off between 2 and 3); withdraw a generation that covers a dropped batch or

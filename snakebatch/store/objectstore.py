@@ -41,8 +41,9 @@ a `drop` segment naming the batch, then deletes the batch's other parts; its fil
 again under a new batch id.
 
 A reader listing `OUT/<table>/*.parquet` sees only parts whose segment exists: whole objects
-(a copy is atomic), each batch under one name (a row never twice). Compaction never changes
-these parts: it writes a copy under a generation prefix (objectcompaction.py).
+(a copy is atomic), each batch under one name (a row never twice). Compaction and refresh never
+change these parts: they write generations (objectcompaction.py). The job's ledger is the last
+`refresh` segment's ledger object, then the `batch` segments after it (less dropped ones).
 """
 
 from __future__ import annotations
