@@ -22,8 +22,8 @@ from .engine.coordinator import Coordinator, Progress, RunSummary
 from .engine.discovery import DiscoveryStats
 from .engine.gitsource import history_files
 from .engine.governor import low_budget
-from .engine.refresh import RefreshSink
-from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink
+from .engine.refresh import ObjectRefreshSink, RefreshSink
+from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink, prepare_object_job
 from .engine.watch import Events, WarmExecutor, load_watchfiles
 from .errors import ConfigError, JobError
 from .store.jobfolder import holds_job
@@ -180,10 +180,16 @@ def run(source: str | os.PathLike | list, output: str | os.PathLike | None = Non
         check_source(config.job.source, config.source_store_options)
     # A resume of a refresh that was cut off before its commit point is that refresh again.
     remote = is_object_output(config.output)
-    refreshing = not remote and (config.mode == "refresh" or
-                                 (config.mode == "resume" and pending_refresh(config.output) is not None))
+    prepared = prepare_object_job(config) if remote else None
+    if remote:
+        refreshing = config.mode == "refresh" or prepared.pending is not None
+    else:
+        refreshing = config.mode == "refresh" or (config.mode == "resume" and pending_refresh(config.output) is not None)
     try:
-        sink = ObjectStoreSink(config) if remote else RefreshSink(config) if refreshing else OutputSink(config)
+        if remote:
+            sink = ObjectRefreshSink(config, prepared) if refreshing else ObjectStoreSink(config, prepared)
+        else:
+            sink = RefreshSink(config) if refreshing else OutputSink(config)
     except OSError as err:  # a read-only filesystem, a file where a folder must be, no permission
         where = f" ({err.filename})" if err.filename else ""
         raise JobError(f"-o/--output: cannot prepare {config.output} for the job: "
@@ -336,4 +342,6 @@ def watch(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
     if isinstance(source, (list, tuple)) and len(source) > 1:
         raise ConfigError("watch: one SOURCE only; watch each source into its own OUT")
     config = build_config(source, output, refresh=True, **options)
+    if is_object_output(config.output):
+        raise ConfigError("watch: an OUT in object storage is not supported; run --refresh when SOURCE changed")
     return Watch(config, float(debounce))

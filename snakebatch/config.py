@@ -619,8 +619,6 @@ def build_config(source: str | os.PathLike | list, output: str | os.PathLike | N
         raise ConfigError(f"{label('source_options')}: only for a SOURCE in object storage (s3://, gs://, az://)")
     if remote_source and job.follow_symlinks:
         raise ConfigError(f"{label('follow_symlinks')}: a SOURCE in object storage has no symbolic links")
-    if is_object_output(output) and refresh:
-        raise ConfigError("--refresh: not supported for an OUT in object storage yet; use --resume or --fresh")
     cache, cache_size = _cache_folder(merged.get("cache"), merged.get("cache_size"), label,
                                      [spec.path for spec in job.sources], output)
     workers = _positive_int(merged.get("workers", usable_cores()), label("workers"))

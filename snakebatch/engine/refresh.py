@@ -2,8 +2,10 @@
 
 Owns: deciding which files changed (stat data as git's index keeps it, the racy-clean rule,
 content hashes), which rows the options and parsers change, and the sink that parses those files
-beside the live tables. Must not touch: the live tables or the ledger while parsing; the new
-generation is committed by store/snapshot.py (its protocol is described there).
+beside the live tables, for a folder (`RefreshSink`) and for object storage
+(`ObjectRefreshSink`), both planning through `RefreshPlan`. Must not touch: the live tables or the
+ledger while parsing; the new generation is committed by store/snapshot.py for a folder and by
+store/objectcompaction.py in object storage (their protocols are described there).
 
 A discovered file is, against the live snapshot's ledger and `files` rows:
 
@@ -29,7 +31,7 @@ import bisect
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import msgspec
 import pyarrow as pa
@@ -39,14 +41,19 @@ import xxhash
 
 from .._version import __version__
 from ..config import RunConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, JobError
 from ..parsers import ParserRouter
 from ..paths import display_path
 from ..schema import TABLES
 from ..store.compaction import Compactor, exchange_supported
 from ..store.durable import atomic_write
 from ..store.jobfolder import JobRecord, read_record, state_dir
+from ..store.layout import STATE_DIR_NAME
 from ..store.ledger import LedgerEntry
+from ..store.objectcompaction import INTENT as OBJECT_INTENT
+from ..store.objectcompaction import begin as begin_object
+from ..store.objectcompaction import live_keys
+from ..store.objectstore import last_refresh
 from ..store.snapshot import (
     CHANGE_KINDS,
     Generation,
@@ -61,7 +68,7 @@ from ..store.snapshot import (
 )
 from .discovery import DiscoveryStats, SourceFile, discover, discover_paths
 from .gitsource import changed_files, discover_revision
-from .sinks import OutputSink, batch_record, ledger_entry
+from .sinks import ObjectStoreSink, OutputSink, PreparedJob, batch_record, ledger_entry
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
@@ -88,65 +95,37 @@ def router_signature(router: ParserRouter) -> list:
     return [[p.name, list(p.patterns), list(p.interpreters)] for p in router.parsers]
 
 
-class RefreshSink(OutputSink):
-    """Plans the refresh (under OUT's lock, after recovery), collects the batches parsed into the
-    side folder, and commits the new generation once the coordinator has parsed them all."""
+class RefreshPlan:
+    """What a refresh decides, for a folder (`RefreshSink`) and for object storage
+    (`ObjectRefreshSink`): which files changed, the new ledger, the change feed, the counts.
+    A sink using it reads the live `files` rows (`_files_tables`) and the new batches' blob ids
+    (`_new_blob_ids`) from where it keeps them."""
 
-    def __init__(self, config: RunConfig, candidates: Iterable[str] | None = None):
-        """`candidates`: the only paths (relative to SOURCE, as discovery spells them) that may
-        have changed, as a watch's events name them; None, or a set a stat walk of those paths
-        cannot judge (see `_narrow`), walks the whole tree."""
-        super().__init__(config)  # lock, recovery, the live ledger's counts
-        self.discovery_stats = DiscoveryStats()
-        self.report: dict | None = None
-        self.candidates = None if candidates is None else set(candidates)
-        try:
-            self._plan()
-        except BaseException:
-            self.lock.release()
-            raise
-        # The coordinator counts only this refresh's batches; `amend` tells the snapshot's totals.
-        self.committed = None
-        self.before = Tally()
+    config: RunConfig
+    live_entries: list[LedgerEntry]
+    candidates: set | None
+    discovery_stats: DiscoveryStats
+    started_ns: int
+    generation: int
 
-    # -- planning ------------------------------------------------------------------------------
+    def _files_tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        """The live `files` rows' `columns`, part by part."""
+        raise NotImplementedError
 
-    def _plan(self) -> None:
-        config, out = self.config, self.config.output
-        started = time.monotonic()
-        self.started_ns = time.time_ns()
-        record = read_record(out)
-        pending = read_intent(out)
-        if pending is not None and self.manifest is not None and self.manifest.generation >= pending.generation:
-            pending = None
-        if config.mode == "resume" and pending is not None:
-            redo, verify = tuple(pending.redo), pending.verify_content
-        else:
-            redo, verify = config.redo, config.verify_content
-        previous = pending.previous_job if pending is not None else record.job
-        job = config.job
-        self._check_kind(previous)
-        twins = self.ledger.layout.twins
-        os.makedirs(twins, exist_ok=True)
-        supported = exchange_supported(twins)
-        os.rmdir(twins)  # recovery emptied it; the commit makes it again
-        if not supported:
-            raise ConfigError("--refresh swaps table folders atomically (Linux renameat2 with RENAME_EXCHANGE), "
-                              f"which {out} does not support; use --fresh there")
-        self.generation = (self.manifest.generation if self.manifest is not None else 0) + 1
-        begin(out, Intent(generation=self.generation, previous_job=previous, redo=redo, verify_content=verify,
-                          started_at=time.time()))
-        atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(
-            JobRecord(job=config.job, snakebatch_version=__version__, created_at=record.created_at,
-                      command=record.command)))
+    def _new_blob_ids(self) -> dict:
+        """display path -> blob id of the files this refresh parsed."""
+        raise NotImplementedError
 
-        self.live_entries: list[LedgerEntry] = self.ledger.read()[0]
+    def _compare(self, previous, redo: tuple, verify: bool, record: dict, started: float) -> None:
+        """Compare SOURCE with `self.live_entries` and the live `files` rows (see the module's
+        docstring): what to parse, what to drop, what to patch. `record`: the last refresh's."""
+        job = self.config.job
+        out = self.config.output
         where = {path: (i, j) for i, entry in enumerate(self.live_entries) for j, path in enumerate(entry.paths)}
         router = ParserRouter(job.parsers)
         versions = {p.name: p.version for p in (*router.parsers, router.fallback)}
         signature = router_signature(router)
-        snapshot = read_snapshot(out) or {}
-        reroute = previous.parsers != job.parsers or snapshot.get("router", signature) != signature
+        reroute = previous.parsers != job.parsers or record.get("router", signature) != signature
         size_changed = previous.max_file_size != job.max_file_size
         content_changed = previous.content != job.content
         revision = job.commit is not None
@@ -258,10 +237,7 @@ class RefreshSink(OutputSink):
     def _versions_unchanged(self, versions: dict) -> bool:
         """Whether every live `files` row's parser has the version it has now (a columnar read
         of two dictionary-like columns, not of the rows)."""
-        batch_ids = [entry.batch_id for entry in self.live_entries]
-        folder = os.path.join(self.config.output, "files")
-        for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
-            table = pq.read_table(os.path.join(folder, part.name), columns=["parser", "parser_version"])
+        for table in self._files_tables(["parser", "parser_version"]):
             pairs = table.group_by(["parser", "parser_version"]).aggregate([]).to_pylist()
             if any(p["parser"] is not None and versions.get(p["parser"]) != p["parser_version"] for p in pairs):
                 return False
@@ -298,11 +274,8 @@ class RefreshSink(OutputSink):
         """The live `files` rows' columns a refresh compares, by path (a columnar read); only
         those of the `needed` paths when given (a watch's round: dicts for 100k rows take ~1 s)."""
         rows: dict[str, dict] = {}
-        batch_ids = [entry.batch_id for entry in self.live_entries]
-        folder = os.path.join(self.config.output, "files")
         wanted = None if needed is None else pa.array(sorted(needed), type=pa.string())
-        for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
-            table = pq.read_table(os.path.join(folder, part.name), columns=_FILES_COLUMNS)
+        for table in self._files_tables(_FILES_COLUMNS):
             if wanted is not None:
                 table = table.filter(pc.is_in(table["path"], value_set=wanted))
             columns = table.to_pydict()
@@ -311,23 +284,6 @@ class RefreshSink(OutputSink):
                 row = dict(zip(names, values))
                 rows[row["path"]] = row
         return rows
-
-    # -- parsing into the side folder ----------------------------------------------------------
-
-    def commit(self, task: BatchTask, outcome: BatchOutcome):
-        paths = [display_path(f[0]) for f in task.files]
-        stats = [self.stat_of[path] for path in paths] if self.config.job.commit is None else []
-        entry = ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state), paths,
-                             self.started_at, stats=stats,
-                             stat_at_ns=self.started_ns)
-        for table in TABLES:
-            os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))
-        os.rmdir(outcome.staging)
-        self.new_entries.append(entry)
-        self.batch_stats.append(batch_record(task, outcome))
-        yield from ()  # the output folder hands the caller nothing
-
-    # -- the new generation --------------------------------------------------------------------
 
     def _trimmed(self, drop: set) -> list[LedgerEntry]:
         """The live entries without the dropped paths and with fresh stat data."""
@@ -368,8 +324,10 @@ class RefreshSink(OutputSink):
             ))
         return kept
 
-    def finish(self, should_stop) -> None:
-        out = self.config.output
+    def _spec(self, live_generation: int) -> Generation | None:
+        """The new generation as store/snapshot.py (or store/objectcompaction.py) commits it;
+        None when no row changes (then `self.final_entries` is the live ledger with fresh stat
+        data, to keep when `self.updates` has any)."""
         drop = {path for path, kind in self.kinds.items() if kind != "touched" and kind != "added"}
         drop |= set(self.deleted)
         patch = {path: self.updates[path][1] for path, kind in self.kinds.items() if kind == "touched"}
@@ -380,7 +338,7 @@ class RefreshSink(OutputSink):
             counts[kind] += 1
         counts["deleted"] = len(self.deleted)
         self.report = {
-            "generation": self.manifest.generation if self.manifest is not None else 0,
+            "generation": live_generation,
             "refreshed_at": time.time(), "changes": counts, "unchanged": self.unchanged - counts["touched"],
             "hashed": self.hashed, "parsed": len(self.to_parse), "plan_s": round(self.plan_s, 3), "walk": self.walk,
             "router": self.signature,
@@ -388,15 +346,8 @@ class RefreshSink(OutputSink):
         # A new revision's `commit` column: every `files` row carried over gets it too.
         recommit = self.config.job.commit if self.config.job.commit != self.previous.commit else None
         if not drop and not patch and not self.new_entries and recommit is None:
-            if self.updates:
-                self.ledger.replace_entries(entries)  # only stat data changed: no new generation
-            drop_pending(out)
-            write_snapshot(out, self.report)
-            return
-        new_blob = {}
-        for entry in self.new_entries:
-            part = pq.read_table(side_part(out, "files", entry.batch_id), columns=["path", "blob_id"]).to_pydict()
-            new_blob.update(zip(part["path"], part["blob_id"]))
+            return None
+        new_blob = self._new_blob_ids()
         changes = []
         for path, kind in self.kinds.items():
             old = self.old_rows.get(path, {}).get("blob_id") if kind != "added" else None
@@ -404,12 +355,10 @@ class RefreshSink(OutputSink):
         changes += [(path, "deleted", self.old_rows.get(path, {}).get("blob_id"), None) for path in self.deleted]
         changes.sort()
         self.report["generation"] = self.generation
-        gen = Generation(generation=self.generation, entries=entries,
-                         new_batches=[entry.batch_id for entry in self.new_entries], drop=drop, patch=patch,
-                         changes=changes, refresh=self.report, content=self.config.job.content,
-                         commit=recommit)
-        self.manifest = commit(out, self.manifest, self.live_entries, gen)
-        return
+        return Generation(generation=self.generation, entries=entries,
+                          new_batches=[entry.batch_id for entry in self.new_entries], drop=drop, patch=patch,
+                          changes=changes, refresh=self.report, content=self.config.job.content,
+                          commit=recommit)
 
     def _snapshot(self) -> Tally:
         """The counts of the new snapshot: every entry of its ledger."""
@@ -428,6 +377,187 @@ class RefreshSink(OutputSink):
             status_counts=dict(sorted(snapshot.status_counts.items(), key=lambda kv: -kv[1])),
             language_counts=dict(sorted(snapshot.language_counts.items(), key=lambda kv: -kv[1])),
         )
+
+class RefreshSink(RefreshPlan, OutputSink):
+    """Plans the refresh (under OUT's lock, after recovery), collects the batches parsed into the
+    side folder, and commits the new generation once the coordinator has parsed them all."""
+
+    def __init__(self, config: RunConfig, candidates: Iterable[str] | None = None):
+        """`candidates`: the only paths (relative to SOURCE, as discovery spells them) that may
+        have changed, as a watch's events name them; None, or a set a stat walk of those paths
+        cannot judge (see `_narrow`), walks the whole tree."""
+        super().__init__(config)  # lock, recovery, the live ledger's counts
+        self.discovery_stats = DiscoveryStats()
+        self.report: dict | None = None
+        self.candidates = None if candidates is None else set(candidates)
+        try:
+            self._plan()
+        except BaseException:
+            self.lock.release()
+            raise
+        # The coordinator counts only this refresh's batches; `amend` tells the snapshot's totals.
+        self.committed = None
+        self.before = Tally()
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        config, out = self.config, self.config.output
+        started = time.monotonic()
+        self.started_ns = time.time_ns()
+        record = read_record(out)
+        pending = read_intent(out)
+        if pending is not None and self.manifest is not None and self.manifest.generation >= pending.generation:
+            pending = None
+        if config.mode == "resume" and pending is not None:
+            redo, verify = tuple(pending.redo), pending.verify_content
+        else:
+            redo, verify = config.redo, config.verify_content
+        previous = pending.previous_job if pending is not None else record.job
+        self._check_kind(previous)
+        twins = self.ledger.layout.twins
+        os.makedirs(twins, exist_ok=True)
+        supported = exchange_supported(twins)
+        os.rmdir(twins)  # recovery emptied it; the commit makes it again
+        if not supported:
+            raise ConfigError("--refresh swaps table folders atomically (Linux renameat2 with RENAME_EXCHANGE), "
+                              f"which {out} does not support; use --fresh there")
+        self.generation = (self.manifest.generation if self.manifest is not None else 0) + 1
+        begin(out, Intent(generation=self.generation, previous_job=previous, redo=redo, verify_content=verify,
+                          started_at=time.time()))
+        atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(
+            JobRecord(job=config.job, snakebatch_version=__version__, created_at=record.created_at,
+                      command=record.command)))
+
+        self.live_entries: list[LedgerEntry] = self.ledger.read()[0]
+        self._compare(previous, redo, verify, read_snapshot(out) or {}, started)
+
+    # -- parsing into the side folder ----------------------------------------------------------
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome):
+        paths = [display_path(f[0]) for f in task.files]
+        stats = [self.stat_of[path] for path in paths] if self.config.job.commit is None else []
+        entry = ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state), paths,
+                             self.started_at, stats=stats,
+                             stat_at_ns=self.started_ns)
+        for table in TABLES:
+            os.rename(os.path.join(outcome.staging, table + ".parquet"), side_part(self.config.output, table, task.batch_id))
+        os.rmdir(outcome.staging)
+        self.new_entries.append(entry)
+        self.batch_stats.append(batch_record(task, outcome))
+        yield from ()  # the output folder hands the caller nothing
+
+    # -- the new generation --------------------------------------------------------------------
+
+    def finish(self, should_stop) -> None:
+        out = self.config.output
+        gen = self._spec(self.manifest.generation if self.manifest is not None else 0)
+        if gen is None:
+            if self.updates:
+                self.ledger.replace_entries(self.final_entries)  # only stat data changed: no new generation
+            drop_pending(out)
+            write_snapshot(out, self.report)
+            return
+        self.manifest = commit(out, self.manifest, self.live_entries, gen)
+
+    def _new_blob_ids(self) -> dict:
+        new_blob = {}
+        for entry in self.new_entries:
+            part = pq.read_table(side_part(self.config.output, "files", entry.batch_id),
+                                 columns=["path", "blob_id"]).to_pydict()
+            new_blob.update(zip(part["path"], part["blob_id"]))
+        return new_blob
+
+    def _files_tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        batch_ids = [entry.batch_id for entry in self.live_entries]
+        folder = os.path.join(self.config.output, "files")
+        for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
+            yield pq.read_table(os.path.join(folder, part.name), columns=columns)
+
+    def close(self, summary, job: Tally) -> None:
+        super().close(summary, self._snapshot() if self.report is not None else job)
+
+
+class ObjectRefreshSink(RefreshPlan, ObjectStoreSink):
+    """--refresh of an OUT in object storage: planned as a folder's, against the live ledger of
+    the segments and the rows `open_dataset` reads. The batches it parses stay in staging,
+    with no batch segment (readers do not see them), until `finish` commits the new generation
+    (store/objectcompaction.py); a cut-off refresh leaves its intent, and the next `--refresh`
+    or `--resume` plans it again (recovery deletes the staging)."""
+
+    def __init__(self, config: RunConfig, prepared: PreparedJob):
+        super().__init__(config, prepared)  # the open segment, recovery, the live ledger's counts
+        self.discovery_stats = DiscoveryStats()
+        self.report: dict | None = None
+        self.candidates = None
+        self.staged: dict[int, str] = {}  # batch id -> its staging, relative to the state prefix
+        started = time.monotonic()
+        self.started_ns = time.time_ns()
+        pending = prepared.pending
+        if config.mode == "resume" and pending is not None:
+            redo, verify = tuple(pending.redo), pending.verify_content
+        else:
+            redo, verify = config.redo, config.verify_content
+        previous = prepared.rows_job
+        self._check_kind(previous)
+        self.live_entries = self.opened.entries
+        self.generation = (self.current_generation.generation if self.current_generation is not None else 0) + 1
+        last = last_refresh(prepared.segments)[1]
+        try:
+            begin_object(self.job, Intent(generation=self.generation, previous_job=previous, redo=redo,
+                                          verify_content=verify, started_at=time.time(), job=config.job))
+            self._compare(previous, redo, verify, (last.refresh if last is not None else None) or {}, started)
+        except (ConfigError, JobError, OSError):
+            raise
+        except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+            raise JobError(f"{config.output}: cannot read the job's rows: {type(err).__name__}: {err}") from None
+        # The coordinator counts only this refresh's batches; `amend` tells the snapshot's totals.
+        self.committed = None
+        self.before = Tally()
+
+    def _files_tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        for key in live_keys(self.current_generation, self.live_entries, "files"):
+            data = self.job.get_object(key)
+            if data is None:
+                raise JobError(f"{self.config.output}: {key} is missing (deleted outside snakebatch?); "
+                               "resume to repair the job, then refresh")
+            yield pq.read_table(pa.BufferReader(data), columns=columns)
+
+    def _new_blob_ids(self) -> dict:
+        new_blob = {}
+        for entry in self.new_entries:
+            data = self.job.get_object(f"{STATE_DIR_NAME}/{self.staged[entry.batch_id]}/files.parquet")
+            part = pq.read_table(pa.BufferReader(data), columns=["path", "blob_id"]).to_pydict()
+            new_blob.update(zip(part["path"], part["blob_id"]))
+        return new_blob
+
+    def commit(self, task: BatchTask, outcome: BatchOutcome):
+        paths = [display_path(f[0]) for f in task.files]
+        stats = [self.stat_of[path] for path in paths] if self.config.job.commit is None else []
+        entry = ledger_entry(task, outcome, self.job.staging_of(outcome.staging), paths, self.started_at,
+                             stats=stats, stat_at_ns=self.started_ns)
+        self.staged[task.batch_id] = entry.staging
+        self.new_entries.append(entry)
+        self.batch_stats.append(batch_record(task, outcome))
+        yield from ()  # the output hands the caller nothing
+
+    def finish(self, should_stop) -> None:
+        """Commit the new generation; a refresh that changes no row writes nothing (fresh stat
+        data of hashed files is not kept: the next refresh hashes them again)."""
+        current = self.current_generation
+        try:
+            gen = self._spec(current.generation if current is not None else 0)
+            if gen is None:
+                self.job.delete_keys([OBJECT_INTENT])
+                return None
+            self.current_generation = self.compactor.refresh(current, self.live_entries, gen, self.staged,
+                                                             self.config.job, self.opened.next_batch_id - 1)
+        except JobError:
+            raise
+        except Exception as err:  # OSError, obstore.exceptions.*: the store failed after its retries
+            raise JobError(f"{self.config.output}: the refresh could not be committed ({type(err).__name__}: "
+                           f"{err}); the tables are as before it: --refresh or --resume redoes it") from None
+        return None
 
     def close(self, summary, job: Tally) -> None:
         super().close(summary, self._snapshot() if self.report is not None else job)

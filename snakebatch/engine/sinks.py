@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._version import __version__
-from ..config import RunConfig
+from ..config import JobConfig, RunConfig
 from ..errors import ConfigError, JobError
 from ..paths import source_path
 from ..schema import TABLES
@@ -34,10 +34,10 @@ from ..store.jobfolder import (
     write_json,
 )
 from ..store.ledger import Ledger, LedgerEntry
-from ..store.objectcompaction import ObjectCompactor
+from ..store.objectcompaction import ObjectCompactor, pending_refresh
 from ..store.objectsource import has_object
-from ..store.objectstore import ObjectJob, is_object_url, object_resume_command
-from ..store.snapshot import settle
+from ..store.objectstore import ObjectJob, is_object_url, last_refresh, object_resume_command
+from ..store.snapshot import Intent, settle
 from .batching import CommittedIndex, ledger_key
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
@@ -210,22 +210,79 @@ class OutputSink:
             self.lock.release()
 
 
+class PreparedJob(msgspec.Struct):
+    """An OUT in object storage checked for the run's mode, before the run opens it: the job's
+    segments (read for a resume or a refresh), the options its rows were made with, and the
+    intent of a refresh that was cut off before its commit point."""
+
+    job: ObjectJob
+    segments: list | None = None
+    record: JobRecord | None = None
+    rows_job: JobConfig | None = None  # the last refresh's options, or the job record's
+    pending: Intent | None = None
+
+
+def prepare_object_job(config: RunConfig) -> PreparedJob:
+    """As open_job for a local OUT: new, fresh, resume or refresh, checked against the job's
+    options (the last refresh's, or those of a refresh cut off, which a resume redoes)."""
+    out, mode = config.output, config.mode
+    try:
+        job = ObjectJob(config.output, config.storage_options)
+        job.check_reachable()
+        data = job.read_job()
+        if mode == "fresh" and data is not None:
+            job.remove_all()
+            data = None
+        if mode in ("resume", "refresh"):
+            if data is None:
+                raise ConfigError(f"--{mode}: {out} holds no snakebatch job to {mode}; run without --{mode} to start one")
+            record = msgspec.json.decode(data, type=JobRecord)
+            if not record.job.sources:
+                raise ConfigError(f"--{mode}: {out} holds a job written by an earlier snakebatch, whose tables "
+                                  "have no `source` column; start over with --fresh")
+            segments = job.segments()
+            refresh = last_refresh(segments)[1]
+            rows_job = refresh.job if refresh is not None and refresh.job is not None else record.job
+            pending = pending_refresh(job, segments)
+            if mode == "refresh":
+                if os.path.realpath(record.job.source) != os.path.realpath(config.job.source):
+                    raise ConfigError(f"--refresh: {out} holds the job of {record.job.source}, not of "
+                                      f"{config.job.source}; refresh it with its own SOURCE, or start over with --fresh")
+            else:
+                diffs = job_differences(pending.job if pending is not None and pending.job else rows_job, config.job)
+                if diffs:
+                    raise ConfigError("--resume: these options differ from the job's, and would change its rows: "
+                                      + "; ".join(diffs) + ". Resume with the job's values, or start over with --fresh")
+            return PreparedJob(job, segments, record, rows_job, pending)
+        if data is not None:
+            raise ConfigError(f"{out} already holds a snakebatch job: add --resume to continue it, --refresh to "
+                              "bring it up to date, or --fresh to delete it and start over")
+        if job.has_anything():
+            raise ConfigError(f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty prefix")
+        record = JobRecord(job=config.job, snakebatch_version=__version__, created_at=time.time())
+        job.create_job(msgspec.json.encode(record))
+        return PreparedJob(job, record=record, rows_job=config.job)
+    except (ConfigError, JobError):
+        raise
+    except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+        raise JobError(f"-o/--output: cannot open the job in {config.output}: {type(err).__name__}: {err}") from None
+
+
 class ObjectStoreSink:
     """Commits batches to an OUT in object storage (store/objectstore.py): ledger segments put
     create-only, parts copied into place; once complete, a compacted generation
     (store/objectcompaction.py). No lock to release (the next segment's create-only put is the lock)."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, prepared: PreparedJob | None = None):
         self.config = config
         self.started_at = time.time()
         self.io_errors_rechecked = {"gone": 0, "back": 0}
+        self.prepared = prepared or prepare_object_job(config)
+        self.job = self.prepared.job
         try:
-            self.job = ObjectJob(config.output, config.storage_options)
-            self.job.check_reachable()
-            self._prepare()
-            opened = self.job.open()
+            opened = self.opened = self.job.open(self.prepared.segments)
             self.compactor = ObjectCompactor(self.job)
-            self.generation = self.compactor.settle(opened)
+            self.current_generation = self.compactor.settle(opened)
         except (ConfigError, JobError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
@@ -247,33 +304,6 @@ class ObjectStoreSink:
             self.committed.add(entry.source, entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
         self.batch_stats: list[dict] = []
-
-    def _prepare(self) -> None:
-        """As open_job for a local OUT: new, fresh or resume, checked against the job record."""
-        out, mode = self.config.output, self.config.mode
-        data = self.job.read_job()
-        if mode == "fresh" and data is not None:
-            self.job.remove_all()
-            data = None
-        if mode == "resume":
-            if data is None:
-                raise ConfigError(f"--resume: {out} holds no snakebatch job to resume; run without --resume to start one")
-            record = msgspec.json.decode(data, type=JobRecord)
-            if not record.job.sources:
-                raise ConfigError(f"--resume: {out} holds a job written by an earlier snakebatch, whose tables "
-                                  "have no `source` column; start over with --fresh")
-            diffs = job_differences(record.job, self.config.job)
-            if diffs:
-                raise ConfigError("--resume: these options differ from the job's, and would change its rows: "
-                                  + "; ".join(diffs) + ". Resume with the job's values, or start over with --fresh")
-            return
-        if data is not None:
-            raise ConfigError(f"{out} already holds a snakebatch job: add --resume to continue it, "
-                              "or --fresh to delete it and start over")
-        if self.job.has_anything():
-            raise ConfigError(f"-o/--output: {out} is not empty and holds no snakebatch job; choose an empty prefix")
-        record = JobRecord(job=self.config.job, snakebatch_version=__version__, created_at=time.time())
-        self.job.create_job(msgspec.json.encode(record))
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return self.job.staging_url(batch_id, attempt)
@@ -300,14 +330,14 @@ class ObjectStoreSink:
         if not self.config.compact:
             return None
         try:
-            done = self.compactor.compact(self.generation, self.batch_ids, should_stop)
+            done = self.compactor.compact(self.current_generation, self.batch_ids, should_stop)
         except OSError as err:
             # The job is complete without it: readers read the batch parts (or the last generation).
             print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)
             return None
         if done is None:
             return None
-        self.generation, report = done
+        self.current_generation, report = done
         return msgspec.structs.asdict(report)
 
     def close(self, summary, job: Tally) -> None:

@@ -25,7 +25,14 @@ from ..store.jobfolder import JobRecord, holds_job, lock_holder, read_json, read
 from ..store.layout import STATE_DIR_NAME, JobLayout, part_name
 from ..store.ledger import Ledger
 from ..store.objectcompaction import ObjectCompactor, current_generation
-from ..store.objectstore import ObjectJob, committed_entries, is_object_url, object_resume_command
+from ..store.objectstore import (
+    ObjectJob,
+    batch_entries,
+    committed_entries,
+    is_object_url,
+    last_refresh,
+    object_resume_command,
+)
 from ..store.snapshot import read_snapshot
 
 ERROR_SAMPLES = 5
@@ -282,7 +289,13 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
     opened = [s.run for s in segments if s.kind == "open"]
     closed = {s.run for s in segments if s.kind == "close"}
     running = opened[-1] if opened and opened[-1] not in closed else None
-    entries = committed_entries(segments)
+    try:
+        entries = committed_entries(segments, job.load_ledger)
+    except JobError:
+        raise
+    except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+        raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
+    refreshed = last_refresh(segments)[1]
     tally = Tally()
     errors: list[tuple[int, str, str]] = []
     for entry in entries:
@@ -292,7 +305,8 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
                        if status in ERROR_STATUSES][:ERROR_SAMPLES - len(errors)]
     last = stats.get("summary") or {}
     runs = stats.get("runs") or []
-    damage = [] if running else job.part_damage(entries, verify) + ObjectCompactor(job).problems(generation, verify)
+    damage = [] if running else \
+        job.part_damage(batch_entries(segments), verify) + ObjectCompactor(job).problems(generation, verify)
     if running:
         state = "running"
     elif completed and not damage:
@@ -333,7 +347,8 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
         damage=damage,
         verified=verify and not running,
         snapshot_generation=generation.generation if generation else None,
-        last_refresh=None,
+        last_refresh={k: v for k, v in refreshed.refresh.items() if k != "router"} if refreshed and refreshed.refresh
+        else None,
         parses=dict(tally.parses),
         running_run=running,
         last_segment_at=last_segment_at,

@@ -2,8 +2,10 @@
 through pointer objects, and how a reader finds the current one.
 
 Owns: `OUT/_snakebatch/generations/<g>-<run>/<table>/part-c<g>-<k>.parquet` (a generation's
-parts), `OUT/_snakebatch/current/<g>.json` (its pointer), their recovery, and the list of parts a
-reader of the job reads (`dataset_keys`). Must not touch: the batch parts in `OUT/<table>/` (the
+parts; a refresh's also `ledger.json` and `changes.parquet`), `OUT/_snakebatch/current/<g>.json`
+(its pointer), `OUT/_snakebatch/changes/<g>.parquet` and `OUT/_snakebatch/refresh/intent.json`
+(a refresh's feed and intent), their recovery, and the list of parts a reader of the job reads
+(`dataset_keys`). Which files a refresh parses is engine/refresh.py's. Must not touch: the batch parts in `OUT/<table>/` (the
 ledger in objectstore.py commits them; compaction only reads them and never deletes them),
 parsing, scheduling.
 
@@ -18,8 +20,17 @@ immutable once published. Protocol (generation g, all tables):
     2. ledger segment `compact` holding the Generation, put create-only: the commit point (a
        run that lost the ledger to another run cannot commit a generation)
     3. current/<g>.json := the Generation, put create-only; readers take the highest g
-    4. delete every generation prefix but g's and g-1's (a reader that resolved g-1 a moment
-       ago keeps its parts until the next compaction)
+    4. delete every object under generations/ that neither g nor g-1 references (a reader
+       that resolved g-1 a moment ago keeps its parts until the next compaction)
+
+A refresh (`refresh`) is a generation too, committed by a `refresh` segment: its parts are the
+live parts without an affected path, referenced where they are (under an earlier generation's
+prefix, or a batch part in OUT/<table>/: so deletion counts references, not prefixes), the parts
+with affected paths rewritten without those rows, and the new batches' rows (from staging); it
+names the new snapshot's whole ledger (`ledger.json`) and sets `through`, above which batch
+parts are read beside it (the batch parts below are the snapshot before the first refresh, which
+a plain listing reader keeps seeing). A refresh's generation that lost a part cannot be withdrawn
+(the batch parts are older): recovery refuses the job then.
 
 Recovery, once a run has won the open segment: put the last committed generation's pointer if
 it is missing (cut off between 2 and 3); withdraw a generation that covers a dropped batch or
@@ -32,22 +43,36 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from ..config import JobConfig
 from ..errors import JobError
-from ..schema import TABLES
+from ..schema import TABLES, table_schema
 from .compaction import TARGET_PART_BYTES, CompactionReport, PartWriter
 from .durable import Damage
 from .layout import part_name
-from .objectstore import CURRENT, GENERATIONS, Generation, GenerationPart, ObjectJob, Opened, Segment
+from .ledger import LedgerEntry
+from .objectstore import CURRENT, GENERATIONS, STATE, Generation, GenerationPart, ObjectJob, Opened, Segment
+from .snapshot import CHANGES, Intent, change_feed, conform, rewrite_rows
+from .snapshot import Generation as Snapshot
+
+INTENT = f"{STATE}/refresh/intent.json"
 
 
 def pointer_key(generation: int) -> str:
     return f"{CURRENT}/{generation:010d}.json"
+
+
+def changes_key(generation: int) -> str:
+    """A refresh's change feed, as for a folder (store/snapshot.py)."""
+    return f"{STATE}/{CHANGES}/{generation:06d}.parquet"
 
 
 def current_generation(job: ObjectJob) -> Generation | None:
@@ -65,12 +90,20 @@ def dataset_keys(job: ObjectJob, table: str) -> list[str]:
     generation's parts, then the batch parts it does not cover (committed since)."""
     generation = current_generation(job)
     covered = set(generation.covers) if generation else set()
+    through = generation.through if generation else 0
     keys = [part.key for part in generation.tables.get(table, [])] if generation else []
     for name in sorted(job.table_parts(table)):
         batch = int(name[5:13]) if name.startswith("part-") and name[5:13].isdigit() else None
-        if batch not in covered:
+        if batch not in covered and (batch is None or batch > through):
             keys.append(f"{table}/{name}")
     return keys
+
+
+def live_keys(current: Generation | None, entries: list[LedgerEntry], table: str) -> list[str]:
+    """`dataset_keys` from what a run opened (the live ledger and the current generation)."""
+    covered = set(current.covers) if current is not None and current.tables else set()
+    keys = [part.key for part in current.tables.get(table, [])] if current is not None else []
+    return keys + [f"{table}/{part_name(e.batch_id)}" for e in entries if e.batch_id not in covered]
 
 
 class _Stopped(Exception):
@@ -84,10 +117,10 @@ class ObjectCompactor:
         self.job = job
         self.withdrawn: Generation | None = None  # a damaged generation `settle` withdrew
 
-    def _publish(self, generation: Generation) -> None:
-        """Steps 2 and 3: the compact segment (JobError if another run took the ledger), then
-        the pointer."""
-        self.job.put_segment(Segment(kind="compact", run=self.job.run_token, generation=generation))
+    def _publish(self, generation: Generation, kind: str = "compact") -> None:
+        """Steps 2 and 3: the compact (or refresh) segment (JobError if another run took the
+        ledger), then the pointer."""
+        self.job.put_segment(Segment(kind=kind, run=self.job.run_token, generation=generation))
         self._put_pointer(generation)
 
     def _put_pointer(self, generation: Generation) -> None:
@@ -100,9 +133,12 @@ class ObjectCompactor:
         except AlreadyExistsError:
             pass  # put by the run that committed it, before it was cut off
 
-    def _delete_generations(self, keep: set[str]) -> None:
-        self.job.delete_keys([m["path"] for m in self.job.list_prefix(GENERATIONS)
-                          if "/".join(m["path"].split("/")[:3]) not in keep])
+    def _delete_generations(self, keep: list[Generation]) -> None:
+        """Delete every object under the generations prefix that none of `keep` references
+        (a refresh's generation references parts of earlier ones where they are)."""
+        referenced = {part.key for g in keep for parts in g.tables.values() for part in parts}
+        referenced |= {key for g in keep for key in (g.ledger, g.changes) if key}
+        self.job.delete_keys([m["path"] for m in self.job.list_prefix(GENERATIONS) if m["path"] not in referenced])
 
     def problems(self, generation: Generation | None, deep: bool = False) -> list[Damage]:
         """The generation's parts not as committed: missing, size, checksum (with `deep`)."""
@@ -110,7 +146,8 @@ class ObjectCompactor:
 
         if generation is None or not generation.tables:
             return []
-        present = {m["path"]: m["size"] for m in self.job.list_prefix(generation.prefix)}
+        folders = {part.key.rsplit("/", 1)[0] for parts in generation.tables.values() for part in parts}
+        present = {m["path"]: m["size"] for folder in sorted(folders) for m in self.job.list_prefix(folder)}
         found = []
         for table in TABLES:
             for part in generation.tables.get(table, []):
@@ -132,19 +169,40 @@ class ObjectCompactor:
         generation, or None when the job was never compacted."""
         generations = list(opened.generations)
         if not generations:
-            self._delete_generations(set())
+            self._delete_generations([])
             return None
         current = generations[-1]
         self._put_pointer(current)
         batches = {entry.batch_id for entry in opened.entries}
-        if current.tables and (set(current.covers) - batches or self.problems(current)):
+        damaged = current.tables and (set(current.covers) - batches or self.problems(current))
+        if damaged and current.ledger:
+            problems = self.problems(current)
+            raise JobError(f"{self.job.url}: generation {current.generation}, the refreshed snapshot readers read, "
+                           "lost parts (" + ", ".join(f"{d.table}/{d.part} {d.problem}" for d in problems[:3])
+                           + "); a refreshed job cannot rebuild them from its batch parts: start over with --fresh")
+        if damaged:
             self.withdrawn = current
             current = Generation(generation=current.generation + 1, prefix="", covers=[], tables={},
                                  compacted_at=time.time())
             self._publish(current)
             generations.append(current)
-        self._delete_generations({g.prefix for g in generations[-2:] if g.prefix})
+        self._finish_feed(generations)
+        self._delete_generations(generations[-2:])
         return current
+
+    def _finish_feed(self, generations: list[Generation]) -> None:
+        """Copy the last refresh's change feed to `_snakebatch/changes/<g>.parquet` if a run
+        was cut off before it did (the feed is part of the refresh's generation until then)."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        last = next((g for g in reversed(generations) if g.changes), None)
+        if last is None or self.job.get_object(changes_key(last.generation)) is not None:
+            return
+        try:
+            obstore.copy(self.job.store, last.changes, changes_key(last.generation))
+        except (NotFoundError, FileNotFoundError):
+            pass  # deleted with its generation: the feed was copied before (then deleted outside snakebatch)
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -167,7 +225,8 @@ class ObjectCompactor:
         prefix = f"{GENERATIONS}/{number:010d}-{self.job.run_token}"
         scratch = tempfile.mkdtemp(prefix="snakebatch-compact-")
         try:
-            tables = {table: self._write(table, live[table], prefix, number, scratch, should_stop) for table in TABLES}
+            tables = {table: self._write(table, [(key, batches, None) for key, batches in live[table]], prefix, number,
+                                         scratch, should_stop) for table in TABLES}
         except _Stopped:
             self.job.delete_keys([m["path"] for m in self.job.list_prefix(prefix)])
             return None
@@ -178,10 +237,11 @@ class ObjectCompactor:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         generation = Generation(generation=number, prefix=prefix, covers=sorted(covered | set(batch_ids)),
-                                tables=tables, compacted_at=time.time())
+                                tables=tables, compacted_at=time.time(), through=current.through if current else 0,
+                                ledger=current.ledger if current else "")
         try:
             self._publish(generation)
-            self._delete_generations({prefix} | ({current.prefix} if current and current.prefix else set()))
+            self._delete_generations([generation] + ([current] if current else []))
         except JobError:
             raise
         except Exception as err:  # the store failed: before the segment, an orphan prefix the next open deletes
@@ -192,13 +252,11 @@ class ObjectCompactor:
                                   seconds=round(time.monotonic() - started, 3))
         return generation, report
 
-    def _write(self, table: str, parts: list[tuple[str, list[int]]], prefix: str, number: int, scratch: str,
-               should_stop: Callable[[], bool]) -> list[GenerationPart]:
-        """Stream `parts` (key, batch ids) into parts of about TARGET_PART_BYTES, each written
-        to `scratch` then put under `prefix/table/`."""
+    def _write(self, table: str, parts: list[tuple[str, list[int], Callable | None]], prefix: str, number: int,
+               scratch: str, should_stop: Callable[[], bool]) -> list[GenerationPart]:
+        """Stream `parts` (key, batch ids, a function of its rows or None) into parts of about
+        TARGET_PART_BYTES, each written to `scratch` then put under `prefix/table/`."""
         import obstore
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         written: list[GenerationPart] = []
         writer = PartWriter(scratch)
@@ -214,7 +272,7 @@ class ObjectCompactor:
             written.append(GenerationPart(key=key, batches=part.batches, rows=part.rows, size=part.size,
                                           xxh3=part.xxh3))
 
-        for key, batches in parts:
+        for key, batches, transform in parts:
             if should_stop():
                 writer.abandon()
                 raise _Stopped
@@ -224,9 +282,105 @@ class ObjectCompactor:
                                "resume to redo its batch")
             if writer.bytes_in >= TARGET_PART_BYTES:
                 close()
-            writer.add_table(pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False), batches, len(data))
+            rows = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+            writer.add_table(transform(rows) if transform else rows, batches, len(data))
         if writer.bytes_in:
             close()
         else:
             writer.abandon()
         return written
+
+    # -- refresh -------------------------------------------------------------------------------
+
+    def refresh(self, current: Generation | None, live_entries: list[LedgerEntry], spec: Snapshot,
+                staged: dict[int, str], job: JobConfig, through: int) -> Generation:
+        """Write, commit and publish a refresh's generation `spec.generation` (see "Refresh"
+        above): `staged` names each new batch's staging (relative to the state prefix),
+        `through` the highest batch id ever given. JobError when another run took the ledger;
+        OSError when the store fails (nothing is committed then: the next run redoes it)."""
+        import obstore
+
+        number = spec.generation
+        prefix = f"{GENERATIONS}/{number:010d}-{self.job.run_token}"
+        by_batch = {entry.batch_id: entry for entry in live_entries}
+        kept = {entry.batch_id for entry in spec.entries}
+        drop_batches = {b for b, entry in by_batch.items() if spec.drop.intersection(entry.paths)}
+        patch_batches = {b for b, entry in by_batch.items() if not spec.patch.keys().isdisjoint(entry.paths)}
+        drop = pa.array(sorted(spec.drop), type=pa.string())
+        patch_keys = pa.array(list(spec.patch), type=pa.string())
+        patch_values = pa.array(list(spec.patch.values()), type=pa.int64())
+        base = current.tables if current is not None else {}
+        covered = set(current.covers) if current is not None and current.tables else set()
+        scratch = tempfile.mkdtemp(prefix="snakebatch-refresh-")
+        try:
+            tables: dict[str, list[GenerationPart]] = {}
+            for table in TABLES:
+                schema = table_schema(table, spec.content)
+                affected = drop_batches | (patch_batches if table == "files" else set())
+                if table == "files" and spec.commit is not None:
+                    affected = set(by_batch)
+
+                def transform(rows, table=table, schema=schema):
+                    return conform(rewrite_rows(rows, table, drop, patch_keys, patch_values, spec.commit), schema)
+
+                referenced, rewritten = [], []
+                for part in base.get(table, []):
+                    if affected.intersection(part.batches):
+                        rewritten.append((part.key, [b for b in part.batches if b in kept], transform))
+                    else:
+                        referenced.append(part)
+                for b in sorted(set(by_batch) - covered):
+                    recorded = by_batch[b].parts.get(table)
+                    key = f"{table}/{part_name(b)}"
+                    if b in affected or not recorded or recorded[0] < 0:
+                        rewritten.append((key, [b] if b in kept else [], transform))
+                    else:  # the batch part as it is, where it is
+                        referenced.append(GenerationPart(key=key, batches=[b], rows=by_batch[b].rows.get(table, 0),
+                                                         size=recorded[0], xxh3=recorded[1]))
+                new = [(f"{STATE}/{staged[b]}/{table}.parquet", [b], None) for b in spec.new_batches]
+                tables[table] = referenced + self._write(table, rewritten + new, prefix, number, scratch,
+                                                         lambda: False)
+            ledger, changes = f"{prefix}/ledger.json", f"{prefix}/changes.parquet"
+            obstore.put(self.job.store, ledger, msgspec.json.encode(spec.entries))
+            feed = pa.BufferOutputStream()
+            pq.write_table(change_feed(spec), feed)
+            obstore.put(self.job.store, changes, feed.getvalue().to_pybytes())
+        except (JobError, OSError):
+            raise
+        except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+            raise OSError(f"{self.job.url}: {err}") from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        generation = Generation(generation=number, prefix=prefix, covers=sorted(kept), tables=tables,
+                                compacted_at=time.time(), through=max([through, *kept]), ledger=ledger,
+                                changes=changes, refresh=spec.refresh, job=job)
+        self._publish(generation, kind="refresh")  # the commit point
+        try:
+            self._finish_feed([generation])
+            self.job.delete_keys([f"{STATE}/{staged[b]}/{table}.parquet" for b in spec.new_batches for table in TABLES]
+                                 + [INTENT])
+            self._delete_generations([generation] + ([current] if current is not None else []))
+        except Exception as err:  # committed: the next run finishes the feed and deletes the rest
+            print(f"snakebatch: warning: {self.job.url}: the refresh is committed, its cleanup failed: {err}",
+                  file=sys.stderr)
+        return generation
+
+
+def read_intent(job: ObjectJob) -> Intent | None:
+    """The intent of the refresh under way (or cut off), if any."""
+    data = job.get_object(INTENT)
+    return msgspec.json.decode(data, type=Intent) if data is not None else None
+
+
+def begin(job: ObjectJob, intent: Intent) -> None:
+    """A refresh starts: its intent, so that a `--resume` knows to redo it."""
+    import obstore
+
+    obstore.put(job.store, INTENT, msgspec.json.encode(intent))
+
+
+def pending_refresh(job: ObjectJob, segments: list[Segment]) -> Intent | None:
+    """The intent of a refresh cut off before its commit point (read-only)."""
+    intent = read_intent(job)
+    committed = max((s.generation.generation for s in segments if s.kind in ("compact", "refresh")), default=0)
+    return intent if intent is not None and intent.generation > committed else None

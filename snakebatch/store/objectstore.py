@@ -41,8 +41,9 @@ a `drop` segment naming the batch, then deletes the batch's other parts; its fil
 again under a new batch id.
 
 A reader listing `OUT/<table>/*.parquet` sees only parts whose segment exists: whole objects
-(a copy is atomic), each batch under one name (a row never twice). Compaction never changes
-these parts: it writes a copy under a generation prefix (objectcompaction.py).
+(a copy is atomic), each batch under one name (a row never twice). Compaction and refresh never
+change these parts: they write generations (objectcompaction.py). The job's ledger is the last
+`refresh` segment's ledger object, then the `batch` segments after it (less dropped ones).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import secrets
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
@@ -123,22 +125,31 @@ class GenerationPart(msgspec.Struct):
 
 
 class Generation(msgspec.Struct):
-    """A compaction of the job's tables, committed by a `compact` segment and published by the
-    pointer `_snakebatch/current/<generation>.json` (objectcompaction.py). Empty `tables`: no
-    compacted copy (a damaged one was withdrawn); readers read the batch parts."""
+    """A snapshot of the job's tables as a list of parts: a compaction's (a `compact` segment)
+    or a refresh's (a `refresh` segment), published by the pointer
+    `_snakebatch/current/<generation>.json` (objectcompaction.py). Empty `tables`: no compacted
+    copy (a damaged one was withdrawn); readers read the batch parts."""
 
     generation: int
     prefix: str  # _snakebatch/generations/<generation>-<run>, or "" (empty)
     covers: list[int]  # batch ids whose rows the parts hold
     tables: dict[str, list[GenerationPart]]
     compacted_at: float
+    # Every batch id up to `through` is accounted for (set by a refresh, kept by the compactions
+    # after it): a batch part in OUT/<table>/ is read beside the generation only if it is above
+    # `through` and not covered (a refresh leaves the batch parts of the job's earlier snapshot).
+    through: int = 0
+    ledger: str = ""  # the key of the last refresh's whole ledger (a list of entries), if any
+    changes: str = ""  # a refresh's change feed, as written before its commit
+    refresh: dict | None = None  # a refresh's record: counts, times, the parsers' routing
+    job: JobConfig | None = None  # a refresh's job options (the rows are made with these now)
 
 
 class Segment(msgspec.Struct):
     """One ledger segment: a run's open or close, one committed batch (`entry`), committed
-    batches to redo (`dropped`), or a compaction (`generation`)."""
+    batches to redo (`dropped`), a compaction or a refresh (`generation`)."""
 
-    kind: str  # "open", "batch", "close", "drop" or "compact"
+    kind: str  # "open", "batch", "close", "drop", "compact" or "refresh"
     run: str
     entry: LedgerEntry | None = None
     dropped: list[int] = []
@@ -149,18 +160,37 @@ class Opened(msgspec.Struct):
     """What opening the job found: the committed entries (dropped ones left out), what recovery
     did, and the committed generations in order."""
 
-    entries: list[LedgerEntry]
+    entries: list[LedgerEntry]  # the live ledger: the last refresh's, then the batches since
     rolled: int  # parts copied in from staging
     removed: int  # staging objects deleted
     redone: list[Damage]  # the parts whose batches were dropped, to be redone
     generations: list[Generation]
     next_batch_id: int  # above every batch ever committed, dropped ones too (an id is never reused)
+    batch_entries: list[LedgerEntry] = []  # the entries of the batch parts in OUT/<table>/
+    job: JobConfig | None = None  # the last refresh's options, None when the job was never refreshed
 
 
-def committed_entries(segments: list[Segment]) -> list[LedgerEntry]:
-    """The committed batches of the segments, those a later `drop` names left out."""
+def batch_entries(segments: list[Segment]) -> list[LedgerEntry]:
+    """The entries of the batch parts in OUT/<table>/: every committed batch, those a later
+    `drop` names left out."""
     dropped = {batch for s in segments if s.kind == "drop" for batch in s.dropped}
     return [s.entry for s in segments if s.kind == "batch" and s.entry.batch_id not in dropped]
+
+
+def last_refresh(segments: list[Segment]) -> tuple[int, Generation | None]:
+    """(index, generation) of the last `refresh` segment, or (-1, None)."""
+    for index in range(len(segments) - 1, -1, -1):
+        if segments[index].kind == "refresh":
+            return index, segments[index].generation
+    return -1, None
+
+
+def committed_entries(segments: list[Segment], load_ledger: Callable[[str], list[LedgerEntry]]) -> list[LedgerEntry]:
+    """The live ledger: the last refresh's whole ledger (read by `load_ledger(key)`), then the
+    batches committed since, those a later `drop` names left out."""
+    index, refresh = last_refresh(segments)
+    base = load_ledger(refresh.ledger) if refresh is not None else []
+    return base + batch_entries(segments[index + 1:])
 
 
 def _bool(value) -> bool:
@@ -417,37 +447,54 @@ class ObjectJob:
             damage += [Damage(table, name, "unlisted") for name in sorted(present) if name not in named]
         return damage
 
-    def open(self) -> Opened:
+    def load_ledger(self, key: str) -> list[LedgerEntry]:
+        """A refresh's whole ledger (the object its `refresh` segment names)."""
+        data = self.get_object(key)
+        if data is None:
+            raise JobError(f"{self.url}: {key}, the ledger of the job's last refresh, is missing (deleted outside "
+                           "snakebatch?); the job cannot be read: start over with --fresh")
+        return msgspec.json.decode(data, type=list[LedgerEntry])
+
+    def open(self, segments: list[Segment] | None = None) -> Opened:
         """Win the job for this run (the open segment), then recover: roll committed parts
-        forward from staging, drop (to redo) the batches whose part is missing or not of its
-        recorded size, delete staging and the parts no entry names."""
-        segments = self.segments()
+        forward from staging, drop (to redo) the batches committed since the last refresh whose
+        part is missing or not of its recorded size, delete staging and the parts no entry names.
+        `segments`: as read a moment ago (a run that wrote one since wins the open segment)."""
+        segments = self.segments() if segments is None else list(segments)
         self.next_seq = len(segments) + 1
         self.put_segment(Segment(kind="open", run=self.run_token))
-        entries = committed_entries(segments)
+        since, refresh = last_refresh(segments)
+        batches = batch_entries(segments)
+        redoable = {entry.batch_id for entry in batch_entries(segments[since + 1:])}
         present = {table: self.table_parts(table) for table in TABLES}
         rolled, redone = 0, []
-        for entry in entries:
+        for entry in batches:
             for table in TABLES:
                 name, recorded = part_name(entry.batch_id), entry.parts.get(table)
                 if name not in present[table]:
                     if self._copy_in(entry, table):
                         rolled += 1
-                    else:
+                    elif entry.batch_id in redoable:
                         redone.append(Damage(table, name, "missing"))
-                elif recorded and recorded[0] >= 0 and present[table][name] != recorded[0]:
+                elif (recorded and recorded[0] >= 0 and present[table][name] != recorded[0]
+                      and entry.batch_id in redoable):
                     redone.append(Damage(table, name, "size"))
+        # A batch before the last refresh is not redone: the refresh's generation holds (or
+        # dropped) its rows; a part of it that the generation reads is checked there.
         dropped = sorted({int(d.part[5:13]) for d in redone})
         if dropped:  # the commit point of the redo; the parts left go with the orphans below
             self.put_segment(Segment(kind="drop", run=self.run_token, dropped=dropped))
-            entries = [entry for entry in entries if entry.batch_id not in dropped]
-        named = {part_name(e.batch_id) for e in entries}
+            segments.append(Segment(kind="drop", run=self.run_token, dropped=dropped))
+            batches = [entry for entry in batches if entry.batch_id not in dropped]
+        named = {part_name(e.batch_id) for e in batches}
         orphans = [_key(t, name) for t in TABLES for name in present[t] if name not in named]
         staging = [m["path"] for m in self.list_prefix(STAGING)]
         self.delete_keys(orphans + staging)
-        generations = [s.generation for s in segments if s.kind == "compact"]
-        next_batch_id = 1 + max((s.entry.batch_id for s in segments if s.kind == "batch"), default=0)
-        return Opened(entries, rolled, len(staging), redone, generations, next_batch_id)
+        generations = [s.generation for s in segments if s.kind in ("compact", "refresh")]
+        next_batch_id = 1 + max([s.entry.batch_id for s in segments if s.kind == "batch"]
+                                + [g.through for g in generations] + [0])
+        return Opened(committed_entries(segments, self.load_ledger), rolled, len(staging), redone, generations,
+                      next_batch_id, batches, refresh.job if refresh is not None else None)
 
     def _copy_in(self, entry: LedgerEntry, table: str) -> bool:
         """Copy a committed batch's part from its staging into the table: idempotent (a run that

@@ -87,6 +87,7 @@ class Intent(msgspec.Struct):
     redo: tuple = ()
     verify_content: bool = False
     started_at: float = 0.0
+    job: JobConfig | None = None  # the refresh's own options (object storage: what a --resume compares)
 
 
 class Generation(msgspec.Struct):
@@ -187,7 +188,17 @@ def drop_pending(out: str) -> None:
     shutil.rmtree(side_dir(out), ignore_errors=True)
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def change_feed(gen: Generation) -> pa.Table:
+    """The change feed of a generation (`changes/<generation>.parquet`)."""
+    refreshed_at = gen.refresh["refreshed_at"]
+    return pa.Table.from_pylist(
+        [{"path": p, "change": c, "old_blob_id": o, "new_blob_id": n, "generation": gen.generation,
+          "refreshed_at": int(refreshed_at * 1e6)} for p, c, o, n in gen.changes],
+        schema=CHANGES_SCHEMA,
+    )
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with `schema`'s columns (a dropped `content` column, or nulls for a new one)."""
     if table.schema.equals(schema):
         return table
@@ -196,7 +207,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _rewrite(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Array, patch_values: pa.Array,
+def rewrite_rows(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Array, patch_values: pa.Array,
              commit: str | None) -> pa.Table:
     keep = pc.invert(pc.is_in(data["path"], value_set=drop))
     data = data.filter(keep)
@@ -232,7 +243,7 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
             continue
         if fed and writer.bytes_in >= TARGET_PART_BYTES:
             close()
-        data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values, gen.commit), schema)
+        data = conform(rewrite_rows(pq.read_table(path), table, drop, patch_keys, patch_values, gen.commit), schema)
         writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
         fed = True
     for batch_id in gen.new_batches:
@@ -273,12 +284,7 @@ def commit(out: str, live: Manifest | None, live_entries: list[LedgerEntry], gen
         tables[table] = parts
     ledger = Ledger(out)
     ledger_name = ledger.write_generation(gen.generation, gen.entries)
-    refreshed_at = gen.refresh["refreshed_at"]
-    feed = pa.Table.from_pylist(
-        [{"path": p, "change": c, "old_blob_id": o, "new_blob_id": n, "generation": gen.generation,
-          "refreshed_at": int(refreshed_at * 1e6)} for p, c, o, n in gen.changes],
-        schema=CHANGES_SCHEMA,
-    )
+    feed = change_feed(gen)
     os.makedirs(os.path.join(layout.state, CHANGES), exist_ok=True)
     write_part(feed, os.path.join(layout.state, CHANGES, f".{gen.generation:06d}.parquet.pending"))
     manifest = Manifest(generation=gen.generation, covers=sorted(kept_batches), tables=tables,
