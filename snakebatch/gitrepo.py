@@ -125,10 +125,10 @@ def commit_info(repo: str, commits: list[str]) -> Iterator[CommitInfo]:
                          summary.decode("utf-8", "replace"))
 
 
-def ls_tree(repo: str, commit: str) -> Iterator[TreeEntry]:
-    """Every blob and gitlink of the tree at `commit` (recursively), in git's order, streamed."""
-    proc = subprocess.Popen(["git", "-C", repo, "ls-tree", "-r", "-z", "-l", "--full-tree", commit],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+def _records(repo: str, args: list[str], failure: str) -> Iterator[bytes]:
+    """The NUL-terminated records `git -C repo ARGS` prints, streamed; ConfigError(`failure`:
+    git's message) when it fails."""
+    proc = subprocess.Popen(["git", "-C", repo, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     try:
         pending = b""
         while True:
@@ -137,20 +137,26 @@ def ls_tree(repo: str, commit: str) -> Iterator[TreeEntry]:
                 break
             pending += chunk
             *records, pending = pending.split(b"\0")
-            for record in records:
-                meta, _, name = record.partition(b"\t")
-                mode, kind, object_id, size = meta.split()
-                # `-`: a gitlink; `BAD`: a blob missing from the object database (0 here, its
-                # reading gives the io_error row).
-                yield TreeEntry(mode.decode(), kind.decode(), object_id.decode(),
-                                None if size == b"-" else int(size) if size.isdigit() else 0, os.fsdecode(name))
+            yield from records
     finally:
         proc.stdout.close()
         error = proc.stderr.read()
         proc.stderr.close()
         code = proc.wait()
     if code != 0:
-        raise ConfigError(f"cannot list the tree of {commit} in {repo}: {' '.join(error.decode('utf-8', 'replace').split())}")
+        raise ConfigError(f"{failure}: {' '.join(error.decode('utf-8', 'replace').split())}")
+
+
+def ls_tree(repo: str, commit: str) -> Iterator[TreeEntry]:
+    """Every blob and gitlink of the tree at `commit` (recursively), in git's order, streamed."""
+    for record in _records(repo, ["ls-tree", "-r", "-z", "-l", "--full-tree", commit],
+                           f"cannot list the tree of {commit} in {repo}"):
+        meta, _, name = record.partition(b"\t")
+        mode, kind, object_id, size = meta.split()
+        # `-`: a gitlink; `BAD`: a blob missing from the object database (0 here, its reading
+        # gives the io_error row).
+        yield TreeEntry(mode.decode(), kind.decode(), object_id.decode(),
+                        None if size == b"-" else int(size) if size.isdigit() else 0, os.fsdecode(name))
 
 
 def rev_parents(repo: str, spec: list[str]) -> dict[str, list[str]]:
@@ -164,41 +170,24 @@ def rev_parents(repo: str, spec: list[str]) -> dict[str, list[str]]:
 def _log_changes(repo: str, spec: list[str]) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
     """(commit, [(path, new mode, new object id)]) for each commit of SPEC, parents first: its
     changes against its first parent (against nothing for a root), from one streamed `git log`."""
-    proc = subprocess.Popen(
-        ["git", "-C", repo, "log", "-z", "--raw", "-r", "--no-renames", "--no-abbrev", "--root",
-         "--diff-merges=first-parent", "--topo-order", "--reverse", "--format=%x01%H", *spec, "--"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    args = ["log", "-z", "--raw", "-r", "--no-renames", "--no-abbrev", "--root", "--diff-merges=first-parent",
+            "--topo-order", "--reverse", "--format=%x01%H", *spec, "--"]
     commit, changes, meta = None, [], None
-    try:
-        pending = b""
-        while True:
-            chunk = proc.stdout.read(1 << 16)
-            if not chunk:
-                break
-            pending += chunk
-            *tokens, pending = pending.split(b"\0")
-            for token in tokens:
-                if meta is not None:  # the path after a change's modes and ids, whatever its bytes
-                    fields = meta.split()
-                    changes.append((os.fsdecode(token), fields[1].decode(), fields[3].decode()))
-                    meta = None
-                    continue
-                token = token.lstrip(b"\n")
-                if token.startswith(b"\x01"):
-                    if commit is not None:
-                        yield commit, changes
-                    commit, changes = token[1:].decode().strip(), []
-                elif token.startswith(b":"):
-                    meta = token[1:]
-        if commit is not None:
-            yield commit, changes
-    finally:
-        proc.stdout.close()
-        error = proc.stderr.read()
-        proc.stderr.close()
-        code = proc.wait()
-    if code != 0:
-        raise ConfigError(f"--history: git log failed in {repo}: {' '.join(error.decode('utf-8', 'replace').split())}")
+    for token in _records(repo, args, f"--history: git log failed in {repo}"):
+        if meta is not None:  # the path after a change's modes and ids, whatever its bytes
+            fields = meta.split()
+            changes.append((os.fsdecode(token), fields[1].decode(), fields[3].decode()))
+            meta = None
+            continue
+        token = token.lstrip(b"\n")
+        if token.startswith(b"\x01"):
+            if commit is not None:
+                yield commit, changes
+            commit, changes = token[1:].decode().strip(), []
+        elif token.startswith(b":"):
+            meta = token[1:]
+    if commit is not None:
+        yield commit, changes
 
 
 def history_trees(repo: str, spec: list[str]) -> Iterator[tuple[str, dict[str, tuple[str, str]], set[str] | None]]:

@@ -25,6 +25,7 @@ from ..config import JobConfig, RunConfig
 from ..errors import ConfigError, JobError
 from ..paths import source_path
 from ..schema import TABLES
+from ..store.compaction import Compactor
 from ..store.jobfolder import (
     JobRecord,
     clear_complete,
@@ -173,8 +174,6 @@ class OutputSink:
         JobError when the job's lock is no longer this run's."""
         if not self.config.compact:
             return None
-        from ..store.compaction import Compactor
-
         self.lock.check()
         try:
             done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop)
