@@ -188,31 +188,37 @@ def history_commits(job: JobConfig) -> list[str]:
     return rev_list(job.source, [job.commit] + ([f"^{job.since}"] if job.since else []))
 
 
-def _unique_blobs(job: JobConfig, stats: DiscoveryStats, on_entry) -> list[SourceFile]:
+_FILE_MODES = (MODE_FILE, MODE_EXECUTABLE)
+
+
+def _unique_blobs(job: JobConfig, stats: DiscoveryStats, on_tree) -> list[SourceFile]:
     """Each blob of the history's trees that the filters take, once, under the first path it has
-    (commits oldest first, each tree in git's order). `on_entry(commit, path, blob_id, mode)`
-    receives every taken entry of every commit. A blob new to the history can only be at a path
-    that changed against the commit's first parent, so only those paths are looked up."""
+    (commits oldest first, each tree in path order). `on_tree(commit, tree)`, if given,
+    receives each commit's taken entries {path: (mode, blob id)}. A blob new to the
+    history can only be at a path that changed against the commit's first parent, so only those
+    paths are looked up; the filters' verdict is kept per path (paths recur in every commit)."""
     filters = _Filter(job, stats)
-    taken: dict[str, bool] = {}  # path -> the filters take it (paths recur in every commit)
+    verdicts: dict[str, bool] = {}
+
+    def keep(path: str, mode: str) -> bool:
+        if mode not in _FILE_MODES:
+            return False
+        verdict = verdicts.get(path)
+        if verdict is None:
+            verdict = verdicts[path] = filters.takes(path)
+        return verdict
+
     seen: set[str] = set()
     first: list[tuple[str, str]] = []  # (path, blob id) of each unique blob, in order
     spec = [job.commit] + ([f"^{job.since}"] if job.since else [])
-    for commit, tree, changed in history_trees(job.source, spec):
-        for path in sorted(tree):
-            mode, object_id = tree[path]
-            if mode not in (MODE_FILE, MODE_EXECUTABLE):
-                continue
-            verdict = taken.get(path)
-            if verdict is None:
-                verdict = taken[path] = filters.takes(path)
-            if not verdict:
-                continue
-            if on_entry is not None:
-                on_entry(commit, path, object_id, mode)
-            if (changed is None or path in changed) and object_id not in seen:
-                seen.add(object_id)
-                first.append((path, object_id))
+    for commit, tree, changed in history_trees(job.source, spec, keep):
+        for path in sorted(tree if changed is None else changed):
+            entry = tree.get(path)
+            if entry is not None and entry[1] not in seen:
+                seen.add(entry[1])
+                first.append((path, entry[1]))
+        if on_tree is not None:
+            on_tree(commit, tree)
     sizes = blob_sizes(job.source, [object_id for _, object_id in first])
     return [SourceFile(path, sizes.get(object_id, 0), None, object_id) for path, object_id in first]
 
@@ -220,7 +226,7 @@ def _unique_blobs(job: JobConfig, stats: DiscoveryStats, on_entry) -> list[Sourc
 class _TableWriter:
     """One table written in row groups to a temporary file, renamed into place when complete."""
 
-    ROWS = 65536
+    ROWS = 1 << 18
 
     def __init__(self, out: str, name: str, schema: pa.Schema):
         self.folder = os.path.join(out, name)
@@ -228,20 +234,24 @@ class _TableWriter:
         self.path = os.path.join(self.folder, f"{name}.parquet")
         self.tmp = self.path + ".tmp"
         self.schema = schema
-        self.rows: list = []
+        self.columns: list[list] = [[] for _ in schema]
         self.writer = pq.ParquetWriter(self.tmp, schema, **PARQUET_OPTIONS)
 
     def add(self, *row) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.ROWS:
+        self.extend(*([value] for value in row))
+
+    def extend(self, *columns: list) -> None:
+        """Rows given as one list per column."""
+        for kept, more in zip(self.columns, columns):
+            kept.extend(more)
+        if len(self.columns[0]) >= self.ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if self.rows:
-            columns = list(zip(*self.rows))
+        if self.columns[0]:
             self.writer.write_table(pa.Table.from_arrays(
-                [pa.array(list(c), type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema))
-            self.rows = []
+                [pa.array(c, type=f.type) for c, f in zip(self.columns, self.schema)], schema=self.schema))
+            self.columns = [[] for _ in self.schema]
 
     def close(self) -> None:
         self._flush()
@@ -254,10 +264,19 @@ class _TableWriter:
 
 def history_files(job: JobConfig, out: str, stats: DiscoveryStats) -> list[SourceFile]:
     """Write OUT/commits and OUT/tree_entries for a --history job (again on each run: they are
-    a function of the repository and the job) and return its unique blobs to parse."""
+    a function of the repository and the job) and return its unique blobs to parse. Each
+    commit's entries are written in path order, as a column chunk (1.15M entries of pallets/flask's
+    history: per-row calls cost ~5 s, columns ~1 s)."""
     commits = _TableWriter(out, "commits", COMMITS_SCHEMA)
     entries = _TableWriter(out, "tree_entries", TREE_ENTRIES_SCHEMA)
-    files = _unique_blobs(job, stats, lambda c, p, b, m: entries.add(c, display_path(p), b, m))
+    shown: dict[str, str] = {}  # path -> its display path (paths recur in every commit)
+
+    def add_tree(commit: str, tree: dict[str, tuple[str, str]]) -> None:
+        paths = sorted(tree)
+        entries.extend([commit] * len(paths), [shown.get(p) or shown.setdefault(p, display_path(p)) for p in paths],
+                       [tree[p][1] for p in paths], [tree[p][0] for p in paths])
+
+    files = _unique_blobs(job, stats, add_tree)
     for info in commit_info(job.source, history_commits(job)):
         commits.add(*info)
     commits.close()
