@@ -12,8 +12,11 @@ On a real repository with its history (bring one with the search tool's `fetch`,
   number of parses is counted from the summary (`parses.parsed`) and compared with the number
   of unique blobs that route to a parser.
 - revision: `run REPO --rev HEAD` against a run on a checkout of HEAD (`git worktree add`).
-- twenty copies: one job of 20 sources, the repository at HEAD, HEAD~1, ..., HEAD~19 (`REPO@REV`:
-  20 copies with the small divergences of 19 commits) against a job of HEAD alone.
+- twenty copies: one job of 20 sources, a repository at HEAD, HEAD~1, ..., HEAD~19 (`REPO@REV`:
+  20 copies with the small divergences of 19 commits) against a job of HEAD alone. With
+  `--copies-from SDIST.tar.gz` (e.g. `pip download --no-binary :all: --no-deps django==5.1.4`)
+  the repository is built from that source distribution: one commit of the whole tree, then 19
+  commits that each append a line to 5 `.py` files; otherwise REPO's last 20 commits are used.
 
 Each pair runs alternately, `--fresh` each time, the CLI in a subprocess of its own timed from
 outside; the median of the rounds is reported with the ratio and each run's peak RSS (the
@@ -79,6 +82,28 @@ def unique_blob_folder(repo: str, target: str) -> int:
     return len(first_name)
 
 
+def divergent_repo(sdist: str, target: str) -> str:
+    """A git repository of the source distribution's tree and 19 more commits, each appending a
+    line to 5 of its `.py` files (the 20 copies' small divergences)."""
+    import tarfile
+
+    os.makedirs(target)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(target, filter="data")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@example.com", "GIT_CONFIG_GLOBAL": os.devnull}
+    git(target, "init", "-q", env=env)
+    git(target, "add", "-A", env=env)
+    git(target, "commit", "-q", "-m", "tree", env=env)
+    python_files = sorted(git(target, "ls-files", "*.py").stdout.decode().split())
+    for k in range(19):
+        for name in python_files[k * 5:(k + 1) * 5]:
+            with open(os.path.join(target, name), "a") as fh:
+                fh.write(f"\nDIVERGENCE_{k} = {k}\n")
+        git(target, "commit", "-q", "-am", f"divergence {k}", env=env)
+    return target
+
+
 def pair(label: str, left: tuple, right: tuple, rounds: int, workers: int) -> dict:
     """Runs `left` and `right` (name, argument list) alternately; medians and their ratio."""
     walls: dict[str, list[float]] = {left[0]: [], right[0]: []}
@@ -103,41 +128,53 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json")
+    ap.add_argument("--copies-from", metavar="SDIST", help="build the 20 copies' repository from this .tar.gz")
+    ap.add_argument("--only", choices=("history", "rev", "copies"), action="append",
+                    help="run only these cases (repeatable)")
     args = ap.parse_args()
     repo = os.path.abspath(args.repo)
     scratch = tempfile.mkdtemp(prefix="snakebatch-gitbench-")
     results = []
     try:
+        cases = set(args.only or ("history", "rev", "copies"))
         blobs_dir = os.path.join(scratch, "blobs")
         started = time.perf_counter()
-        unique = unique_blob_folder(repo, blobs_dir)
+        unique = unique_blob_folder(repo, blobs_dir) if "history" in cases else 0
         print(f"{unique} unique blobs written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        history = pair("history vs its unique blobs as files",
+        history = None if "history" not in cases else pair("history vs its unique blobs as files",
                        ("history", [repo, "--history", "-o", os.path.join(scratch, "out-history")]),
                        ("blob_folder", [blobs_dir, "-o", os.path.join(scratch, "out-blobs")]),
                        args.rounds, args.workers)
-        history["unique_blobs"] = unique
-        results.append(history)
-        print(json.dumps(history), file=sys.stderr)
+        if history is not None:
+            history["unique_blobs"] = unique
+            results.append(history)
+            print(json.dumps(history), file=sys.stderr)
 
         checkout = os.path.join(scratch, "checkout")
-        git(repo, "worktree", "add", "-q", "--detach", checkout, "HEAD")
+        if "rev" in cases:
+            git(repo, "worktree", "add", "-q", "--detach", checkout, "HEAD")
         try:
-            rev = pair("--rev HEAD vs a checkout of HEAD",
+            rev = None if "rev" not in cases else pair("--rev HEAD vs a checkout of HEAD",
                        ("rev", [repo, "--rev", "HEAD", "-o", os.path.join(scratch, "out-rev")]),
                        ("checkout", [checkout, "-o", os.path.join(scratch, "out-checkout")]),
                        args.rounds, args.workers)
         finally:
-            git(repo, "worktree", "remove", "--force", checkout)
-        results.append(rev)
-        print(json.dumps(rev), file=sys.stderr)
+            if "rev" in cases:
+                git(repo, "worktree", "remove", "--force", checkout)
+        if rev is not None:
+            results.append(rev)
+            print(json.dumps(rev), file=sys.stderr)
 
-        copies = pair("20 revisions as 20 sources vs one",
-                      ("twenty", [*(f"{repo}@HEAD~{k}" for k in range(20)), "-o", os.path.join(scratch, "out-20")]),
-                      ("one", [f"{repo}@HEAD", "-o", os.path.join(scratch, "out-1")]),
-                      args.rounds, args.workers)
-        results.append(copies)
-        print(json.dumps(copies), file=sys.stderr)
+        if "copies" in cases:
+            copies_repo = divergent_repo(args.copies_from, os.path.join(scratch, "copies")) if args.copies_from else repo
+            copies = pair("20 revisions as 20 sources vs one",
+                          ("twenty", [*(f"{copies_repo}@HEAD~{k}" for k in range(20)), "-o",
+                                      os.path.join(scratch, "out-20")]),
+                          ("one", [f"{copies_repo}@HEAD", "-o", os.path.join(scratch, "out-1")]),
+                          args.rounds, args.workers)
+            copies["repo"] = args.copies_from or repo
+            results.append(copies)
+            print(json.dumps(copies), file=sys.stderr)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = {"repo": repo, "commits": int(git(repo, "rev-list", "--count", "HEAD").stdout), "results": results,
