@@ -36,7 +36,7 @@ from ..store.jobfolder import (
 from ..store.ledger import Ledger, LedgerEntry
 from ..store.objectcompaction import ObjectCompactor
 from ..store.objectsource import has_object
-from ..store.objectstore import ObjectJob, is_object_url, object_resume_command
+from ..store.objectstore import ObjectJob, is_object_url, object_resume_command, store_error
 from ..store.snapshot import settle
 from .batching import CommittedIndex, ledger_key
 from .tally import Tally
@@ -229,7 +229,7 @@ class ObjectStoreSink:
         except (ConfigError, JobError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise JobError(f"-o/--output: cannot open the job in {config.output}: {type(err).__name__}: {err}") from None
+            raise JobError(f"-o/--output: cannot open the job in {config.output}: {store_error(err)}") from None
         done = [f"rolled {opened.rolled} part(s) forward"] if opened.rolled else []
         done += [f"deleted {opened.removed} staging object(s)"] if opened.removed else []
         if opened.redone:
@@ -330,7 +330,8 @@ class ObjectStoreSink:
         except JobError:
             pass  # another run put the next segment: it is the job's open run now
         except Exception as err:  # obstore.exceptions.*: the record is given up, the job stays resumable
-            print(f"snakebatch: warning: cannot save the run's stats in {self.config.output}: {err}", file=sys.stderr)
+            print(f"snakebatch: warning: cannot save the run's stats in {self.config.output}: {store_error(err)}",
+                  file=sys.stderr)
 
 
 class StreamSink:

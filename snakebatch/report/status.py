@@ -25,7 +25,7 @@ from ..store.jobfolder import JobRecord, holds_job, lock_holder, read_json, read
 from ..store.layout import STATE_DIR_NAME, JobLayout, part_name
 from ..store.ledger import Ledger
 from ..store.objectcompaction import ObjectCompactor, current_generation
-from ..store.objectstore import ObjectJob, committed_entries, is_object_url, object_resume_command
+from ..store.objectstore import ObjectJob, committed_entries, is_object_url, object_resume_command, store_error
 from ..store.snapshot import read_snapshot
 
 ERROR_SAMPLES = 5
@@ -276,7 +276,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
     except (ConfigError, JobError):
         raise
     except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-        raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
+        raise JobError(f"{url}: cannot read the job: {store_error(err)}") from None
     stats = _decoded(stats)
     completed = _decoded(completed)
     opened = [s.run for s in segments if s.kind == "open"]

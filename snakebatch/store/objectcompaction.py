@@ -43,7 +43,7 @@ from ..schema import TABLES
 from .compaction import TARGET_PART_BYTES, CompactionReport, PartWriter
 from .durable import Damage
 from .layout import part_name
-from .objectstore import CURRENT, GENERATIONS, Generation, GenerationPart, ObjectJob, Opened, Segment
+from .objectstore import CURRENT, GENERATIONS, Generation, GenerationPart, ObjectJob, Opened, Segment, store_error
 
 
 def pointer_key(generation: int) -> str:
@@ -174,7 +174,7 @@ class ObjectCompactor:
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise OSError(f"{self.job.url}: {err}") from None
+            raise OSError(store_error(err)) from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         generation = Generation(generation=number, prefix=prefix, covers=sorted(covered | set(batch_ids)),
@@ -185,7 +185,7 @@ class ObjectCompactor:
         except JobError:
             raise
         except Exception as err:  # the store failed: before the segment, an orphan prefix the next open deletes
-            raise OSError(f"{self.job.url}: {err}") from None
+            raise OSError(store_error(err)) from None
         report = CompactionReport(parts_before=sum(len(p) for p in live.values()),
                                   parts_after=sum(len(p) for p in tables.values()),
                                   rows=sum(part.rows for parts in tables.values() for part in parts),

@@ -54,6 +54,7 @@ import shlex
 import shutil
 import tempfile
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -205,12 +206,62 @@ def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
         raise ConfigError(f"{option}: cannot open {url}: {err}") from None
 
 
+# Where each scheme's credentials come from (the environment, the store's option keys), named in
+# the message on refused ones.
+_CREDENTIALS = {"s3": ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "access_key_id, secret_access_key, token"),
+                "gs": ("GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS", "service_account, service_account_key"),
+                "az": ("AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY", "account_name, account_key")}
+# obstore's text of a failed request: "Error performing PUT <uri> in 213ms, after 2 retries, ...
+# - Server returned non-2xx status code: 503 Service Unavailable: <xml body>" (or "- HTTP error: ...").
+_REQUEST = re.compile(r"Error performing (?P<method>[A-Z]+) (?P<uri>\S+) in \S+?"
+                      r"(?:, after (?P<retries>\d+) retries[^-]*)?\s+- (?P<rest>.*)", re.DOTALL)
+_STATUS = re.compile(r"status code: (?P<status>\d{3})[^:]*:(?P<body>.*)", re.DOTALL)
+_XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+
+
+def _http_status(text: str) -> int | None:
+    request = _REQUEST.search(text)
+    status = _STATUS.search(request["rest"]) if request else None
+    return int(status["status"]) if status else None
+
+
+def store_error(err: BaseException) -> str:
+    """One line for a failed obstore request: method and path, the server's answer (HTTP status,
+    the store's error code and message) or the transport's error, and the retries spent. (obstore's
+    own text runs over many lines: the XML body, then a debug dump.)"""
+    text = str(err).split("\nDebug source:", 1)[0].strip()
+    request = _REQUEST.search(text)
+    if request is None:
+        return text.splitlines()[0] if text else type(err).__name__
+    status = _STATUS.search(request["rest"])
+    if status:
+        code, message = _XML_CODE.search(status["body"]), _XML_MESSAGE.search(status["body"])
+        answer = f"HTTP {status['status']}" + (f" {code[1]}" if code else "") + (f": {message[1]}" if message else "")
+    else:
+        answer = request["rest"].strip().splitlines()[0]
+    retries = f" (after {request['retries']} retries)" if request["retries"] else ""
+    return f"{request['method']} {urlsplit(request['uri']).path}: {answer}{retries}"
+
+
 def store_refused(option: str, url: str, err: Exception, options: str = "--storage-option") -> ConfigError:
-    """The exit-2 error for a store that refused its first request: a missing bucket, refused
-    credentials, a wrong endpoint."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ConfigError(f"{option}: cannot use {url}: {type(err).__name__}: {reason}; check the bucket name, "
-                       f"the credentials (AWS_ACCESS_KEY_ID, ... or {options}) and the endpoint (AWS_ENDPOINT_URL)")
+    """The exit-2 error for a store that refused or failed its first request (before any work):
+    refused credentials (HTTP 401/403: never retried), a missing bucket (404), an endpoint that
+    does not answer, or a store that kept failing (5xx) through its retries."""
+    what = store_error(err)
+    scheme = _SCHEME.match(url).group(1).lower()
+    env, keys = _CREDENTIALS["s3" if scheme in ("s3", "s3a") else "gs" if scheme == "gs" else "az"]
+    status = _http_status(str(err))
+    if status in (401, 403):
+        return ConfigError(f"{option}: {url}: the store refused the credentials ({what}); check {env} (or {options} "
+                           f"{keys}) and what they may access there")
+    if status == 404:
+        return ConfigError(f"{option}: {url}: no such bucket ({what}); check the bucket name and the endpoint")
+    if status is not None and status >= 500:
+        return ConfigError(f"{option}: {url}: the store kept failing ({what}); nothing was done: try again later "
+                           f"({options} max_retries=N and retry_timeout=SECONDS allow more retries)")
+    return ConfigError(f"{option}: cannot use {url}: {what}; check the endpoint (AWS_ENDPOINT_URL or {options} "
+                       f"endpoint=...) and the bucket name")
 
 
 def arrow_filesystem(url: str, storage_options: dict):
@@ -255,7 +306,7 @@ def upload_parts(url: str, storage_options: dict, local_folder: str) -> None:
     except OSError:
         raise
     except Exception as err:  # obstore.exceptions.BaseError and the like: the store said no
-        raise OSError(f"cannot upload to {url}: {err}") from None
+        raise OSError(store_error(err)) from None
     finally:
         shutil.rmtree(local_folder, ignore_errors=True)
 
@@ -486,4 +537,4 @@ class ObjectJob:
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise OSError(f"{self.url}: {err}") from None
+            raise OSError(store_error(err)) from None
