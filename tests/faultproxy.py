@@ -4,8 +4,9 @@ Owns: a thread-based HTTP/1.1 forwarder on 127.0.0.1 (a free port) that passes e
 the upstream server unchanged (the Host header too: moto does not check signatures) and, when a
 fault matches a request, answers it itself instead: 503 SlowDown or 500 InternalError (an S3 XML
 error body), 403 InvalidAccessKeyId or SignatureDoesNotMatch, or a connection closed without an
-answer (`drop`: FIN) or reset (`reset`: RST). A faulted request never reaches the server. It logs
-every request with the fault it got. Must not touch: pytest, snakebatch.
+answer (`drop`: FIN) or reset (`reset`: RST). A faulted request never reaches the server, but for
+`lost`: the server does it, and its answer is lost (the connection closed instead). It logs every
+request with the fault it got. Must not touch: pytest, snakebatch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ANSWERS = {
     "signature": (403, "SignatureDoesNotMatch",
                   "The request signature we calculated does not match the signature you provided."),
 }
-KINDS = (*ANSWERS, "drop", "reset")
+KINDS = (*ANSWERS, "drop", "reset", "lost")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
@@ -133,10 +134,12 @@ def _handler(proxy: FaultProxy):
         def _handle(self):
             body = self._body()
             request = proxy.choose(self.command, self.path, dict(self.headers))
-            if request.fault in ("drop", "reset"):
+            if request.fault in ("drop", "reset", "lost"):
+                if request.fault == "lost":
+                    request.status = self._forward(body)[0]
                 if request.fault == "reset":  # SO_LINGER 0: the close sends RST
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                else:
+                else:  # FIN
                     self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
@@ -144,6 +147,12 @@ def _handler(proxy: FaultProxy):
                 status, code, message = ANSWERS[request.fault]
                 self._answer(status, {"Content-Type": "application/xml"}, _error_body(code, message, self.path))
                 return
+            status, headers, data = self._forward(body)
+            request.status = status
+            self._answer(status, headers, data)
+
+        def _forward(self, body: bytes) -> tuple[int, dict, bytes]:
+            """The upstream server's answer to this request: (status, headers, body)."""
             upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP and k.lower() != "content-length"}
@@ -151,11 +160,9 @@ def _handler(proxy: FaultProxy):
                                  headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
-                request.status = response.status
                 # A HEAD's Content-Length is the object's; any other is the body's.
-                headers = {k: v for k, v in response.getheaders() if k.lower() not in _HOP
-                           and (self.command == "HEAD" or k.lower() != "content-length")}
-                self._answer(response.status, headers, data)
+                return response.status, {k: v for k, v in response.getheaders() if k.lower() not in _HOP
+                                         and (self.command == "HEAD" or k.lower() != "content-length")}, data
             finally:
                 upstream.close()
 

@@ -208,3 +208,18 @@ def test_a_store_that_keeps_failing_at_the_start_is_exit_2_nothing_done(s3, prox
     assert "the store kept failing" in proc.stderr and "HTTP 503 SlowDown" in proc.stderr, proc.stderr
     assert "nothing was done" in proc.stderr and "credentials" not in proc.stderr
     assert len(proxy.requests()) == 2 and keys(client, "failing") == []  # the request and its one retry
+
+
+def test_a_lost_answer_to_a_create_only_put_is_not_another_run(s3, proxy, corpus, baseline, tmp_path):
+    """The server stores the job record and a ledger segment but the answer is lost (connection
+    closed): the client's retry of the create-only put finds the object there (412). That object
+    is this run's own put, not another run's: the run goes on and completes."""
+    _, client = s3
+    faults = [proxy.inject("lost", 1, "PUT", r"/_snakebatch/job\.json$"),
+              proxy.inject("lost", 1, "PUT", r"/_snakebatch/ledger/0000000003\.json$")]
+    result = _run(corpus, f"s3://{BUCKET}/lost", proxy.endpoint)
+    assert result.state == "complete", result.summary.stop_reason
+    assert [f.hits for f in faults] == [1, 1]
+    for fault in (r"job\.json", r"0000000003\.json"):
+        assert [r.status for r in proxy.requests("PUT", fault)] == [200, 412]  # stored, then the retry's answer
+    assert_same_output(snapshot(download_tables(client, "lost", tmp_path / "dl")), baseline)

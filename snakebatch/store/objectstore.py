@@ -27,7 +27,8 @@ A batch is committed exactly when its segment exists. Segments are numbered dens
 coordinator writes segment N only after it has read or written every segment below N. A run
 first puts an `open` segment, create-only: of two coordinators on one prefix, the one whose put
 comes second gets `AlreadyExistsError` (at its open or at its next commit) and stops; this
-replaces the local folder's flock. Recovery (after the open segment is won) reads the segments
+replaces the local folder's flock. (A put whose answer was lost is retried by the client and gets
+`AlreadyExistsError` too: finding its own bytes there, it made it; `put_new`.) Recovery (after the open segment is won) reads the segments
 in order, copies any part still missing from its staging (roll forward: the copy is idempotent,
 the part is named by its batch), and deletes all staging and any part no segment names.
 
@@ -362,15 +363,24 @@ class ObjectJob:
     def read_job(self) -> bytes | None:
         return self.get_object(_key(STATE, "job.json"))
 
-    def create_job(self, record: bytes) -> None:
-        """Put the job record, create-only: JobError when another run created it first."""
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Put `data` at `key` create-only (If-None-Match: *): True when this put made it, False
+        when another writer's object is there. The client retries a put whose answer was lost
+        (the server may have stored it) and the retry gets 412: finding its own bytes there, the
+        put made it (every record put so is unique: a run token or a time is in it)."""
         import obstore
         from obstore.exceptions import AlreadyExistsError
 
         try:
-            obstore.put(self.store, _key(STATE, "job.json"), record, mode="create")
+            obstore.put(self.store, key, data, mode="create")
         except AlreadyExistsError:
-            raise JobError(f"{self.url}: another run created a job here while this one was starting") from None
+            return self.get_object(key) == data
+        return True
+
+    def create_job(self, record: bytes) -> None:
+        """Put the job record, create-only: JobError when another run created it first."""
+        if not self.put_new(_key(STATE, "job.json"), record):
+            raise JobError(f"{self.url}: another run created a job here while this one was starting")
 
     def remove_all(self) -> None:
         """--fresh: delete every object snakebatch owns under the prefix."""
@@ -394,14 +404,9 @@ class ObjectJob:
         return _key(LEDGER, f"{seq:010d}.json")
 
     def put_segment(self, segment: Segment) -> None:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError
-
-        try:
-            obstore.put(self.store, self._segment_key(self.next_seq), msgspec.json.encode(segment), mode="create")
-        except AlreadyExistsError:
+        if not self.put_new(self._segment_key(self.next_seq), msgspec.json.encode(segment)):
             raise JobError(f"{self.url}: another snakebatch run is writing this job (it wrote ledger segment "
-                           f"{self.next_seq} first); this run stops. Resume once that run has ended") from None
+                           f"{self.next_seq} first); this run stops. Resume once that run has ended")
         self.next_seq += 1
 
     def segments(self) -> list[Segment]:
