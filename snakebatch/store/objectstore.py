@@ -69,9 +69,11 @@ from .ledger import LedgerEntry
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
-# obstore retries 5xx (503 SlowDown included), connection errors and timeouts with exponential
-# backoff and full jitter; these are its defaults made explicit, with a bound on the total
-# (`--storage-option max_retries=N` and `retry_timeout=SECONDS` change them).
+# obstore (Rust object_store) retries 5xx answers (503 SlowDown included) and connection errors,
+# timeouts of GET/HEAD, never a 4xx. Backoff with decorrelated jitter: the first wait is
+# init_backoff, each next one uniform between init_backoff and base x the previous, capped at
+# max_backoff; no retry after retry_timeout from the first try. These are its defaults made
+# explicit (`--storage-option max_retries=N` and `retry_timeout=SECONDS` change them).
 RETRY = {"max_retries": 10, "backoff": {"init_backoff": timedelta(milliseconds=100),
                                         "max_backoff": timedelta(seconds=15), "base": 2},
          "retry_timeout": timedelta(minutes=3)}
