@@ -2,10 +2,12 @@
 real moto server on loopback: real runs, real requests, read back with pyarrow and DuckDB.
 
 Throttling (503 SlowDown) and dropped or reset connections are retried and the run gives a
-clean run's rows; a store that refuses every PUT after some batches committed stops the job
+clean run's rows, for OUT and for SOURCE in the bucket; a create-only put whose answer was lost
+is the run's own, not another run's; a store that refuses every PUT after some batches committed stops the job
 resumable (exit 1, the resume command printed, no traceback), the bucket holding only parts of
 committed batches, and a resume through a healthy endpoint completes it; refused credentials are
-exit 2 naming the credentials, before any work, for OUT and for SOURCE. A committed batch costs
+exit 2 naming the credentials, before any work, for OUT and for SOURCE, and a store failing
+through its retries at the start is exit 2 saying so. A committed batch costs
 8 requests (counted at the proxy). (A missing bucket and an unsupported scheme: tests/test_s3.py,
 tests/test_s3_source.py and tests/test_config.py.)
 """
@@ -112,6 +114,22 @@ def test_throttling_and_dropped_connections_are_retried(s3, proxy, corpus, basel
     assert paths.fetchall() == [(len(baseline["files"]), len(baseline["files"]))]
 
 
+def test_throttled_reads_of_a_source_in_the_bucket_are_retried(s3, proxy, corpus, tmp_path):
+    """SOURCE in the bucket: 503s and reset connections on its listing and object reads are
+    retried; the rows are those of a run straight to the server, no io_error among them."""
+    endpoint, client = s3
+    for path in sorted(corpus.rglob("*.py")):
+        client.upload_file(str(path), BUCKET, f"faultsrc/{path.relative_to(corpus).as_posix()}")
+    source = f"s3://{BUCKET}/faultsrc"
+    clean = _run(source, tmp_path / "clean", endpoint)
+    faults = [proxy.inject("slowdown", 2, "GET", r"list-type=2"), proxy.inject("slowdown", 4, "GET", r"\.py$"),
+              proxy.inject("reset", 2, "GET", r"\.py$"), proxy.inject("drop", 1, "GET", r"\.py$")]
+    flaky = _run(source, tmp_path / "flaky", proxy.endpoint)
+    assert flaky.state == "complete" and [f.hits for f in faults] == [f.count for f in faults]
+    assert flaky.status_counts == clean.status_counts and "io_error" not in flaky.status_counts
+    assert_same_output(snapshot(tmp_path / "flaky"), snapshot(tmp_path / "clean"))
+
+
 def test_a_committed_batch_costs_eight_requests(s3, proxy, corpus, baseline, tmp_path):
     """Counted at the proxy on a clean run: per committed batch 3 part puts, 1 segment put, 3
     server-side copies, 1 bulk delete; the rest is the run's own (job record, open and close
@@ -155,13 +173,19 @@ def test_a_store_that_refuses_every_put_stops_the_job_resumable(kind, s3, proxy,
     proxy.inject(kind, method="PUT")
     code = run.wait(timeout=120)
     assert code == 1, run.stderr
-    assert "Traceback" not in run.stderr and "snakebatch: stopped: " in run.stderr
+    assert "Traceback" not in run.stderr and "Debug source" not in run.stderr  # obstore's multi-line dump
+    stopped = run.stderr.split("snakebatch: stopped: ", 1)[1].splitlines()[0]
+    answer = {"slowdown": "HTTP 503 SlowDown: Please reduce your request rate. (after 2 retries)",
+              "denied": "HTTP 403 InvalidAccessKeyId"}[kind]
+    assert f"/{BUCKET}/{prefix}/" in stopped and answer in stopped, stopped
     committed = _assert_only_committed_parts(client, prefix, tmp_path / "between")
     assert 3 <= committed < len(baseline["files"]) and proxy.requests("PUT", faulted=True)
     command = run.stderr.split("snakebatch: resume with: ", 1)[1].splitlines()[0]
     assert "--resume" in command and f"endpoint={proxy.endpoint}" in command and "max_retries=2" in command
     proxy.heal()
-    resumed = subprocess.run(["bash", "-c", command.replace("snakebatch ", f"{sys.executable} -m snakebatch ", 1)],
+    del environ["SNAKEBATCH_TEST_PARSE_SLEEP"]
+    resumed = subprocess.run(["bash", "-c", command.replace("snakebatch ", f"{sys.executable} -m snakebatch ", 1)
+                              + " --no-compact"],
                              env=environ, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_output(snapshot(download_tables(client, prefix, tmp_path / "after")), baseline)
