@@ -3,9 +3,11 @@ without rename, through `obstore`.
 
 Owns: the objects under OUT's prefix (job record, ledger segments, staging parts, table parts,
 stats), the ledger's vocabulary (`Segment`, and the `Generation` a `compact` segment commits),
-opening the store from OUT's URL and the storage options, and the check that the bucket is
-reachable before any work. Must not touch: parsing, scheduling, local folders (ledger.py and
-jobfolder.py own a local OUT), or the generations' parts and pointers (objectcompaction.py).
+opening the store from OUT's URL and the storage options, the check that the bucket is
+reachable before any work, and the telling of a store's errors (one line each; refused
+credentials, a missing bucket and a failing store told apart). Must not touch: parsing,
+scheduling, local folders (ledger.py and jobfolder.py own a local OUT), or the generations'
+parts and pointers (objectcompaction.py).
 
     OUT/
       files/ definitions/ imports/     part-<batch>.parquet, copied in after their segment
@@ -27,10 +29,11 @@ A batch is committed exactly when its segment exists. Segments are numbered dens
 coordinator writes segment N only after it has read or written every segment below N. A run
 first puts an `open` segment, create-only: of two coordinators on one prefix, the one whose put
 comes second gets `AlreadyExistsError` (at its open or at its next commit) and stops; this
-replaces the local folder's flock. (A put whose answer was lost is retried by the client and gets
-`AlreadyExistsError` too: finding its own bytes there, it made it; `put_new`.) Recovery (after the open segment is won) reads the segments
-in order, copies any part still missing from its staging (roll forward: the copy is idempotent,
-the part is named by its batch), and deletes all staging and any part no segment names.
+replaces the local folder's flock. (A put whose answer was lost is retried by the client and
+gets `AlreadyExistsError` too: finding its own bytes there, it made it: `put_new`.) Recovery
+(after the open segment is won) reads the segments in order, copies any part still missing from
+its staging (roll forward: the copy is idempotent, the part is named by its batch), and deletes
+all staging and any part no segment names.
 
 A run that ends (complete or stopped) puts a `close` segment; `snakebatch status` calls the job
 running while the last `open` segment has no `close` after it (a run killed without closing
@@ -211,9 +214,11 @@ def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
 
 # Where each scheme's credentials come from (the environment, the store's option keys), named in
 # the message on refused ones.
-_CREDENTIALS = {"s3": ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "access_key_id, secret_access_key, token"),
-                "gs": ("GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS", "service_account, service_account_key"),
-                "az": ("AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY", "account_name, account_key")}
+_CREDENTIALS = {
+    "s3": ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "access_key_id, secret_access_key, token"),
+    "gs": ("GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS", "service_account, service_account_key"),
+    "az": ("AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY", "account_name, account_key"),
+}
 # obstore's text of a failed request: "Error performing PUT <uri> in 213ms, after 2 retries, ...
 # - Server returned non-2xx status code: 503 Service Unavailable: <xml body>" (or "- HTTP error: ...").
 _REQUEST = re.compile(r"Error performing (?P<method>[A-Z]+) (?P<uri>\S+) in \S+?"
