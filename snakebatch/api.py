@@ -124,7 +124,7 @@ def _object_dataset(out: str, table: str, storage_options: dict):
     from .schema import table_schema
     from .store.jobfolder import JobRecord
     from .store.objectcompaction import dataset_keys
-    from .store.objectstore import ObjectJob, arrow_filesystem
+    from .store.objectstore import ObjectJob, arrow_filesystem, store_error
 
     url, options = object_output(out, storage_options)
     job = ObjectJob(url, options)
@@ -137,7 +137,7 @@ def _object_dataset(out: str, table: str, storage_options: dict):
     except (ConfigError, JobError):
         raise
     except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-        raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
+        raise JobError(f"{url}: cannot read the job: {store_error(err)}") from None
     if not keys:
         schema = table_schema(table, msgspec.json.decode(record, type=JobRecord).job.content)
         return ds.dataset([], format="parquet", schema=schema)

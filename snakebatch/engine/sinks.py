@@ -37,7 +37,7 @@ from ..store.jobfolder import (
 from ..store.ledger import Ledger, LedgerEntry
 from ..store.objectcompaction import ObjectCompactor, pending_refresh
 from ..store.objectsource import has_object
-from ..store.objectstore import ObjectJob, is_object_url, last_refresh, object_resume_command
+from ..store.objectstore import ObjectJob, is_object_url, last_refresh, object_resume_command, store_error
 from ..store.snapshot import Intent, settle
 from .batching import CommittedIndex, ledger_key
 from .tally import Tally
@@ -264,7 +264,7 @@ def prepare_object_job(config: RunConfig) -> PreparedJob:
     except (ConfigError, JobError):
         raise
     except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-        raise JobError(f"-o/--output: cannot open the job in {config.output}: {type(err).__name__}: {err}") from None
+        raise JobError(f"-o/--output: cannot open the job in {config.output}: {store_error(err)}") from None
 
 
 class ObjectStoreSink:
@@ -285,7 +285,7 @@ class ObjectStoreSink:
         except (ConfigError, JobError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise JobError(f"-o/--output: cannot open the job in {config.output}: {type(err).__name__}: {err}") from None
+            raise JobError(f"-o/--output: cannot open the job in {config.output}: {store_error(err)}") from None
         done = [f"rolled {opened.rolled} part(s) forward"] if opened.rolled else []
         done += [f"deleted {opened.removed} staging object(s)"] if opened.removed else []
         if opened.redone:
@@ -359,7 +359,8 @@ class ObjectStoreSink:
         except JobError:
             pass  # another run put the next segment: it is the job's open run now
         except Exception as err:  # obstore.exceptions.*: the record is given up, the job stays resumable
-            print(f"snakebatch: warning: cannot save the run's stats in {self.config.output}: {err}", file=sys.stderr)
+            print(f"snakebatch: warning: cannot save the run's stats in {self.config.output}: {store_error(err)}",
+                  file=sys.stderr)
 
 
 class StreamSink:

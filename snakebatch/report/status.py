@@ -32,6 +32,7 @@ from ..store.objectstore import (
     is_object_url,
     last_refresh,
     object_resume_command,
+    store_error,
 )
 from ..store.snapshot import read_snapshot
 
@@ -283,7 +284,7 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
     except (ConfigError, JobError):
         raise
     except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-        raise JobError(f"{url}: cannot read the job: {type(err).__name__}: {err}") from None
+        raise JobError(f"{url}: cannot read the job: {store_error(err)}") from None
     stats = _decoded(stats)
     completed = _decoded(completed)
     opened = [s.run for s in segments if s.kind == "open"]

@@ -59,7 +59,17 @@ from .compaction import TARGET_PART_BYTES, CompactionReport, PartWriter
 from .durable import Damage
 from .layout import part_name
 from .ledger import LedgerEntry
-from .objectstore import CURRENT, GENERATIONS, STATE, Generation, GenerationPart, ObjectJob, Opened, Segment
+from .objectstore import (
+    CURRENT,
+    GENERATIONS,
+    STATE,
+    Generation,
+    GenerationPart,
+    ObjectJob,
+    Opened,
+    Segment,
+    store_error,
+)
 from .snapshot import CHANGES, Intent, change_feed, conform, rewrite_rows
 from .snapshot import Generation as Snapshot
 
@@ -233,7 +243,7 @@ class ObjectCompactor:
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise OSError(f"{self.job.url}: {err}") from None
+            raise OSError(store_error(err)) from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         generation = Generation(generation=number, prefix=prefix, covers=sorted(covered | set(batch_ids)),
@@ -245,7 +255,7 @@ class ObjectCompactor:
         except JobError:
             raise
         except Exception as err:  # the store failed: before the segment, an orphan prefix the next open deletes
-            raise OSError(f"{self.job.url}: {err}") from None
+            raise OSError(store_error(err)) from None
         report = CompactionReport(parts_before=sum(len(p) for p in live.values()),
                                   parts_after=sum(len(p) for p in tables.values()),
                                   rows=sum(part.rows for parts in tables.values() for part in parts),
@@ -348,7 +358,7 @@ class ObjectCompactor:
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise OSError(f"{self.job.url}: {err}") from None
+            raise OSError(f"{self.job.url}: {store_error(err)}") from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         generation = Generation(generation=number, prefix=prefix, covers=sorted(kept), tables=tables,
@@ -361,7 +371,7 @@ class ObjectCompactor:
                                  + [INTENT])
             self._delete_generations([generation] + ([current] if current is not None else []))
         except Exception as err:  # committed: the next run finishes the feed and deletes the rest
-            print(f"snakebatch: warning: {self.job.url}: the refresh is committed, its cleanup failed: {err}",
+            print(f"snakebatch: warning: {self.job.url}: the refresh is committed, its cleanup failed: {store_error(err)}",
                   file=sys.stderr)
         return generation
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from ..errors import ConfigError
-from .objectstore import open_store, store_refused
+from .objectstore import open_store, store_error, store_refused
 
 LIST_CHUNK = 1000  # keys per chunk of the listing: an S3 page
 
@@ -76,7 +76,7 @@ def list_objects(url: str, options: dict) -> Iterator[ListedObject]:
     except OSError:
         raise
     except Exception as err:  # obstore.exceptions.*: the store said no after its retries
-        raise OSError(f"cannot list {url}: {type(err).__name__}: {err}") from None
+        raise OSError(f"cannot list {url}: {store_error(err)}") from None
 
 
 def read_text(url: str, options: dict, path: str) -> bytes | None:
@@ -118,8 +118,7 @@ def read_object(url: str, options: dict, path: str, size: int, mtime_ns: int | N
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "no such object (deleted since the listing?)", path) from None
     except Exception as err:  # obstore.exceptions.*: the store said no after its retries
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OSError(errno.EIO, f"cannot read the object: {type(err).__name__}: {reason}", path) from None
+        raise OSError(errno.EIO, f"cannot read the object: {store_error(err)}", path) from None
     mtime_ns = _mtime_ns(result.meta)
     if len(data) > max_size:
         return None, len(data), mtime_ns, "too_large", f"grew past --max-file-size {max_size}"

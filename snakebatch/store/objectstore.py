@@ -3,9 +3,11 @@ without rename, through `obstore`.
 
 Owns: the objects under OUT's prefix (job record, ledger segments, staging parts, table parts,
 stats), the ledger's vocabulary (`Segment`, and the `Generation` a `compact` segment commits),
-opening the store from OUT's URL and the storage options, and the check that the bucket is
-reachable before any work. Must not touch: parsing, scheduling, local folders (ledger.py and
-jobfolder.py own a local OUT), or the generations' parts and pointers (objectcompaction.py).
+opening the store from OUT's URL and the storage options, the check that the bucket is
+reachable before any work, and the telling of a store's errors (one line each; refused
+credentials, a missing bucket and a failing store told apart). Must not touch: parsing,
+scheduling, local folders (ledger.py and jobfolder.py own a local OUT), or the generations'
+parts and pointers (objectcompaction.py).
 
     OUT/
       files/ definitions/ imports/     part-<batch>.parquet, copied in after their segment
@@ -27,9 +29,11 @@ A batch is committed exactly when its segment exists. Segments are numbered dens
 coordinator writes segment N only after it has read or written every segment below N. A run
 first puts an `open` segment, create-only: of two coordinators on one prefix, the one whose put
 comes second gets `AlreadyExistsError` (at its open or at its next commit) and stops; this
-replaces the local folder's flock. Recovery (after the open segment is won) reads the segments
-in order, copies any part still missing from its staging (roll forward: the copy is idempotent,
-the part is named by its batch), and deletes all staging and any part no segment names.
+replaces the local folder's flock. (A put whose answer was lost is retried by the client and
+gets `AlreadyExistsError` too: finding its own bytes there, it made it: `put_new`.) Recovery
+(after the open segment is won) reads the segments in order, copies any part still missing from
+its staging (roll forward: the copy is idempotent, the part is named by its batch), and deletes
+all staging and any part no segment names.
 
 A run that ends (complete or stopped) puts a `close` segment; `snakebatch status` calls the job
 running while the last `open` segment has no `close` after it (a run killed without closing
@@ -56,6 +60,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -69,9 +74,11 @@ from .ledger import LedgerEntry
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
-# obstore retries 5xx (503 SlowDown included), connection errors and timeouts with exponential
-# backoff and full jitter; these are its defaults made explicit, with a bound on the total
-# (`--storage-option max_retries=N` and `retry_timeout=SECONDS` change them).
+# obstore (Rust object_store) retries 5xx answers (503 SlowDown included) and connection errors,
+# timeouts of GET/HEAD, never a 4xx. Backoff with decorrelated jitter: the first wait is
+# init_backoff, each next one uniform between init_backoff and base x the previous, capped at
+# max_backoff; no retry after retry_timeout from the first try. These are its defaults made
+# explicit (`--storage-option max_retries=N` and `retry_timeout=SECONDS` change them).
 RETRY = {"max_retries": 10, "backoff": {"init_backoff": timedelta(milliseconds=100),
                                         "max_backoff": timedelta(seconds=15), "base": 2},
          "retry_timeout": timedelta(minutes=3)}
@@ -235,12 +242,64 @@ def open_store(url: str, storage_options: dict, option: str = "-o/--output"):
         raise ConfigError(f"{option}: cannot open {url}: {err}") from None
 
 
+# Where each scheme's credentials come from (the environment, the store's option keys), named in
+# the message on refused ones.
+_CREDENTIALS = {
+    "s3": ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "access_key_id, secret_access_key, token"),
+    "gs": ("GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS", "service_account, service_account_key"),
+    "az": ("AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY", "account_name, account_key"),
+}
+# obstore's text of a failed request: "Error performing PUT <uri> in 213ms, after 2 retries, ...
+# - Server returned non-2xx status code: 503 Service Unavailable: <xml body>" (or "- HTTP error: ...").
+_REQUEST = re.compile(r"Error performing (?P<method>[A-Z]+) (?P<uri>\S+) in \S+?"
+                      r"(?:, after (?P<retries>\d+) retries[^-]*)?\s+- (?P<rest>.*)", re.DOTALL)
+_STATUS = re.compile(r"status code: (?P<status>\d{3})[^:]*:(?P<body>.*)", re.DOTALL)
+_XML_CODE = re.compile(r"<Code>([^<]*)</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+
+
+def _http_status(text: str) -> int | None:
+    request = _REQUEST.search(text)
+    status = _STATUS.search(request["rest"]) if request else None
+    return int(status["status"]) if status else None
+
+
+def store_error(err: BaseException) -> str:
+    """One line for a failed obstore request: method and path, the server's answer (HTTP status,
+    the store's error code and message) or the transport's error, and the retries spent. (obstore's
+    own text runs over many lines: the XML body, then a debug dump.)"""
+    text = str(err).split("\nDebug source:", 1)[0].strip()
+    request = _REQUEST.search(text)
+    if request is None:
+        return text.splitlines()[0] if text else type(err).__name__
+    status = _STATUS.search(request["rest"])
+    if status:
+        code, message = _XML_CODE.search(status["body"]), _XML_MESSAGE.search(status["body"])
+        answer = f"HTTP {status['status']}" + (f" {code[1]}" if code else "") + (f": {message[1]}" if message else "")
+    else:
+        answer = request["rest"].strip().splitlines()[0]
+    retries = f" (after {request['retries']} retries)" if request["retries"] else ""
+    return f"{request['method']} {urlsplit(request['uri']).path}: {answer}{retries}"
+
+
 def store_refused(option: str, url: str, err: Exception, options: str = "--storage-option") -> ConfigError:
-    """The exit-2 error for a store that refused its first request: a missing bucket, refused
-    credentials, a wrong endpoint."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ConfigError(f"{option}: cannot use {url}: {type(err).__name__}: {reason}; check the bucket name, "
-                       f"the credentials (AWS_ACCESS_KEY_ID, ... or {options}) and the endpoint (AWS_ENDPOINT_URL)")
+    """The exit-2 error for a store that refused or failed its first request (before any work):
+    refused credentials (HTTP 401/403: never retried), a missing bucket (404), an endpoint that
+    does not answer, or a store that kept failing (5xx) through its retries."""
+    what = store_error(err)
+    scheme = _SCHEME.match(url).group(1).lower()
+    env, keys = _CREDENTIALS["s3" if scheme in ("s3", "s3a") else "gs" if scheme == "gs" else "az"]
+    status = _http_status(str(err))
+    if status in (401, 403):
+        return ConfigError(f"{option}: {url}: the store refused the credentials ({what}); check {env} (or {options} "
+                           f"{keys}) and what they may access there")
+    if status == 404:
+        return ConfigError(f"{option}: {url}: no such bucket ({what}); check the bucket name and the endpoint")
+    if status is not None and status >= 500:
+        return ConfigError(f"{option}: {url}: the store kept failing ({what}); nothing was done: try again later "
+                           f"({options} max_retries=N and retry_timeout=SECONDS allow more retries)")
+    return ConfigError(f"{option}: cannot use {url}: {what}; check the endpoint (AWS_ENDPOINT_URL or {options} "
+                       f"endpoint=...) and the bucket name")
 
 
 def arrow_filesystem(url: str, storage_options: dict):
@@ -285,7 +344,7 @@ def upload_parts(url: str, storage_options: dict, local_folder: str) -> None:
     except OSError:
         raise
     except Exception as err:  # obstore.exceptions.BaseError and the like: the store said no
-        raise OSError(f"cannot upload to {url}: {err}") from None
+        raise OSError(store_error(err)) from None
     finally:
         shutil.rmtree(local_folder, ignore_errors=True)
 
@@ -341,15 +400,24 @@ class ObjectJob:
     def read_job(self) -> bytes | None:
         return self.get_object(_key(STATE, "job.json"))
 
-    def create_job(self, record: bytes) -> None:
-        """Put the job record, create-only: JobError when another run created it first."""
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Put `data` at `key` create-only (If-None-Match: *): True when this put made it, False
+        when another writer's object is there. The client retries a put whose answer was lost
+        (the server may have stored it) and the retry gets 412: finding its own bytes there, the
+        put made it (every record put so is unique: a run token or a time is in it)."""
         import obstore
         from obstore.exceptions import AlreadyExistsError
 
         try:
-            obstore.put(self.store, _key(STATE, "job.json"), record, mode="create")
+            obstore.put(self.store, key, data, mode="create")
         except AlreadyExistsError:
-            raise JobError(f"{self.url}: another run created a job here while this one was starting") from None
+            return self.get_object(key) == data
+        return True
+
+    def create_job(self, record: bytes) -> None:
+        """Put the job record, create-only: JobError when another run created it first."""
+        if not self.put_new(_key(STATE, "job.json"), record):
+            raise JobError(f"{self.url}: another run created a job here while this one was starting")
 
     def remove_all(self) -> None:
         """--fresh: delete every object snakebatch owns under the prefix."""
@@ -373,14 +441,9 @@ class ObjectJob:
         return _key(LEDGER, f"{seq:010d}.json")
 
     def put_segment(self, segment: Segment) -> None:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError
-
-        try:
-            obstore.put(self.store, self._segment_key(self.next_seq), msgspec.json.encode(segment), mode="create")
-        except AlreadyExistsError:
+        if not self.put_new(self._segment_key(self.next_seq), msgspec.json.encode(segment)):
             raise JobError(f"{self.url}: another snakebatch run is writing this job (it wrote ledger segment "
-                           f"{self.next_seq} first); this run stops. Resume once that run has ended") from None
+                           f"{self.next_seq} first); this run stops. Resume once that run has ended")
         self.next_seq += 1
 
     def segments(self) -> list[Segment]:
@@ -533,4 +596,4 @@ class ObjectJob:
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
-            raise OSError(f"{self.url}: {err}") from None
+            raise OSError(store_error(err)) from None
