@@ -303,7 +303,7 @@ def test_which_storage_options_are_secret(name, secret):
 
 @pytest.mark.slow
 def test_dask_workers_with_separate_scratch_folders_fill_the_bucket(s3, corpus, baseline, tmp_path):
-    """A local Dask cluster whose two workers each have their own scratch and working folder
+    """A local Dask cluster whose four workers each have their own scratch and working folder
     (TMPDIR, --local-directory), none shared with the coordinator or each other: the parts go
     through the bucket only, and the rows are the local pool's."""
     pytest.importorskip("distributed")
@@ -313,7 +313,7 @@ def test_dask_workers_with_separate_scratch_folders_fill_the_bucket(s3, corpus, 
 
     endpoint, client = s3
     environ = s3_env(endpoint)
-    scratch = {name: tmp_path / f"scratch-{name}" for name in ("a", "b")}
+    scratch = {name: tmp_path / f"scratch-{name}" for name in ("a", "b", "c", "d")}
     workers = {}
     for name, folder in scratch.items():
         folder.mkdir()
@@ -335,6 +335,6 @@ def test_dask_workers_with_separate_scratch_folders_fill_the_bucket(s3, corpus, 
     assert_same_output(snapshot(download_tables(client, "dask-scratch", tmp_path / "dl")), baseline)
     stats = json.loads(client.get_object(Bucket=BUCKET, Key="dask-scratch/_snakebatch/stats.json")["Body"].read())
     ran = {batch["worker_pid"] for batch in stats["batches"] if batch["files"]}
-    assert ran and ran <= pids, (ran, pids)  # every batch of files ran in a worker, none in the CLI
+    assert len(ran) > 1 and ran <= pids, (ran, pids)  # batches ran in the workers, none in the CLI
     for folder in scratch.values():  # each worker cleaned its own scratch: no part left behind
         assert not list(folder.glob("snakebatch-part-*"))
