@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, ".."))  # the test helpers import snakebatch from this checkout
 
 from helpers import S3_BUCKET, cli_command, s3_env, start_moto  # noqa: E402
 from resume_helpers import copy_stdlib  # noqa: E402
