@@ -205,7 +205,8 @@ def _resume_as_printed(stderr: str, environ: dict, logdir: Path) -> Run:
     return Run(words[1:], environ, logdir)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+                         ids=["SIGINT", "SIGTERM"])
 def test_signal_to_the_group_stops_with_130_and_resumes(signum, corpus, baseline, tmp_path):
     out = tmp_path / "out"
     environ = env(sleep=SLEEP_PER_FILE)

@@ -186,6 +186,7 @@ def _status(url: str, *args, environ: dict, codes=(0,)) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # damage and repair on the bucket are in test_s3_generations
 def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
     """status s3://...: the counts of the ledger segments, the parts a listing reader sees, and
     parts not as committed: missing and size always, checksum only with --verify, unlisted."""
@@ -239,6 +240,7 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
     assert local.returncode == 2 and "only for an OUT in object storage" in local.stderr
 
 
+@pytest.mark.slow  # two killed runs; status of a bucket is in the default run
 def test_status_calls_an_open_run_running_and_a_killed_one_resumable(s3, corpus, baseline, tmp_path):
     endpoint, client = s3
     prefix = "running"

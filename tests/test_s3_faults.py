@@ -157,7 +157,7 @@ def test_a_committed_batch_costs_eight_requests(s3, proxy, corpus, baseline, tmp
     print(f"{batches} batches, {len(proxy.log)} requests: {dict(per_kind)}")
 
 
-@pytest.mark.parametrize("kind", ["slowdown", "denied"])
+@pytest.mark.parametrize("kind", [pytest.param("slowdown", marks=pytest.mark.slow), "denied"])
 def test_a_store_that_refuses_every_put_stops_the_job_resumable(kind, s3, proxy, corpus, baseline, tmp_path):
     """After some batches committed every PUT gets 503 SlowDown (retried, max_retries=2) or 403
     (not retried): exit 1 with the resume command, no traceback; the bucket holds parts of
@@ -193,7 +193,7 @@ def test_a_store_that_refuses_every_put_stops_the_job_resumable(kind, s3, proxy,
     assert not [k for k in keys(client, prefix) if "/staging/" in k]
 
 
-@pytest.mark.parametrize("kind", ["denied", "signature"])
+@pytest.mark.parametrize("kind", ["denied", pytest.param("signature", marks=pytest.mark.slow)])
 def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_path):
     """Every request answered 403 (InvalidAccessKeyId, SignatureDoesNotMatch): exit 2 naming the
     credentials and the store's code, before any work: nothing put, no OUT (and no local folder

@@ -179,7 +179,7 @@ def test_recovery_puts_a_missing_pointer_and_deletes_an_orphan_generation(s3, co
 
 # (wait for, then sleep): the first object of the generation (writing its parts), later in it,
 # and its pointer (committed, before the previous generation is deleted).
-MOMENTS = [("generations", 0.0), ("current", 0.0),
+MOMENTS = [("generations", 0.0), pytest.param("current", 0.0, marks=pytest.mark.slow),
            pytest.param("generations", 0.05, marks=pytest.mark.slow),
            pytest.param("generations", 0.15, marks=pytest.mark.slow),
            pytest.param("ledger-compact", 0.0, marks=pytest.mark.slow),

@@ -126,7 +126,7 @@ def _reached(client, prefix: str, event: str) -> bool:
 
 @pytest.mark.parametrize("event, delay, then", [
     ("staging", 0.0, "--refresh"),  # while the changed files are parsed
-    ("generations/0000000002", 0.0, "--resume"),  # the new generation is being written
+    pytest.param("generations/0000000002", 0.0, "--resume", marks=pytest.mark.slow),  # the new generation
     pytest.param("staging", 0.3, "--refresh", marks=pytest.mark.slow),
     pytest.param("ledger-refresh", 0.0, "--refresh", marks=pytest.mark.slow),  # committed, no pointer yet
     pytest.param("current/0000000002.json", 0.0, "--resume", marks=pytest.mark.slow),
@@ -181,6 +181,7 @@ def test_a_reader_through_open_dataset_sees_the_old_or_the_new_snapshot_never_a_
     assert reads["old"] >= 1, reads
 
 
+@pytest.mark.slow  # three refreshes; a refresh's parts are checked in the default run
 def test_unchanged_parts_are_referenced_where_they_are_and_old_generations_kept_while_referenced(s3, tmp_path):
     """An uncompacted job, one file edited: the refresh's generation lists the batch parts
     without a change as they are, and rewrites only the batch that held the file; a compaction
@@ -212,6 +213,7 @@ def test_unchanged_parts_are_referenced_where_they_are_and_old_generations_kept_
     assert_same_output(dataset_snapshot(url, endpoint), snapshot(fresh))
 
 
+@pytest.mark.slow  # a damage case; damage on the bucket is in the default run
 def test_a_lost_part_of_a_refreshed_snapshot_is_refused_with_advice(s3, job):
     """A refreshed snapshot cannot be rebuilt from the batch parts: a run refuses it (exit 2)
     and names --fresh, rather than read the stale batch parts."""

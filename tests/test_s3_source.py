@@ -195,6 +195,7 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # kill and resume on a bucket OUT are in the default run
 def test_sigkill_then_resume_gives_the_same_rows(s3, corpus, tmp_path):
     """SIGKILL the run (coordinator and workers) once some batches are committed; --resume
     finishes it: the rows of an uninterrupted run of the folder (but mtime_ns), each file once,

@@ -216,6 +216,7 @@ def _rows_by_key(out: Path) -> dict:
     return rows
 
 
+@pytest.mark.slow  # the resume key (source, path) is in test_batching; kill tests of one source are in the default run
 def test_sigkill_of_a_job_of_several_sources_then_resume(tmp_path):
     """Two sources with the same relative paths: killed (whole process group) right after a
     ledger line and again during the resume, each (source, path) ends with exactly one row,
