@@ -128,6 +128,36 @@ def test_sigkill_then_resume_gives_the_same_rows(segments, s3, corpus, baseline,
     assert not [k for k in keys(client, prefix) if "/staging/" in k]
 
 
+def test_a_reader_polling_the_bucket_during_a_run_never_sees_a_torn_part_or_a_row_twice(s3, corpus, baseline,
+                                                                                       tmp_path):
+    """A listing reader of PREFIX/files and PREFIX/definitions (pyarrow's S3 filesystem, as any
+    reader) while the run commits: every listing reads whole parts, each file's row once, only
+    files of the job; the rows grow to the local run's."""
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    endpoint, client = s3
+    prefix = "poll"
+    store = fs.S3FileSystem(endpoint_override=endpoint, access_key="test", secret_key="test", region="us-east-1")
+    environ = s3_env(endpoint, SNAKEBATCH_TEST_PARSE_SLEEP=str(SLEEP_PER_FILE))
+    run = Run(run_args(corpus, f"s3://{BUCKET}/{prefix}", *OPTIONS), environ, tmp_path / "logs")
+    seen = []
+    while run.proc.poll() is None:
+        try:
+            files = ds.dataset(f"{BUCKET}/{prefix}/files", filesystem=store, format="parquet").to_table()
+            definitions = ds.dataset(f"{BUCKET}/{prefix}/definitions", filesystem=store, format="parquet").to_table()
+        except FileNotFoundError:  # before the first commit the table's prefix does not exist
+            continue
+        paths = files.column("path").to_pylist()
+        assert len(paths) == len(set(paths)), "a row twice"
+        assert set(paths) <= set(baseline["files"])
+        assert set(definitions.column("path").to_pylist()) <= set(baseline["files"])
+        seen.append(len(paths))
+    assert run.proc.wait() == 0
+    assert len(seen) >= 3 and seen[0] < len(baseline["files"]), seen  # it read the job while it grew
+    assert_same_output(snapshot(download_tables(client, prefix, tmp_path / "dl")), baseline)
+
+
 def test_second_coordinator_loses_the_conditional_put_and_stops(s3, corpus, baseline, tmp_path):
     endpoint, client = s3
     prefix = "two"
