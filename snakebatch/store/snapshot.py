@@ -52,7 +52,6 @@ from ..errors import JobError
 from ..schema import TABLES, table_schema
 from .compaction import (
     MANIFEST,
-    TARGET_PART_BYTES,
     CompactedPart,
     Compactor,
     Manifest,
@@ -230,13 +229,13 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
             os.link(path, os.path.join(twin, part.name))
             parts.append(CompactedPart(part.name, list(part.batches), rows))
             continue
-        if fed and writer.bytes_in >= TARGET_PART_BYTES:
+        if fed and writer.full():
             close()
         data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values, gen.commit), schema)
         writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
         fed = True
     for batch_id in gen.new_batches:
-        if fed and writer.bytes_in >= TARGET_PART_BYTES:
+        if fed and writer.full():
             close()
         writer.add(side_part(out, table, batch_id), [batch_id])
         fed = True
