@@ -28,8 +28,9 @@ from __future__ import annotations
 import bisect
 import os
 import stat
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import pyarrow as pa
@@ -40,6 +41,8 @@ import xxhash
 from .._version import __version__
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..executors.base import Executor
+from ..executors.inprocess import InProcessExecutor
 from ..parsers import ParserRouter
 from ..paths import display_path
 from ..schema import TABLES
@@ -57,6 +60,7 @@ from ..store.snapshot import (
     read_intent,
     read_snapshot,
     side_part,
+    write_intent,
     write_snapshot,
 )
 from .discovery import DiscoveryStats, SourceFile, discover, discover_paths
@@ -70,6 +74,11 @@ from .worker import BatchOutcome, BatchTask
 # tick, so it is hashed.
 RACY_MARGIN_NS = 2_000_000_000
 HASH_CHUNK = 1 << 20
+# At most this much to parse is parsed in the coordinator's process, without a pool: starting 2
+# workers took 0.6-2 s on the shared 2-core machine; parsing 1 MB of Python takes ~0.25 s, and
+# the per-file costs of 256 small files about as much.
+IN_PROCESS_FILES = 256
+IN_PROCESS_BYTES = 1 << 20
 _FILES_COLUMNS = ["path", "content_hash", "blob_id", "parser", "parser_version", "language",
                   "n_definitions", "n_imports", "size"]
 
@@ -134,8 +143,9 @@ class RefreshSink(OutputSink):
             raise ConfigError("--refresh swaps table folders atomically (Linux renameat2 with RENAME_EXCHANGE), "
                               f"which {out} does not support; use --fresh there")
         self.generation = (self.manifest.generation if self.manifest is not None else 0) + 1
-        begin(out, Intent(generation=self.generation, previous_job=previous, redo=redo, verify_content=verify,
-                          started_at=time.time()))
+        intent = Intent(generation=self.generation, previous_job=previous, redo=redo, verify_content=verify,
+                        started_at=time.time())
+        begin(out, intent)
         atomic_write(os.path.join(state_dir(out), "job.json"), msgspec.json.encode(
             JobRecord(job=config.job, snakebatch_version=__version__, created_at=record.created_at,
                       command=record.command)))
@@ -240,8 +250,26 @@ class RefreshSink(OutputSink):
             self.deleted = [path for path in where if path not in seen]
         self.old_rows = rows
         self.signature = signature
+        self.in_process = self._parse_in_process(pending)
+        if self.in_process:
+            write_intent(out, msgspec.structs.replace(intent, in_process=True))
         self.plan_s = time.monotonic() - started
         self.new_entries: list[LedgerEntry] = []
+
+    def executor_factory(self, default: Callable[[RunConfig], Executor]) -> Callable[[RunConfig], Executor]:
+        """What runs this refresh's batches: this process when `in_process`, else `default`."""
+        return (lambda config: InProcessExecutor()) if self.in_process else default
+
+    def _parse_in_process(self, pending: Intent | None) -> bool:
+        """Whether the files to parse are few and small enough to parse in this process
+        (executors/inprocess.py) rather than start a pool: with the local executor, in the main
+        thread (where --file-timeout's SIGALRM works), unless the refresh before this one parsed
+        in process and never committed (it may have crashed on one of these files)."""
+        return (0 < len(self.to_parse) <= IN_PROCESS_FILES
+                and sum(f.size for f in self.to_parse) <= IN_PROCESS_BYTES
+                and self.config.executor == "local"
+                and threading.current_thread() is threading.main_thread()
+                and not (pending is not None and pending.in_process))
 
     def _check_kind(self, previous) -> None:
         """A folder's job refreshes from a folder, a revision's from a revision (`--rev NEW`)."""

@@ -434,9 +434,14 @@ class PartWriter:
         self.batches: list[int] = []
         self.tmp = os.path.join(self.folder, f".writing-{time.monotonic_ns()}")
 
+    @property
+    def rows_in(self) -> int:
+        """Rows added so far (written or pending)."""
+        return self.rows + self.pending_rows
+
     def full(self) -> bool:
         """Whether the part has reached a bound (TARGET_PART_BYTES of input, PART_ROWS rows)."""
-        return self.bytes_in >= TARGET_PART_BYTES or self.rows + self.pending_rows >= PART_ROWS
+        return self.bytes_in >= TARGET_PART_BYTES or self.rows_in >= PART_ROWS
 
     def add(self, path: str, batches: list) -> None:
         # A whole part at once, on this thread: a batch's part is small, and this is 2x faster

@@ -52,6 +52,7 @@ from ..errors import JobError
 from ..schema import TABLES, table_schema
 from .compaction import (
     MANIFEST,
+    PART_ROWS,
     CompactedPart,
     Compactor,
     Manifest,
@@ -86,6 +87,9 @@ class Intent(msgspec.Struct):
     redo: tuple = ()
     verify_content: bool = False
     started_at: float = 0.0
+    # Its batches are parsed in the coordinator's process (engine/refresh.py): should it never
+    # commit (a parser crashed the process, or hung), the next refresh parses in a pool.
+    in_process: bool = False
 
 
 class Generation(msgspec.Struct):
@@ -142,7 +146,12 @@ def begin(out: str, intent: Intent) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     for table in TABLES:
         os.makedirs(os.path.join(folder, table))
-    atomic_write(os.path.join(folder, INTENT), msgspec.json.encode(intent))
+    write_intent(out, intent)
+
+
+def write_intent(out: str, intent: Intent) -> None:
+    """Replace the intent of the refresh under way (begun by `begin`)."""
+    atomic_write(os.path.join(side_dir(out), INTENT), msgspec.json.encode(intent))
 
 
 def read_snapshot(out: str) -> dict | None:
@@ -209,6 +218,26 @@ def _rewrite(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Array, p
     return data
 
 
+def _pieces(data: pa.Table, table: str, batches: list, gen: Generation) -> list[tuple[pa.Table, list]]:
+    """A rewritten part's rows as parts of PART_ROWS rows when it holds more than twice that (a
+    part compacted before parts were bounded, or grown by refreshes), each with the batches whose
+    rows it holds: by `batch_id` in `files`, by path in the other tables."""
+    if data.num_rows <= 2 * PART_ROWS:
+        return [(data, batches)]
+    batch_of = None
+    if table != "files":
+        batch_of = {path: entry.batch_id for entry in gen.entries for path in entry.paths}
+    pieces = []
+    for start in range(0, data.num_rows, PART_ROWS):
+        piece = data.slice(start, PART_ROWS)
+        if batch_of is None:
+            held = set(pc.unique(piece["batch_id"]).to_pylist())
+        else:
+            held = {batch_of.get(path) for path in pc.unique(piece["path"]).to_pylist()}
+        pieces.append((piece, [b for b in batches if b in held]))
+    return pieces
+
+
 def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, affected: set, kept_batches: set,
                 gen: Generation, schema: pa.Schema, drop: pa.Array, patch_keys: pa.Array,
                 patch_values: pa.Array) -> list[CompactedPart]:
@@ -229,13 +258,17 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
             os.link(path, os.path.join(twin, part.name))
             parts.append(CompactedPart(part.name, list(part.batches), rows))
             continue
-        if fed and writer.full():
-            close()
         data = _conform(_rewrite(pq.read_table(path), table, drop, patch_keys, patch_values, gen.commit), schema)
-        writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
-        fed = True
+        size = os.path.getsize(path)
+        for piece, batches in _pieces(data, table, [b for b in part.batches if b in kept_batches], gen):
+            if fed and writer.full():
+                close()
+            writer.add_table(piece, batches, size * piece.num_rows // max(data.num_rows, 1))
+            fed = True
     for batch_id in gen.new_batches:
-        if fed and writer.full():
+        # New rows join the last rewritten part up to twice the bound: a refresh adds no part of
+        # a few rows each time.
+        if fed and writer.rows_in >= 2 * PART_ROWS:
             close()
         writer.add(side_part(out, table, batch_id), [batch_id])
         fed = True
