@@ -45,7 +45,7 @@ from ..executors.base import Executor
 from ..executors.inprocess import InProcessExecutor
 from ..parsers import ParserRouter
 from ..paths import display_path
-from ..schema import TABLES
+from ..schema import TABLES, table_schema
 from ..store.compaction import Compactor, exchange_supported
 from ..store.durable import atomic_write
 from ..store.jobfolder import JobRecord, read_record, state_dir
@@ -97,6 +97,78 @@ def router_signature(router: ParserRouter) -> list:
     return [[p.name, list(p.patterns), list(p.interpreters)] for p in router.parsers]
 
 
+class _LiveFiles:
+    """The live ledger's files as columns (Arrow arrays, one element per file, in ledger order):
+    path, size, mtime, status, the recorded [ctime_ns, inode, mode] (null where an entry has no
+    stat data), whether racily clean, and the entry index and slot that hold it."""
+
+    def __init__(self, entries: list[LedgerEntry]):
+        paths, sizes, mtimes, statuses, entry_of, slot, racy = [], [], [], [], [], [], []
+        ctimes, inodes, modes = [], [], []
+        for i, entry in enumerate(entries):
+            n = len(entry.paths)
+            paths += entry.paths
+            sizes += entry.sizes
+            mtimes += entry.mtimes
+            statuses += entry.statuses
+            entry_of += [i] * n
+            slot += range(n)
+            if entry.stats:
+                ctimes += [s[0] for s in entry.stats]
+                inodes += [s[1] for s in entry.stats]
+                modes += [s[2] for s in entry.stats]
+            else:
+                ctimes += [None] * n
+                inodes += [None] * n
+                modes += [None] * n
+            since = (entry.stat_at_ns or int(entry.run_started_at * 1e9)) - RACY_MARGIN_NS
+            racy += [m >= since for m in entry.mtimes]
+        self.path = pa.array(paths, pa.string())
+        self.size = pa.array(sizes, pa.int64())
+        self.mtime = pa.array(mtimes, pa.int64())
+        self.status = pa.array(statuses, pa.string())
+        self.ctime = pa.array(ctimes, pa.int64())
+        self.inode = pa.array(inodes, pa.uint64())
+        self.mode = pa.array(modes, pa.int64())
+        self.racy = pa.array(racy, pa.bool_())
+        self.entry, self.slot = entry_of, slot
+
+    def locate(self, paths: list[str]) -> dict[str, tuple[int, int]]:
+        """(entry index, slot) of each of `paths` that the ledger holds."""
+        at = pc.index_in(pa.array(paths, pa.string()), value_set=self.path).to_pylist()
+        return {path: (self.entry[i], self.slot[i]) for path, i in zip(paths, at) if i is not None}
+
+
+class _Walked:
+    """The files discovery yielded, kept as they came and as columns for the bulk comparison."""
+
+    def __init__(self) -> None:
+        self.files: list[SourceFile] = []
+        self.display: list[str] = []
+        self._stats: list = []  # os.stat_result, or None (a git tree's files)
+
+    def add(self, source_file: SourceFile, st) -> None:
+        self.files.append(source_file)
+        self.display.append(display_path(source_file.path))
+        self._stats.append(st)
+
+    def stat(self, k: int) -> list:
+        st = self._stats[k]
+        return [st.st_ctime_ns, st.st_ino, st.st_mode] if st is not None else []
+
+    def columns(self) -> None:
+        """Make the columns, once every file has been added."""
+        stats = self._stats
+        has = [st is not None for st in stats]
+        self.paths = pa.array(self.display, pa.string())
+        self.sizes = pa.array([f.size for f in self.files], pa.int64())
+        self.mtimes = pa.array([f.mtime_ns for f in self.files], pa.int64())
+        self.blobs = pa.array([f.blob_id for f in self.files], pa.string())
+        self.ctimes = pa.array([st.st_ctime_ns if h else None for st, h in zip(stats, has)], pa.int64())
+        self.inodes = pa.array([st.st_ino if h else None for st, h in zip(stats, has)], pa.uint64())
+        self.modes = pa.array([st.st_mode if h else None for st, h in zip(stats, has)], pa.int64())
+
+
 class RefreshSink(OutputSink):
     """Plans the refresh (under OUT's lock, after recovery), collects the batches parsed into the
     side folder, and commits the new generation once the coordinator has parsed them all."""
@@ -105,7 +177,7 @@ class RefreshSink(OutputSink):
         """`candidates`: the only paths (relative to SOURCE, as discovery spells them) that may
         have changed, as a watch's events name them; None, or a set a stat walk of those paths
         cannot judge (see `_narrow`), walks the whole tree."""
-        super().__init__(config)  # lock, recovery, the live ledger's counts
+        super().__init__(config)  # lock, recovery, the live ledger (`_take_committed`)
         self.discovery_stats = DiscoveryStats()
         self.report: dict | None = None
         self.candidates = None if candidates is None else set(candidates)
@@ -114,11 +186,16 @@ class RefreshSink(OutputSink):
         except BaseException:
             self.lock.release()
             raise
-        # The coordinator counts only this refresh's batches; `amend` tells the snapshot's totals.
-        self.committed = None
-        self.before = Tally()
 
     # -- planning ------------------------------------------------------------------------------
+
+    def _take_committed(self, entries: list[LedgerEntry]) -> None:
+        # Recovery's entries are the live ledger the plan compares (read once). Nothing is
+        # skipped by path, and the coordinator counts only this refresh's batches: `amend` tells
+        # the snapshot's totals.
+        self.live_entries = entries
+        self.committed = None
+        self.before = Tally()
 
     def _plan(self) -> None:
         config, out = self.config, self.config.output
@@ -150,8 +227,7 @@ class RefreshSink(OutputSink):
             JobRecord(job=config.job, snakebatch_version=__version__, created_at=record.created_at,
                       command=record.command)))
 
-        self.live_entries: list[LedgerEntry] = self.ledger.read()[0]
-        where = {path: (i, j) for i, entry in enumerate(self.live_entries) for j, path in enumerate(entry.paths)}
+        live = _LiveFiles(self.live_entries)
         router = ParserRouter(job.parsers)
         versions = {p.name: p.version for p in (*router.parsers, router.fallback)}
         signature = router_signature(router)
@@ -170,22 +246,21 @@ class RefreshSink(OutputSink):
         if by_diff:
             narrow = True
         else:
-            narrow = not revision and self.candidates is not None and self._narrow(where)
+            narrow = not revision and self.candidates is not None and self._narrow(live)
         self.walk = "diff" if by_diff else "paths" if narrow else "full"
         named = {display_path(path) for path in (changed_paths if by_diff else self.candidates or ())}
         needed = None
         if narrow:  # the named paths' rows, and those of their batches (their counts are redone)
-            hit = {where[path][0] for path in named if path in where}
-            needed = {path for i in hit for path in self.live_entries[i].paths}
-        rows = self._files_rows(needed)
+            hit = set(live.locate(sorted(named)).values())
+            needed = {path for i, _ in hit for path in self.live_entries[i].paths}
+        self.live_rows = self._files_rows(needed)
         self.previous = previous
 
         self.to_parse: list[SourceFile] = []
         self.kinds: dict[str, str] = {}  # display path -> added | modified | reparsed | touched
         self.updates: dict[str, tuple] = {}  # display path -> (size, mtime_ns, [ctime_ns, ino, mode])
-        self.stat_of: dict[str, list] = {}  # display path -> [ctime_ns, ino, mode] as discovered
+        self.stat_of: dict[str, list] = {}  # display path -> [ctime_ns, ino, mode], of the files to parse
         self.unchanged = self.hashed = 0
-        seen: set[str] = set()
         last: list = [None]  # the stat of the file discovery yielded last (none for a git tree)
 
         if by_diff:
@@ -196,59 +271,36 @@ class RefreshSink(OutputSink):
             files = discover_paths(job, self.candidates, skip=out, on_stat=lambda st: last.__setitem__(0, st))
         else:
             files = discover(job, skip=out, stats=self.discovery_stats, on_stat=lambda st: last.__setitem__(0, st))
+        walked = _Walked()
         for source_file in files:
-            st = last[0]
-            path = display_path(source_file.path)
-            stat = [st.st_ctime_ns, st.st_ino, st.st_mode] if st is not None else []
-            self.stat_of[path] = stat
-            found = where.get(path)
-            row = rows.get(path)
-            if found is None or row is None:
-                self._take(source_file, path, "added" if found is None else "reparsed")
-                continue
-            seen.add(path)
-            entry, j = self.live_entries[found[0]], found[1]
-            status = entry.statuses[j]
-            if (status in redo or content_changed
-                    or size_changed and (status == "too_large" or source_file.size > job.max_file_size)
-                    or row["parser"] is not None and (reroute or versions.get(row["parser"]) != row["parser_version"])):
-                self._take(source_file, path, "reparsed")
-                continue
-            if revision:  # a blob id names the content: equal ids, equal rows
-                if row["blob_id"] == source_file.blob_id:
-                    self.unchanged += 1
-                else:
-                    self._take(source_file, path, "modified")
-                continue
-            recorded = entry.stats[j] if entry.stats else None
-            same = (source_file.size == entry.sizes[j] and source_file.mtime_ns == entry.mtimes[j]
-                    and recorded is not None and list(recorded) == stat)
-            racy = entry.mtimes[j] >= (entry.stat_at_ns or int(entry.run_started_at * 1e9)) - RACY_MARGIN_NS
-            if same and not racy and not verify:
-                self.unchanged += 1
-                continue
-            if source_file.size != entry.sizes[j] or row["content_hash"] is None:
-                self._take(source_file, path, "modified")
-                continue
-            self.hashed += 1
-            try:
-                digest = content_hash(os.path.join(job.source, source_file.path))
-            except OSError:
-                digest = None
-            if digest != row["content_hash"]:
-                self._take(source_file, path, "modified")
-                continue
-            self.unchanged += 1
-            if not same or racy:
-                self.updates[path] = (source_file.size, source_file.mtime_ns, stat)
-                if source_file.mtime_ns != entry.mtimes[j]:
-                    self.kinds[path] = "touched"
+            walked.add(source_file, last[0])
+        walked.columns()
+        # Compared in bulk first: what is plainly unchanged (the stat data as recorded, not racy;
+        # or the same blob) is counted; the rest, file by file, as the module docstring says.
+        rows = self.live_rows
+        at_live = pc.index_in(walked.paths, value_set=live.path)
+        at_row = pc.index_in(walked.paths, value_set=rows["path"])
+        seen = pc.and_(at_live.is_valid(), at_row.is_valid())
+        plain = self._plainly_unchanged(walked, live, at_live, at_row, seen, redo, verify, versions, reroute,
+                                        size_changed, content_changed, revision)
+        self.unchanged += pc.sum(plain).as_py() or 0
+        suspects = pc.indices_nonzero(pc.invert(plain))
+        found = pc.take(at_live, suspects).to_pylist()
+        row_at = pc.take(at_row, suspects).to_pylist()
+        suspect_rows = rows.take(pa.array([r for r in row_at if r is not None], pa.int64())).to_pylist()
+        suspect_rows.reverse()
+        for k, i, r in zip(suspects.to_pylist(), found, row_at):
+            self._compare(walked.files[k], walked.display[k], walked.stat(k),
+                          None if i is None else (live.entry[i], live.slot[i]), None if r is None else suspect_rows.pop(),
+                          redo, verify, versions, reroute, size_changed, content_changed, revision)
         if narrow:
-            self.deleted = sorted(path for path in named if path in where and path not in seen)
-            self.unchanged += len(where) - len(named.intersection(where))  # not named: not looked at
+            located = live.locate(sorted(named))
+            seen_paths = set(pc.filter(walked.paths, seen).to_pylist())
+            self.deleted = sorted(path for path in located if path not in seen_paths)
+            self.unchanged += len(live.path) - len(located)  # not named: not looked at
         else:
-            self.deleted = [path for path in where if path not in seen]
-        self.old_rows = rows
+            self.deleted = pc.filter(live.path, pc.invert(pc.is_in(live.path, value_set=pc.filter(walked.paths, seen)))
+                                     ).to_pylist()
         self.signature = signature
         self.in_process = self._parse_in_process(pending)
         if self.in_process:
@@ -270,6 +322,81 @@ class RefreshSink(OutputSink):
                 and self.config.executor == "local"
                 and threading.current_thread() is threading.main_thread()
                 and not (pending is not None and pending.in_process))
+
+    def _plainly_unchanged(self, walked: _Walked, live: _LiveFiles, at_live: pa.Array, at_row: pa.Array,
+                           seen: pa.Array, redo: tuple, verify: bool, versions: dict, reroute: bool,
+                           size_changed: bool, content_changed: bool, revision: bool) -> pa.Array:
+        """Which walked files `_compare` would count unchanged without reading them, computed on
+        columns (a false here only sends the file to `_compare`)."""
+        if content_changed or (verify and not revision):
+            return pa.array([False] * len(walked.paths), pa.bool_())
+        rows = self.live_rows
+        status = pc.take(live.status, at_live)
+        ok = seen
+        if redo:
+            ok = pc.and_(ok, pc.invert(pc.is_in(status, value_set=pa.array(list(redo), pa.string()))))
+        if size_changed:
+            limit = self.config.job.max_file_size
+            ok = pc.and_(ok, pc.invert(pc.or_(pc.equal(status, "too_large"), pc.greater(walked.sizes, limit))))
+        parser, version = pc.take(rows["parser"], at_row), pc.take(rows["parser_version"], at_row)
+        current = pc.is_null(parser)
+        if not reroute:
+            for name, expected in versions.items():
+                current = pc.or_(current, pc.and_(pc.equal(parser, name), pc.equal(version, expected)))
+        ok = pc.and_(ok, pc.fill_null(current, False))
+        if revision:  # a blob id names the content: equal ids, equal rows
+            ok = pc.and_(ok, pc.equal(walked.blobs, pc.take(rows["blob_id"], at_row)))
+        else:
+            for mine, recorded in ((walked.sizes, live.size), (walked.mtimes, live.mtime), (walked.ctimes, live.ctime),
+                                   (walked.inodes, live.inode), (walked.modes, live.mode)):
+                ok = pc.and_(ok, pc.equal(mine, pc.take(recorded, at_live)))
+            ok = pc.and_(ok, pc.invert(pc.take(live.racy, at_live)))
+        return pc.fill_null(ok, False)
+
+    def _compare(self, source_file: SourceFile, path: str, stat: list, found: tuple | None, row: dict | None,
+                 redo: tuple, verify: bool, versions: dict, reroute: bool, size_changed: bool,
+                 content_changed: bool, revision: bool) -> None:
+        """One walked file against its ledger slot (`found`: entry index, position) and row."""
+        job = self.config.job
+        if found is None or row is None:
+            self._take(source_file, path, stat, "added" if found is None else "reparsed")
+            return
+        entry, j = self.live_entries[found[0]], found[1]
+        status = entry.statuses[j]
+        if (status in redo or content_changed
+                or size_changed and (status == "too_large" or source_file.size > job.max_file_size)
+                or row["parser"] is not None and (reroute or versions.get(row["parser"]) != row["parser_version"])):
+            self._take(source_file, path, stat, "reparsed")
+            return
+        if revision:  # a blob id names the content: equal ids, equal rows
+            if row["blob_id"] == source_file.blob_id:
+                self.unchanged += 1
+            else:
+                self._take(source_file, path, stat, "modified")
+            return
+        recorded = entry.stats[j] if entry.stats else None
+        same = (source_file.size == entry.sizes[j] and source_file.mtime_ns == entry.mtimes[j]
+                and recorded is not None and list(recorded) == stat)
+        racy = entry.mtimes[j] >= (entry.stat_at_ns or int(entry.run_started_at * 1e9)) - RACY_MARGIN_NS
+        if same and not racy and not verify:
+            self.unchanged += 1
+            return
+        if source_file.size != entry.sizes[j] or row["content_hash"] is None:
+            self._take(source_file, path, stat, "modified")
+            return
+        self.hashed += 1
+        try:
+            digest = content_hash(os.path.join(job.source, source_file.path))
+        except OSError:
+            digest = None
+        if digest != row["content_hash"]:
+            self._take(source_file, path, stat, "modified")
+            return
+        self.unchanged += 1
+        if not same or racy:
+            self.updates[path] = (source_file.size, source_file.mtime_ns, stat)
+            if source_file.mtime_ns != entry.mtimes[j]:
+                self.kinds[path] = "touched"
 
     def _check_kind(self, previous) -> None:
         """A folder's job refreshes from a folder, a revision's from a revision (`--rev NEW`)."""
@@ -295,13 +422,13 @@ class RefreshSink(OutputSink):
                 return False
         return True
 
-    def _narrow(self, where: dict) -> bool:
+    def _narrow(self, live: _LiveFiles) -> bool:
         """Whether looking at the candidates alone finds every change: not when one is (or was) a
         folder, whose files an event may not name (a folder moved in or out names only itself),
         or a `.gitignore`, or when links are followed (their targets send no events)."""
         if self.config.job.follow_symlinks:
             return False
-        live = None
+        paths = None
         for path in self.candidates:
             if path.rsplit("/", 1)[-1] == ".gitignore":
                 return False
@@ -310,35 +437,40 @@ class RefreshSink(OutputSink):
                     return False
             except OSError:
                 pass
-            if live is None:
-                live = sorted(where)
+            if paths is None:
+                paths = sorted(live.path.to_pylist())
             prefix = display_path(path) + "/"
-            index = bisect.bisect_left(live, prefix)
-            if index < len(live) and live[index].startswith(prefix):
+            index = bisect.bisect_left(paths, prefix)
+            if index < len(paths) and paths[index].startswith(prefix):
                 return False  # a folder that held rows is gone (or is a file now)
         return True
 
-    def _take(self, source_file: SourceFile, path: str, kind: str) -> None:
+    def _take(self, source_file: SourceFile, path: str, stat: list, kind: str) -> None:
         self.to_parse.append(source_file)
         self.kinds[path] = kind
+        self.stat_of[path] = stat
 
-    def _files_rows(self, needed: set | None = None) -> dict[str, dict]:
-        """The live `files` rows' columns a refresh compares, by path (a columnar read); only
-        those of the `needed` paths when given (a watch's round: dicts for 100k rows take ~1 s)."""
-        rows: dict[str, dict] = {}
+    def _files_rows(self, needed: set | None = None) -> pa.Table:
+        """The live `files` rows' columns a refresh compares (a columnar read; Python dicts for
+        100k rows took ~1 s and ~100 MB); only those of the `needed` paths when given."""
         batch_ids = [entry.batch_id for entry in self.live_entries]
         folder = os.path.join(self.config.output, "files")
         wanted = None if needed is None else pa.array(sorted(needed), type=pa.string())
+        tables = []
         for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
             table = pq.read_table(os.path.join(folder, part.name), columns=_FILES_COLUMNS)
             if wanted is not None:
                 table = table.filter(pc.is_in(table["path"], value_set=wanted))
-            columns = table.to_pydict()
-            names = list(columns)
-            for values in zip(*columns.values()):
-                row = dict(zip(names, values))
-                rows[row["path"]] = row
-        return rows
+            tables.append(table.select(_FILES_COLUMNS))
+        if not tables:
+            return table_schema("files", False).empty_table().select(_FILES_COLUMNS)
+        return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+    def _old_rows(self, paths: set) -> dict[str, dict]:
+        """The live `files` rows of `paths`, by path."""
+        rows = self.live_rows
+        picked = rows.filter(pc.is_in(rows["path"], value_set=pa.array(sorted(paths), pa.string())))
+        return {row["path"]: row for row in picked.to_pylist()}
 
     # -- parsing into the side folder ----------------------------------------------------------
 
@@ -401,8 +533,13 @@ class RefreshSink(OutputSink):
         drop = {path for path, kind in self.kinds.items() if kind != "touched" and kind != "added"}
         drop |= set(self.deleted)
         patch = {path: self.updates[path][1] for path, kind in self.kinds.items() if kind == "touched"}
+        touched_entries = {path for entry in self.live_entries
+                           if not (drop.isdisjoint(entry.paths) and self.updates.keys().isdisjoint(entry.paths))
+                           for path in entry.paths}
+        self.old_rows = self._old_rows(touched_entries | self.kinds.keys() | set(self.deleted))
         entries = self._trimmed(drop) + self.new_entries
         self.final_entries = entries
+        self.snapshot_tally: Tally | None = None
         counts = dict.fromkeys(CHANGE_KINDS, 0)
         for kind in self.kinds.values():
             counts[kind] += 1
@@ -440,11 +577,12 @@ class RefreshSink(OutputSink):
         return
 
     def _snapshot(self) -> Tally:
-        """The counts of the new snapshot: every entry of its ledger."""
-        snapshot = Tally()
-        for entry in self.final_entries:
-            snapshot.add(entry)
-        return snapshot
+        """The counts of the new snapshot: every entry of its ledger (counted once)."""
+        if self.snapshot_tally is None:
+            self.snapshot_tally = Tally()
+            for entry in self.final_entries:
+                self.snapshot_tally.add(entry)
+        return self.snapshot_tally
 
     def amend(self, summary):
         if self.report is None or summary.state != "complete":
