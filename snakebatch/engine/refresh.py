@@ -21,6 +21,11 @@ and every path with a row that discovery no longer yields is deleted. Given cand
 watch's events), only those are stat'ed and compared (`walk: "paths"`), unless they cannot tell
 every change (a folder, a `.gitignore`): then the whole tree is walked (`walk: "full"`). Run-only options (-j,
 --memory-budget, --batch-bytes, --file-timeout, --retries, progress, compaction) change nothing.
+
+The walk is compared with the ledger in bulk (Arrow columns of both, `pyarrow.compute`): what is
+plainly unchanged is counted there, and only the rest is compared file by file; the `files` rows
+stay columns, turned into dicts only for the paths a commit rewrites. A few small files to parse
+are parsed in this process (`executors/inprocess.py`, `in_process`), without starting a pool.
 """
 
 from __future__ import annotations

@@ -8,13 +8,14 @@ encoded by store/ledger.py, the manifest and the folder exchange are store/compa
 
 Protocol (the live snapshot has manifest generation g-1, or none; the new one is g):
 
-    0. refresh/intent.json := {generation g, the options the live rows were made with, ...}
+    0. refresh/intent.json := {generation g, the options the live rows were made with, ...};
+       again with in_process once the plan chose to parse in the coordinator
     1. each parsed batch: staging -> refresh/<table>/part-<batch>.parquet (no ledger line)
     2. per table, twin compacting/<table>/: every live part without an affected path hard-linked
        as it is; parts with affected paths rewritten without those rows (and `files` rows of
        touched files with their new mtime; after a refresh to another revision, every `files`
-       part, with the new `commit`), plus the new batches' rows, into part-c<g>-<k>;
-       fsynced
+       part, with the new `commit`), plus the new batches' rows, into part-c<g>-<k> of
+       PART_ROWS rows (up to twice that with the new rows; a longer part is cut); fsynced
     3. ledger.g<g>.jsonl: the new generation's whole ledger (live entries trimmed of affected
        paths and with fresh stat data, then the new batches), fsynced;
        changes/.<g>.parquet.pending: the change feed
