@@ -127,7 +127,7 @@ class _LiveFiles:
                 inodes += [None] * n
                 modes += [None] * n
             since = (entry.stat_at_ns or int(entry.run_started_at * 1e9)) - RACY_MARGIN_NS
-            racy += [m >= since for m in entry.mtimes]
+            racy += [m is not None and m >= since for m in entry.mtimes]  # a revision has no mtimes
         self.path = pa.array(paths, pa.string())
         self.size = pa.array(sizes, pa.int64())
         self.mtime = pa.array(mtimes, pa.int64())
