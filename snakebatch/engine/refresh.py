@@ -347,7 +347,8 @@ class RefreshSink(OutputSink):
         current = pc.is_null(parser)
         if not reroute:
             for name, expected in versions.items():
-                current = pc.or_(current, pc.and_(pc.equal(parser, name), pc.equal(version, expected)))
+                if expected is not None:  # (else file by file)
+                    current = pc.or_(current, pc.and_(pc.equal(parser, name), pc.equal(version, expected)))
         ok = pc.and_(ok, pc.fill_null(current, False))
         if revision:  # a blob id names the content: equal ids, equal rows
             ok = pc.and_(ok, pc.equal(walked.blobs, pc.take(rows["blob_id"], at_row)))
