@@ -84,6 +84,10 @@ HASH_CHUNK = 1 << 20
 # the per-file costs of 256 small files about as much.
 IN_PROCESS_FILES = 256
 IN_PROCESS_BYTES = 1 << 20
+# The `files` columns a refresh reads: of every row to plan (plus blob_id for a revision), and all
+# of them only from the parts that hold the rows it looks at closer (the hashes' columns of 100k
+# rows took ~40 MB to decode).
+_PLAN_COLUMNS = ["path", "parser", "parser_version"]
 _FILES_COLUMNS = ["path", "content_hash", "blob_id", "parser", "parser_version", "language",
                   "n_definitions", "n_imports", "size"]
 
@@ -145,33 +149,35 @@ class _LiveFiles:
 
 
 class _Walked:
-    """The files discovery yielded, kept as they came and as columns for the bulk comparison."""
+    """The files discovery yielded, kept as they came and as columns for the bulk comparison
+    (their stat data as three ints each: a stat_result per file held ~50 MB for 100k files)."""
 
     def __init__(self) -> None:
         self.files: list[SourceFile] = []
         self.display: list[str] = []
-        self._stats: list = []  # os.stat_result, or None (a git tree's files)
+        self._ctimes: list = []  # None: a git tree's files have no stat data
+        self._inodes: list = []
+        self._modes: list = []
 
     def add(self, source_file: SourceFile, st) -> None:
         self.files.append(source_file)
         self.display.append(display_path(source_file.path))
-        self._stats.append(st)
+        self._ctimes.append(st.st_ctime_ns if st is not None else None)
+        self._inodes.append(st.st_ino if st is not None else None)
+        self._modes.append(st.st_mode if st is not None else None)
 
     def stat(self, k: int) -> list:
-        st = self._stats[k]
-        return [st.st_ctime_ns, st.st_ino, st.st_mode] if st is not None else []
+        return [self._ctimes[k], self._inodes[k], self._modes[k]] if self._ctimes[k] is not None else []
 
     def columns(self) -> None:
         """Make the columns, once every file has been added."""
-        stats = self._stats
-        has = [st is not None for st in stats]
         self.paths = pa.array(self.display, pa.string())
         self.sizes = pa.array([f.size for f in self.files], pa.int64())
         self.mtimes = pa.array([f.mtime_ns for f in self.files], pa.int64())
         self.blobs = pa.array([f.blob_id for f in self.files], pa.string())
-        self.ctimes = pa.array([st.st_ctime_ns if h else None for st, h in zip(stats, has)], pa.int64())
-        self.inodes = pa.array([st.st_ino if h else None for st, h in zip(stats, has)], pa.uint64())
-        self.modes = pa.array([st.st_mode if h else None for st, h in zip(stats, has)], pa.int64())
+        self.ctimes = pa.array(self._ctimes, pa.int64())
+        self.inodes = pa.array(self._inodes, pa.uint64())
+        self.modes = pa.array(self._modes, pa.int64())
 
 
 class RefreshSink(OutputSink):
@@ -232,7 +238,7 @@ class RefreshSink(OutputSink):
             JobRecord(job=config.job, snakebatch_version=__version__, created_at=record.created_at,
                       command=record.command)))
 
-        live = _LiveFiles(self.live_entries)
+        live = self.live = _LiveFiles(self.live_entries)
         router = ParserRouter(job.parsers)
         versions = {p.name: p.version for p in (*router.parsers, router.fallback)}
         signature = router_signature(router)
@@ -258,7 +264,7 @@ class RefreshSink(OutputSink):
         if narrow:  # the named paths' rows, and those of their batches (their counts are redone)
             hit = set(live.locate(sorted(named)).values())
             needed = {path for i, _ in hit for path in self.live_entries[i].paths}
-        self.live_rows = self._files_rows(needed)
+        self.live_rows = self._files_rows(_PLAN_COLUMNS + ["blob_id"] * revision, needed)
         self.previous = previous
 
         self.to_parse: list[SourceFile] = []
@@ -292,11 +298,13 @@ class RefreshSink(OutputSink):
         suspects = pc.indices_nonzero(pc.invert(plain))
         found = pc.take(at_live, suspects).to_pylist()
         row_at = pc.take(at_row, suspects).to_pylist()
-        suspect_rows = rows.take(pa.array([r for r in row_at if r is not None], pa.int64())).to_pylist()
-        suspect_rows.reverse()
-        for k, i, r in zip(suspects.to_pylist(), found, row_at):
+        indices = suspects.to_pylist()
+        looked_at = self._rows_for({walked.display[k] for k, r in zip(indices, row_at) if r is not None})
+        suspect_rows = {row["path"]: row for row in looked_at.to_pylist()}
+        for k, i, r in zip(indices, found, row_at):
             self._compare(walked.files[k], walked.display[k], walked.stat(k),
-                          None if i is None else (live.entry[i], live.slot[i]), None if r is None else suspect_rows.pop(),
+                          None if i is None else (live.entry[i], live.slot[i]),
+                          None if r is None else suspect_rows[walked.display[k]],
                           redo, verify, versions, reroute, size_changed, content_changed, revision)
         if narrow:
             located = live.locate(sorted(named))
@@ -456,27 +464,55 @@ class RefreshSink(OutputSink):
         self.kinds[path] = kind
         self.stat_of[path] = stat
 
-    def _files_rows(self, needed: set | None = None) -> pa.Table:
-        """The live `files` rows' columns a refresh compares (a columnar read; Python dicts for
-        100k rows took ~1 s and ~100 MB); only those of the `needed` paths when given."""
+    def _files_rows(self, columns: list[str], needed: set | None = None, batches: set | None = None) -> pa.Table:
+        """`columns` of the live `files` rows (a columnar read); only those of the `needed` paths
+        when given, read from the parts that hold `batches` when given."""
         batch_ids = [entry.batch_id for entry in self.live_entries]
         folder = os.path.join(self.config.output, "files")
         wanted = None if needed is None else pa.array(sorted(needed), type=pa.string())
         tables = []
         for part in Compactor(self.config.output).live_parts(self.manifest, batch_ids, "files"):
-            table = pq.read_table(os.path.join(folder, part.name), columns=_FILES_COLUMNS)
+            if batches is not None and batches.isdisjoint(part.batches):
+                continue
+            table = pq.read_table(os.path.join(folder, part.name), columns=columns)
             if wanted is not None:
                 table = table.filter(pc.is_in(table["path"], value_set=wanted))
-            tables.append(table.select(_FILES_COLUMNS))
+            tables.append(table.select(columns))
         if not tables:
-            return table_schema("files", False).empty_table().select(_FILES_COLUMNS)
+            return table_schema("files", False).empty_table().select(columns)
         return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
-    def _old_rows(self, paths: set) -> dict[str, dict]:
-        """The live `files` rows of `paths`, by path."""
-        rows = self.live_rows
-        picked = rows.filter(pc.is_in(rows["path"], value_set=pa.array(sorted(paths), pa.string())))
-        return {row["path"]: row for row in picked.to_pylist()}
+    def _rows_for(self, paths: set) -> pa.Table:
+        """Every column a refresh uses of the live `files` rows of `paths` (from their parts only)."""
+        if not paths:
+            return table_schema("files", False).empty_table().select(_FILES_COLUMNS)
+        located = self.live.locate(sorted(paths))
+        batches = {self.live_entries[i].batch_id for i, _ in located.values()}
+        return self._files_rows(_FILES_COLUMNS, paths, batches)
+
+    def _old_blobs(self, paths: set) -> dict[str, str | None]:
+        """The live `files` rows' blob_id of `paths`, by path (paths without a row left out)."""
+        picked = self._rows_for(set(paths))
+        return dict(zip(picked["path"].to_pylist(), picked["blob_id"].to_pylist()))
+
+    def _row_counts(self, owner: list[int], paths: list[str]) -> tuple[dict, dict]:
+        """Per owner (an index), what the live `files` rows of its `paths` add up to, as a ledger
+        entry counts them: ({owner: (definitions, imports, bytes read)}, {owner: {language: files}});
+        grouped on columns, not row by row (100k dicts took ~1 s at 100% changed)."""
+        rows = self._rows_for(set(paths))
+        picked = rows.take(pc.index_in(pa.array(paths, pa.string()), value_set=rows["path"]))
+        read = pc.if_else(pc.is_valid(picked["content_hash"]), picked["size"], 0)
+        table = pa.table({"owner": pa.array(owner, pa.int64()), "language": picked["language"],
+                          "defs": picked["n_definitions"], "imports": picked["n_imports"], "read": read})
+        sums = table.group_by("owner").aggregate([("defs", "sum"), ("imports", "sum"), ("read", "sum")]).to_pydict()
+        counts = {k: (d or 0, i or 0, r or 0)
+                  for k, d, i, r in zip(sums["owner"], sums["defs_sum"], sums["imports_sum"], sums["read_sum"])}
+        named = table.filter(pc.fill_null(pc.not_equal(table["language"], ""), False))
+        by_language = named.group_by(["owner", "language"], use_threads=False).aggregate([([], "count_all")])
+        languages: dict[int, dict] = {}
+        for k, language, n in zip(*by_language.select(["owner", "language", "count_all"]).to_pydict().values()):
+            languages.setdefault(k, {})[language] = n
+        return counts, languages
 
     # -- parsing into the side folder ----------------------------------------------------------
 
@@ -497,41 +533,40 @@ class RefreshSink(OutputSink):
 
     def _trimmed(self, drop: set) -> list[LedgerEntry]:
         """The live entries without the dropped paths and with fresh stat data."""
-        kept = []
+        kept: list = []
+        changed = {}  # position in `kept` -> the kept slots of an entry that changed
         for entry in self.live_entries:
             index = [j for j, path in enumerate(entry.paths) if path not in drop]
-            updated = [j for j in index if entry.paths[j] in self.updates]
+            updated = any(entry.paths[j] in self.updates for j in index)
             if len(index) == len(entry.paths) and not updated:
                 kept.append(entry)
-                continue
-            if not index:
-                continue
+            elif index:
+                changed[len(kept)] = index
+                kept.append(entry)
+        owner = [k for k, index in changed.items() for _ in index]
+        counts, languages = self._row_counts(owner, [kept[k].paths[j] for k, index in changed.items() for j in index])
+        for k, index in changed.items():
+            entry = kept[k]
             paths = [entry.paths[j] for j in index]
             sizes = [entry.sizes[j] for j in index]
             mtimes = [entry.mtimes[j] for j in index]
             stats = [entry.stats[j] if entry.stats else None for j in index]
-            for k, path in enumerate(paths):
+            updated = False
+            for n, path in enumerate(paths):
                 if path in self.updates:
-                    sizes[k], mtimes[k], stats[k] = self.updates[path]
+                    sizes[n], mtimes[n], stats[n] = self.updates[path]
+                    updated = True
             if any(s is None for s in stats):
                 stats = []  # an old entry without stat data stays without: its files are hashed
-            languages: dict[str, int] = {}
-            rows = {"files": len(paths), "definitions": 0, "imports": 0}
-            read = 0
-            for path in paths:
-                row = self.old_rows.get(path) or {}
-                if row.get("language"):
-                    languages[row["language"]] = languages.get(row["language"], 0) + 1
-                rows["definitions"] += row.get("n_definitions") or 0
-                rows["imports"] += row.get("n_imports") or 0
-                if row.get("content_hash") is not None:
-                    read += row.get("size") or 0
-            kept.append(msgspec.structs.replace(
+            definitions, imports, read = counts.get(k, (0, 0, 0))
+            kept[k] = msgspec.structs.replace(
                 entry, paths=paths, sizes=sizes, mtimes=mtimes, stats=stats,
-                statuses=[entry.statuses[j] for j in index], rows=rows, bytes=read,
-                parse_s=round(entry.parse_s * len(index) / len(entry.paths), 4), language_counts=languages,
+                statuses=[entry.statuses[j] for j in index],
+                rows={"files": len(paths), "definitions": definitions, "imports": imports}, bytes=read,
+                parse_s=round(entry.parse_s * len(index) / len(entry.paths), 4),
+                language_counts=languages.get(k, {}),
                 stat_at_ns=self.started_ns if updated else entry.stat_at_ns,
-            ))
+            )
         return kept
 
     def finish(self, should_stop) -> None:
@@ -539,10 +574,6 @@ class RefreshSink(OutputSink):
         drop = {path for path, kind in self.kinds.items() if kind != "touched" and kind != "added"}
         drop |= set(self.deleted)
         patch = {path: self.updates[path][1] for path, kind in self.kinds.items() if kind == "touched"}
-        touched_entries = {path for entry in self.live_entries
-                           if not (drop.isdisjoint(entry.paths) and self.updates.keys().isdisjoint(entry.paths))
-                           for path in entry.paths}
-        self.old_rows = self._old_rows(touched_entries | self.kinds.keys() | set(self.deleted))
         entries = self._trimmed(drop) + self.new_entries
         self.final_entries = entries
         self.snapshot_tally: Tally | None = None
@@ -569,10 +600,11 @@ class RefreshSink(OutputSink):
             part = pq.read_table(side_part(out, "files", entry.batch_id), columns=["path", "blob_id"]).to_pydict()
             new_blob.update(zip(part["path"], part["blob_id"]))
         changes = []
+        old_blobs = self._old_blobs(self.kinds.keys() | set(self.deleted))
         for path, kind in self.kinds.items():
-            old = self.old_rows.get(path, {}).get("blob_id") if kind != "added" else None
+            old = old_blobs.get(path) if kind != "added" else None
             changes.append((path, kind, old, new_blob.get(path, old if kind == "touched" else None)))
-        changes += [(path, "deleted", self.old_rows.get(path, {}).get("blob_id"), None) for path in self.deleted]
+        changes += [(path, "deleted", old_blobs.get(path), None) for path in self.deleted]
         changes.sort()
         self.report["generation"] = self.generation
         gen = Generation(generation=self.generation, entries=entries,
