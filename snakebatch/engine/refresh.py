@@ -88,6 +88,9 @@ IN_PROCESS_BYTES = 1 << 20
 # of them only from the parts that hold the rows it looks at closer (the hashes' columns of 100k
 # rows took ~40 MB to decode).
 _PLAN_COLUMNS = ["path", "parser", "parser_version"]
+WALK_CHUNK = 16384
+_WALKED_TYPES = {"paths": pa.string(), "sizes": pa.int64(), "mtimes": pa.int64(), "blobs": pa.string(),
+                 "ctimes": pa.int64(), "inodes": pa.uint64(), "modes": pa.int64()}
 _FILES_COLUMNS = ["path", "content_hash", "blob_id", "parser", "parser_version", "language",
                   "n_definitions", "n_imports", "size"]
 
@@ -149,35 +152,53 @@ class _LiveFiles:
 
 
 class _Walked:
-    """The files discovery yielded, kept as they came and as columns for the bulk comparison
-    (their stat data as three ints each: a stat_result per file held ~50 MB for 100k files)."""
+    """The files discovery yielded, as columns for the bulk comparison: Python objects only for
+    the last WALK_CHUNK files (a SourceFile and a stat_result per file held ~60 MB for 100k)."""
 
     def __init__(self) -> None:
-        self.files: list[SourceFile] = []
-        self.display: list[str] = []
-        self._ctimes: list = []  # None: a git tree's files have no stat data
-        self._inodes: list = []
-        self._modes: list = []
+        self._chunks: dict[str, list[pa.Array]] = {name: [] for name in _WALKED_TYPES}
+        self._raw: dict[int, str] = {}  # index -> the path discovery gave, where not its display path
+        self._reset()
+        self.count = 0
+
+    def _reset(self) -> None:
+        self._pending: dict[str, list] = {name: [] for name in _WALKED_TYPES}
 
     def add(self, source_file: SourceFile, st) -> None:
-        self.files.append(source_file)
-        self.display.append(display_path(source_file.path))
-        self._ctimes.append(st.st_ctime_ns if st is not None else None)
-        self._inodes.append(st.st_ino if st is not None else None)
-        self._modes.append(st.st_mode if st is not None else None)
+        pending = self._pending
+        display = display_path(source_file.path)
+        if display != source_file.path:
+            self._raw[self.count] = source_file.path
+        pending["paths"].append(display)
+        pending["sizes"].append(source_file.size)
+        pending["mtimes"].append(source_file.mtime_ns)
+        pending["blobs"].append(source_file.blob_id)
+        pending["ctimes"].append(st.st_ctime_ns if st is not None else None)  # None: a git tree's file
+        pending["inodes"].append(st.st_ino if st is not None else None)
+        pending["modes"].append(st.st_mode if st is not None else None)
+        self.count += 1
+        if len(pending["paths"]) == WALK_CHUNK:
+            self._flush()
 
-    def stat(self, k: int) -> list:
-        return [self._ctimes[k], self._inodes[k], self._modes[k]] if self._ctimes[k] is not None else []
+    def _flush(self) -> None:
+        for name, values in self._pending.items():
+            self._chunks[name].append(pa.array(values, _WALKED_TYPES[name]))
+        self._reset()
 
     def columns(self) -> None:
-        """Make the columns, once every file has been added."""
-        self.paths = pa.array(self.display, pa.string())
-        self.sizes = pa.array([f.size for f in self.files], pa.int64())
-        self.mtimes = pa.array([f.mtime_ns for f in self.files], pa.int64())
-        self.blobs = pa.array([f.blob_id for f in self.files], pa.string())
-        self.ctimes = pa.array(self._ctimes, pa.int64())
-        self.inodes = pa.array(self._inodes, pa.uint64())
-        self.modes = pa.array(self._modes, pa.int64())
+        """Make the columns (`paths`, `sizes`, ...), once every file has been added."""
+        self._flush()
+        for name, chunks in self._chunks.items():
+            setattr(self, name, pa.chunked_array(chunks, _WALKED_TYPES[name]).combine_chunks())
+        self._chunks = {}
+
+    def files(self, indices: pa.Array) -> list[tuple[SourceFile, str, list]]:
+        """The files at `indices` as discovery gave them, each with its display path and its
+        [ctime_ns, inode, mode] (empty for a git tree's file)."""
+        columns = [pc.take(getattr(self, name), indices).to_pylist() for name in _WALKED_TYPES]
+        return [(SourceFile(self._raw.get(k, path), size, mtime, blob), path,
+                 [ctime, inode, mode] if ctime is not None else [])
+                for k, path, size, mtime, blob, ctime, inode, mode in zip(indices.to_pylist(), *columns)]
 
 
 class RefreshSink(OutputSink):
@@ -298,13 +319,12 @@ class RefreshSink(OutputSink):
         suspects = pc.indices_nonzero(pc.invert(plain))
         found = pc.take(at_live, suspects).to_pylist()
         row_at = pc.take(at_row, suspects).to_pylist()
-        indices = suspects.to_pylist()
-        looked_at = self._rows_for({walked.display[k] for k, r in zip(indices, row_at) if r is not None})
-        suspect_rows = {row["path"]: row for row in looked_at.to_pylist()}
-        for k, i, r in zip(indices, found, row_at):
-            self._compare(walked.files[k], walked.display[k], walked.stat(k),
-                          None if i is None else (live.entry[i], live.slot[i]),
-                          None if r is None else suspect_rows[walked.display[k]],
+        looked_at = walked.files(suspects)
+        suspect_rows = {row["path"]: row for row in self._rows_for(
+            {display for (_, display, _), r in zip(looked_at, row_at) if r is not None}).to_pylist()}
+        for (source_file, display, stat_data), i, r in zip(looked_at, found, row_at):
+            self._compare(source_file, display, stat_data, None if i is None else (live.entry[i], live.slot[i]),
+                          None if r is None else suspect_rows[display],
                           redo, verify, versions, reroute, size_changed, content_changed, revision)
         if narrow:
             located = live.locate(sorted(named))
@@ -342,7 +362,7 @@ class RefreshSink(OutputSink):
         """Which walked files `_compare` would count unchanged without reading them, computed on
         columns (a false here only sends the file to `_compare`)."""
         if content_changed or (verify and not revision):
-            return pa.array([False] * len(walked.paths), pa.bool_())
+            return pa.array([False] * walked.count, pa.bool_())
         rows = self.live_rows
         status = pc.take(live.status, at_live)
         ok = seen
