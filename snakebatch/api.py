@@ -26,6 +26,7 @@ from .engine.refresh import ObjectRefreshSink, RefreshSink
 from .engine.sinks import ObjectStoreSink, OutputSink, StreamSink, prepare_object_job
 from .engine.watch import Events, WarmExecutor, load_watchfiles
 from .errors import ConfigError, JobError
+from .executors import make_executor
 from .store.jobfolder import holds_job
 from .store.objectsource import check_source
 from .store.objectstore import is_object_url
@@ -201,7 +202,8 @@ def run(source: str | os.PathLike | list, output: str | os.PathLike | None = Non
         except BaseException:
             sink.lock.release()
             raise
-    coordinator = Coordinator(config, sink, on_progress=on_progress, files=files)
+    coordinator = Coordinator(config, sink, on_progress=on_progress, files=files,
+                              executor_factory=sink.executor_factory(make_executor) if refreshing else make_executor)
     for _ in _execute(coordinator, handle_signals=True):
         pass
     return RunResult(coordinator.final_summary, config.storage_options or None)
@@ -316,9 +318,11 @@ class Watch:
         config = self.config
         if not holds_job(config.output):  # the first round of a new job is its whole run
             config = msgspec.structs.replace(config, mode="new")
-        sink = RefreshSink(config, candidates) if config.mode == "refresh" else OutputSink(config)
-        coordinator = Coordinator(config, sink, executor_factory=pool.factory(),
-                                  files=sink.to_parse if config.mode == "refresh" else None)
+        refreshing = config.mode == "refresh"
+        sink = RefreshSink(config, candidates) if refreshing else OutputSink(config)
+        coordinator = Coordinator(config, sink,
+                                  executor_factory=sink.executor_factory(pool.factory()) if refreshing else pool.factory(),
+                                  files=sink.to_parse if refreshing else None)
         for _ in _execute(coordinator, handle_signals=False):
             pass
         return coordinator.final_summary

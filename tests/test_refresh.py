@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 import snakebatch
@@ -30,7 +31,10 @@ from resume_helpers import (
     run_args,
     snapshot,
 )
+from snakebatch.engine import refresh
+from snakebatch.store import compaction
 from snakebatch.store import snapshot as snapshot_store
+from snakebatch.store.ledger import Ledger
 
 TABLES = ("files", "definitions", "imports")
 OLD = time.time() - 3600  # files older than the racy window: a refresh trusts their stat data
@@ -291,3 +295,81 @@ def test_random_edit_sequences_then_refresh_equal_fresh_runs(tmp_path):
                 shutil.rmtree(victim.parent)
                 _write(victim.parent, "was a folder\n")
         _check(source, out, tmp_path)
+
+
+def _worker_pids(out: Path) -> set:
+    return {batch["worker_pid"] for batch in json.loads((out / "_snakebatch" / "stats.json").read_text())["batches"]}
+
+
+def test_a_few_changed_files_are_parsed_in_process_with_the_rows_a_pool_gives(tmp_path, monkeypatch):
+    source, out = _tree(tmp_path / "src"), tmp_path / "out"
+    _run(source, out)
+    pooled = tmp_path / "pooled"
+    shutil.copytree(out, pooled)
+    _write(source / "pkg0" / "m00.py", "def changed(x):\n    return x\n")
+    _write(source / "added.py", "import sys\nclass Added:\n    pass\n")
+    report = _check(source, out, tmp_path)
+    assert report["parsed"] == 2
+    assert _worker_pids(out) == {os.getpid()}  # no pool: parsed by this process
+    assert not (out / "_snakebatch" / "refresh").exists()
+    monkeypatch.setattr(refresh, "IN_PROCESS_FILES", 0)
+    _check(source, pooled, tmp_path)
+    assert os.getpid() not in _worker_pids(pooled)
+    assert_same_output(snapshot(pooled), snapshot(out))
+
+
+def test_a_crash_while_parsing_in_process_leaves_the_old_snapshot_then_the_pool_parses(tmp_path):
+    source, out = _tree(tmp_path / "src"), tmp_path / "out"
+    _write(source / "x.bad", "fine\n")
+    options = ("--parser", "tests.misbehaving_parser:parser", "-j", "1")
+    assert run_cli(*run_args(source, out, *options)).returncode == 0
+    before = snapshot(out)
+    _write(source / "x.bad", "crash\n")  # the parser kills the process that parses it
+    crashed = run_cli(*run_args(source, out, "--refresh", *options))
+    assert crashed.returncode == 3, crashed.stderr  # the coordinator itself: it parsed in process
+    intent = snapshot_store.read_intent(str(out))
+    assert intent is not None and intent.in_process
+    assert_same_output(snapshot(out), before)  # nothing live changed
+    again = run_cli(*run_args(source, out, "--refresh", "--json", *options), check_codes=(0, 1))
+    assert json.loads(again.stdout)["refresh"]["changes"]["modified"] == 1
+    rows = snapshot(out)["files"]
+    assert rows["x.bad"]["status"] == "crashed"  # a worker of the pool died on it, not the refresh
+    assert {row["status"] for path, row in rows.items() if path != "x.bad"} == {
+        row["status"] for path, row in before["files"].items() if path != "x.bad"}
+    assert snapshot_store.read_intent(str(out)) is None
+
+
+def _parts(out: Path, table: str) -> dict:
+    """part name -> inode, of the table folder's parts."""
+    return {p.name: p.stat().st_ino for p in (out / table).glob("*.parquet")}
+
+
+def test_a_refresh_rewrites_only_the_bounded_parts_that_hold_a_change(tmp_path, monkeypatch):
+    source, out = _tree(tmp_path / "src", 40), tmp_path / "out"
+    _run(source, out, batch_bytes=300)  # one part per table: parts were not bounded before
+    assert all(len(_parts(out, table)) == 1 for table in TABLES)
+    monkeypatch.setattr(compaction, "PART_ROWS", 8)
+    monkeypatch.setattr(snapshot_store, "PART_ROWS", 8)
+    _write(source / "pkg1" / "m01.py", "def one():\n    pass\n")
+    _check(source, out, tmp_path, batch_bytes=300)  # the big parts are cut into parts of 8 rows
+    manifest = compaction.read_manifest(str(out / "_snakebatch"))
+    for part in manifest.parts("files"):
+        held = pq.read_table(out / "files" / part.name, columns=["batch_id"])["batch_id"].to_pylist()
+        assert set(held) == set(part.batches) and len(held) <= 16
+    ledger = {path: entry.batch_id for entry in Ledger(str(out)).read()[0] for path in entry.paths}
+    for table in ("definitions", "imports"):
+        for part in manifest.parts(table):
+            paths = pq.read_table(out / table / part.name, columns=["path"])["path"].to_pylist()
+            assert {ledger[path] for path in paths} <= set(part.batches)  # (a batch without rows here may be named)
+    before = {table: _parts(out, table) for table in TABLES}
+    assert len(before["files"]) >= 4
+    _write(source / "pkg2" / "m38.py", "def two():\n    pass\n")
+    _check(source, out, tmp_path, batch_bytes=300)
+    batch = next(entry.batch_id for entry in Ledger(str(out)).read()[0] if "pkg2/m38.py" in entry.paths)
+    for table in TABLES:
+        after = _parts(out, table)
+        kept = {name for name, inode in after.items() if before[table].get(name) == inode}
+        assert len(after) - len(kept) <= 2, table  # the part with the change (and its new rows)
+        assert len(kept) >= len(before[table]) - 2, table
+        holding = [p.name for p in compaction.read_manifest(str(out / "_snakebatch")).parts(table) if batch in p.batches]
+        assert holding and not set(holding) & kept

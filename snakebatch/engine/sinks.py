@@ -136,17 +136,20 @@ class OutputSink:
             self.lock.release()
             raise
         self.recovery = report.describe() or None
-        self.committed = CommittedIndex(by_blob=config.job.history, only_source=config.job.sources[0].label)
-        # Earlier runs' counts, from the ledger: right even when an earlier run was killed.
-        self.before = Tally()
-        self.first_batch_id = 1
+        self.first_batch_id = max((entry.batch_id + 1 for entry in entries), default=1)
         self.batch_ids = [entry.batch_id for entry in entries]
         self.manifest = report.manifest
+        self._take_committed(entries)
+        self.batch_stats: list[dict] = []
+
+    def _take_committed(self, entries: list[LedgerEntry]) -> None:
+        """Index what earlier runs committed (this run skips it) and count it: right even when
+        an earlier run was killed. (A refresh plans from the entries instead.)"""
+        self.committed = CommittedIndex(by_blob=self.config.job.history, only_source=self.config.job.sources[0].label)
+        self.before = Tally()
         for entry in entries:
             self.committed.add(entry.source, entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
-            self.first_batch_id = max(self.first_batch_id, entry.batch_id + 1)
-        self.batch_stats: list[dict] = []
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return self.ledger.staging_for(batch_id, attempt)

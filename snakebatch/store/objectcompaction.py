@@ -109,11 +109,15 @@ def dataset_keys(job: ObjectJob, table: str) -> list[str]:
     return keys
 
 
-def live_keys(current: Generation | None, entries: list[LedgerEntry], table: str) -> list[str]:
-    """`dataset_keys` from what a run opened (the live ledger and the current generation)."""
+def live_keys(current: Generation | None, entries: list[LedgerEntry], table: str,
+              batches: set | None = None) -> list[str]:
+    """`dataset_keys` from what a run opened (the live ledger and the current generation); only
+    the parts holding rows of `batches` when given."""
     covered = set(current.covers) if current is not None and current.tables else set()
-    keys = [part.key for part in current.tables.get(table, [])] if current is not None else []
-    return keys + [f"{table}/{part_name(e.batch_id)}" for e in entries if e.batch_id not in covered]
+    parts = current.tables.get(table, []) if current is not None else []
+    keys = [part.key for part in parts if batches is None or not batches.isdisjoint(part.batches)]
+    return keys + [f"{table}/{part_name(e.batch_id)}" for e in entries
+                   if e.batch_id not in covered and (batches is None or e.batch_id in batches)]
 
 
 class _Stopped(Exception):

@@ -8,13 +8,14 @@ encoded by store/ledger.py, the manifest and the folder exchange are store/compa
 
 Protocol (the live snapshot has manifest generation g-1, or none; the new one is g):
 
-    0. refresh/intent.json := {generation g, the options the live rows were made with, ...}
+    0. refresh/intent.json := {generation g, the options the live rows were made with, ...};
+       again with in_process once the plan chose to parse in the coordinator
     1. each parsed batch: staging -> refresh/<table>/part-<batch>.parquet (no ledger line)
     2. per table, twin compacting/<table>/: every live part without an affected path hard-linked
        as it is; parts with affected paths rewritten without those rows (and `files` rows of
        touched files with their new mtime; after a refresh to another revision, every `files`
-       part, with the new `commit`), plus the new batches' rows, into part-c<g>-<k>;
-       fsynced
+       part, with the new `commit`), plus the new batches' rows, into part-c<g>-<k> of
+       PART_ROWS rows (up to twice that with the new rows; a longer part is cut); fsynced
     3. ledger.g<g>.jsonl: the new generation's whole ledger (live entries trimmed of affected
        paths and with fresh stat data, then the new batches), fsynced;
        changes/.<g>.parquet.pending: the change feed
@@ -52,7 +53,7 @@ from ..errors import JobError
 from ..schema import TABLES, table_schema
 from .compaction import (
     MANIFEST,
-    TARGET_PART_BYTES,
+    PART_ROWS,
     CompactedPart,
     Compactor,
     Manifest,
@@ -88,6 +89,9 @@ class Intent(msgspec.Struct):
     verify_content: bool = False
     started_at: float = 0.0
     job: JobConfig | None = None  # the refresh's own options (object storage: what a --resume compares)
+    # Its batches are parsed in the coordinator's process (engine/refresh.py): should it never
+    # commit (a parser crashed the process, or hung), the next refresh parses in a pool.
+    in_process: bool = False
 
 
 class Generation(msgspec.Struct):
@@ -144,7 +148,12 @@ def begin(out: str, intent: Intent) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     for table in TABLES:
         os.makedirs(os.path.join(folder, table))
-    atomic_write(os.path.join(folder, INTENT), msgspec.json.encode(intent))
+    write_intent(out, intent)
+
+
+def write_intent(out: str, intent: Intent) -> None:
+    """Replace the intent of the refresh under way (begun by `begin`)."""
+    atomic_write(os.path.join(side_dir(out), INTENT), msgspec.json.encode(intent))
 
 
 def read_snapshot(out: str) -> dict | None:
@@ -221,6 +230,26 @@ def rewrite_rows(data: pa.Table, table: str, drop: pa.Array, patch_keys: pa.Arra
     return data
 
 
+def _pieces(data: pa.Table, table: str, batches: list, gen: Generation) -> list[tuple[pa.Table, list]]:
+    """A rewritten part's rows as parts of PART_ROWS rows when it holds more than twice that (a
+    part compacted before parts were bounded, or grown by refreshes), each with the batches whose
+    rows it holds: by `batch_id` in `files`, by path in the other tables."""
+    if data.num_rows <= 2 * PART_ROWS:
+        return [(data, batches)]
+    batch_of = None
+    if table != "files":
+        batch_of = {path: entry.batch_id for entry in gen.entries for path in entry.paths}
+    pieces = []
+    for start in range(0, data.num_rows, PART_ROWS):
+        piece = data.slice(start, PART_ROWS)
+        if batch_of is None:
+            held = set(pc.unique(piece["batch_id"]).to_pylist())
+        else:
+            held = {batch_of.get(path) for path in pc.unique(piece["path"]).to_pylist()}
+        pieces.append((piece, [b for b in batches if b in held]))
+    return pieces
+
+
 def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, affected: set, kept_batches: set,
                 gen: Generation, schema: pa.Schema, drop: pa.Array, patch_keys: pa.Array,
                 patch_values: pa.Array) -> list[CompactedPart]:
@@ -241,13 +270,17 @@ def _build_twin(out: str, table: str, live: Manifest | None, by_batch: dict, aff
             os.link(path, os.path.join(twin, part.name))
             parts.append(CompactedPart(part.name, list(part.batches), rows))
             continue
-        if fed and writer.bytes_in >= TARGET_PART_BYTES:
-            close()
         data = conform(rewrite_rows(pq.read_table(path), table, drop, patch_keys, patch_values, gen.commit), schema)
-        writer.add_table(data, [b for b in part.batches if b in kept_batches], os.path.getsize(path))
-        fed = True
+        size = os.path.getsize(path)
+        for piece, batches in _pieces(data, table, [b for b in part.batches if b in kept_batches], gen):
+            if fed and writer.full():
+                close()
+            writer.add_table(piece, batches, size * piece.num_rows // max(data.num_rows, 1))
+            fed = True
     for batch_id in gen.new_batches:
-        if fed and writer.bytes_in >= TARGET_PART_BYTES:
+        # New rows join the last rewritten part up to twice the bound: a refresh adds no part of
+        # a few rows each time.
+        if fed and writer.rows_in >= 2 * PART_ROWS:
             close()
         writer.add(side_part(out, table, batch_id), [batch_id])
         fed = True
