@@ -233,3 +233,27 @@ def test_watch_refuses_an_out_in_object_storage(tmp_path):
     (tmp_path / "src").mkdir()
     with pytest.raises(snakebatch.ConfigError, match="object storage"):
         snakebatch.watch(tmp_path / "src", "s3://bucket/prefix", storage_options=_options("http://127.0.0.1:9"))
+
+
+def test_a_crash_while_parsing_in_process_leaves_the_old_snapshot_then_the_pool_parses(s3, tmp_path):
+    endpoint, client = s3
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("def a():\n    return 1\n")
+    (source / "x.bad").write_text("fine\n")
+    url = f"s3://{BUCKET}/inproc"
+    options = ("--parser", "tests.misbehaving_parser:parser", "-j", "1")
+    run_cli(*run_args(source, url, *options), check_codes=(0,), env=s3_env(endpoint))
+    before = dataset_snapshot(url, endpoint)
+    (source / "x.bad").write_text("crash\n")  # the parser kills the process that parses it
+    crashed = run_cli(*run_args(source, url, "--refresh", *options), check_codes=(3,), env=s3_env(endpoint))
+    assert crashed.returncode == 3  # the coordinator itself: it parsed in process
+    intent = json.loads(client.get_object(Bucket=BUCKET, Key="inproc/_snakebatch/refresh/intent.json")["Body"].read())
+    assert intent["in_process"] is True
+    assert_same_output(dataset_snapshot(url, endpoint), before)  # nothing live changed
+    again = run_cli(*run_args(source, url, "--refresh", "--json", *options), check_codes=(0, 1), env=s3_env(endpoint))
+    assert json.loads(again.stdout)["refresh"]["changes"]["modified"] == 1
+    rows = dataset_snapshot(url, endpoint)["files"]
+    assert rows["x.bad"]["status"] == "crashed"  # a worker of the pool died on it, not the refresh
+    assert rows["a.py"]["status"] == before["files"]["a.py"]["status"]
+    assert "inproc/_snakebatch/refresh/intent.json" not in s3_keys(client, "inproc")
