@@ -566,7 +566,7 @@ class _Copies:
             for origin, paths in by_origin.items():
                 wanted = pa.array(paths, type=pa.string())
                 for name in TABLES:
-                    table = pq.read_table(os.path.join(layout.table_dir(name), part_name(origin)))
+                    table = _committed_part(os.path.join(layout.table_dir(name), part_name(origin)))
                     pieces[name].append(table.filter(pc.is_in(table["path"], value_set=wanted)))
         except (OSError, pa.ArrowException):
             return None
@@ -582,6 +582,13 @@ class _Copies:
         files = {row["path"]: row for row in tables["files"].select(
             ["path", "size", "mtime_ns", "status", "language", "error_message"]).to_pylist()}
         return cls(tables, files)
+
+
+@lru_cache(maxsize=24)
+def _committed_part(path: str) -> pa.Table:
+    """A committed batch part (immutable until the job is compacted, after its last batch): the
+    copies of the next sources read the same few parts again and again."""
+    return pq.read_table(path)
 
 
 def _replace(table: pa.Table, column: str, value) -> pa.Table:
