@@ -262,3 +262,35 @@ def test_several_sources_on_dask(corpus, tmp_path):
     assert result.state == "complete" and result.files == 6
     labels = Counter(r["source"] for r in read_table(tmp_path / "out", "files").to_pylist())
     assert labels == {"alpha": 4, f"gamma@{first}": 2}
+
+
+def test_files_of_a_revision_already_committed_are_copied_with_their_rows(tmp_path):
+    """Four revisions of one repository as four sources: a file whose (path, blob) an earlier
+    batch committed takes that batch's rows (counted `reused`), with its own `source` and
+    `commit`; the tables equal the union of four single-revision runs."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _write(repo, {"a.py": b"import os\n\ndef a():\n    return 1\n", "pkg/b.py": b"class B:\n    def m(self):\n        pass\n",
+                  "bad.py": b"def (\n", "notes.txt": b"some text\n", "data.bin": b"\x00\x01binary\x00" * 4})
+    tags = []
+    for k in range(4):
+        if k:
+            _write(repo, {"a.py": f"import os\n\ndef a():\n    return {k}\n".encode()})
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "--allow-empty", "-m", f"v{k}")
+        _git(repo, "tag", f"v{k}")
+        tags.append(f"v{k}")
+    out = tmp_path / "all"
+    result = snakebatch.run([f"{repo}@{tag}" for tag in tags], out, workers=1, progress=False)
+    assert result.state == "complete" and result.files == 20
+    union = {table: Counter() for table in ("files", "definitions", "imports")}
+    for tag in tags:
+        single = snakebatch.run(repo, tmp_path / tag, rev=tag, workers=1, progress=False)
+        for table in union:
+            union[table] += _rows(Path(single.output), table, f"repo@{tag}")
+    for table in union:
+        assert _rows(out, table) == union[table], table
+    # The last sources' unchanged files were copied, not parsed: 4 a.py blobs, the other 4 files once.
+    assert result.summary.parses["reused"] >= 4, result.summary.parses
+    assert result.summary.parses["parsed"] + result.summary.parses["cached"] < 4 * 4

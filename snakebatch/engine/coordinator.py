@@ -47,6 +47,7 @@ from ..config import RunConfig, is_object_output
 from ..errors import JobError
 from ..executors import make_executor
 from ..executors.base import Executor, WorkerDied
+from ..paths import display_path
 from ..schema import FAILURE_STATUSES
 from ..store.blobcache import SizeKeeper
 from ..store.layout import JobLayout
@@ -142,6 +143,10 @@ class InFlight(NamedTuple):
     estimate: int  # its predicted peak bytes, reserved with the governor while it runs
 
 
+# Statuses a file's (path, blob) decides alone: rows another source's identical file can copy.
+COPYABLE_STATUSES = frozenset({"ok", "syntax_error", "decode_error", "binary"})
+
+
 def cache_folder(config: RunConfig) -> str | None:
     """The blob cache the run's workers use: `--cache DIR`; else, in a job of several sources with
     a local OUT, the job's own (`OUT/_snakebatch/blobs`, deleted once the job is complete), so
@@ -202,6 +207,10 @@ class Coordinator:
         self.timeline = Timeline(process_started=process_started(), run_started=time.time())
         self.busy: list[tuple[float, float, int]] = []  # (started, ended, pid) of each batch a worker ran
         self.cache_folder = cache_folder(config)
+        # A job of several sources into a local OUT: (path, blob id) -> the batch of this run that
+        # committed its rows, which later batches of other sources copy (engine/worker.py `_Copies`).
+        self.copyable: dict[tuple[str, str], int] | None = (
+            {} if len(config.job.sources) > 1 and not is_object_output(config.output) else None)
         self.cache = SizeKeeper(self.cache_folder, config.cache_size) if self.cache_folder is not None else None
 
     # -- stopping ------------------------------------------------------------------------------
@@ -257,7 +266,32 @@ class Coordinator:
             source_options=self.config.source_store_options,
             commit=None if job.history else spec.commit,  # a history's blobs have no one commit
             cache=self.cache_folder,
+            copy_from=self._copies(files) if not forced else {},
+            output=self.config.output,
         )
+
+    def _copies(self, files: list) -> dict:
+        """display path -> the batch whose committed rows a file of a git source takes (its path
+        and blob committed by this run already, in another source)."""
+        if not self.copyable:
+            return {}
+        copies = {}
+        for f in files:
+            if len(f) > 3 and f[3] is not None:
+                path = display_path(f[0])
+                origin = self.copyable.get((path, f[3]))
+                if origin is not None:
+                    copies[path] = origin
+        return copies
+
+    def _learn_copies(self, task: BatchTask, outcome: BatchOutcome) -> None:
+        """Remember the rows a committed batch holds that depend only on path and blob (not on
+        the run: a crash, a timeout, the memory governor's too_large, an unreadable object)."""
+        if self.copyable is None or task.forced_status is not None:
+            return
+        for f, status in zip(task.files, outcome.statuses):
+            if len(f) > 3 and f[3] is not None and status in COPYABLE_STATUSES:
+                self.copyable.setdefault((display_path(f[0]), f[3]), task.batch_id)
 
     def run(self) -> Iterator:
         """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
@@ -528,6 +562,7 @@ class Coordinator:
             raise JobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
         except JobError:  # the job's lock is no longer this run's
             raise
+        self._learn_copies(task, outcome)
         failures_before = self.tally.failures
         self.tally.add(outcome)
         if self.cache is not None:

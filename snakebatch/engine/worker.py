@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xxhash
 
 from ..languages import language_of
@@ -42,6 +44,7 @@ from ..paths import display_path
 from ..schema import DEFINITION_FIELDS, DEFINITIONS_SCHEMA, IMPORT_FIELDS, IMPORTS_SCHEMA, TABLES, files_schema
 from ..store.blobcache import BlobCache, entry_key
 from ..store.durable import fsync_dir, write_part
+from ..store.layout import JobLayout, part_name
 from ..store.objectsource import read_object
 from ..store.objectstore import is_object_url, local_scratch, upload_parts
 from . import memprobe
@@ -80,6 +83,11 @@ class BatchTask(msgspec.Struct, frozen=True):
     commit: str | None = None
     cache: str | None = None  # --cache DIR: parse results by content, shared by jobs (store/blobcache.py)
     source_label: str = ""  # every row's `source` column: the label of the batch's one source
+    # A job of several git sources: files whose (path, blob) an earlier batch of this run
+    # committed, display path -> that batch's id; their rows are copied from its parts in `output`
+    # (`_Copies`), with this batch's `source`, `commit` and `batch_id`, instead of read and parsed.
+    copy_from: dict = {}
+    output: str = ""
 
 
 class BatchOutcome(msgspec.Struct):
@@ -459,6 +467,7 @@ class _Batch:
         self.parse_s = 0.0
         self.parses = {"parsed": 0, "reused": 0, "cached": 0}
         self.cache_bytes = 0
+        self.copies: _Copies | None = None
 
     def add(self, file: _File) -> None:
         row = file.row
@@ -481,10 +490,24 @@ class _Batch:
             self.parses[file.parse] += 1
         self.cache_bytes += file.cache_bytes
 
+    def add_copy(self, row: dict) -> None:
+        """A file whose rows `_Copies` holds: its stats (its rows are added whole by `write`)."""
+        status, language = row["status"], row["language"]
+        self.files_meta.append((row["size"], row["mtime_ns"]))
+        self.stats.append([0, 0, 0])
+        self.statuses.append(status)
+        if language:
+            self.language_counts[language] = self.language_counts.get(language, 0) + 1
+        if status != "ok" and len(self.errors) < 5 and status not in ("binary", "too_large"):
+            self.errors.append((row["path"], status, (row["error_message"] or "")[:300]))
+        self.parses["reused"] += 1
+
     def write(self, task: BatchTask, started_at: float) -> BatchOutcome:
         """Write the part files into the task's staging folder (fsynced); the batch's stats."""
         tables = {"files": self.files.table(), "definitions": self.definitions.table(task.source_label),
                   "imports": self.imports.table(task.source_label)}
+        if self.copies is not None:
+            tables = {name: pa.concat_tables([table, self.copies.tables[name]]) for name, table in tables.items()}
         # Object storage: the parts are written to a local scratch folder, then put whole into
         # the staging prefix (no shared disk with the coordinator is needed).
         remote = is_object_url(task.staging)
@@ -521,6 +544,59 @@ class _Batch:
         )
 
 
+class _Copies:
+    """The rows of `task.copy_from`'s files, read from the earlier batches' committed parts as
+    Arrow (a filter by path, then this batch's `source`, `commit`, `batch_id` and a null
+    `parse_ms`: rows that depend only on the path and the blob are equal otherwise): 20 copies of
+    a repository cost one parse of each blob and a columnar copy, not a worker's pass per file."""
+
+    def __init__(self, tables: dict[str, pa.Table], files: dict[str, dict]):
+        self.tables = tables
+        self.files = files  # display path -> its copied files row (for the batch's stats)
+
+    @classmethod
+    def read(cls, task: BatchTask) -> _Copies | None:
+        """None when an earlier part cannot be read: the files are then read and parsed."""
+        layout = JobLayout(task.output)
+        by_origin: dict[int, list[str]] = {}
+        for path, origin in task.copy_from.items():
+            by_origin.setdefault(origin, []).append(path)
+        pieces: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+        try:
+            for origin, paths in by_origin.items():
+                wanted = pa.array(paths, type=pa.string())
+                for name in TABLES:
+                    table = _committed_part(os.path.join(layout.table_dir(name), part_name(origin)))
+                    pieces[name].append(table.filter(pc.is_in(table["path"], value_set=wanted)))
+        except (OSError, pa.ArrowException):
+            return None
+        tables = {}
+        for name in TABLES:
+            table = pa.concat_tables(pieces[name])
+            table = _replace(table, "source", task.source_label)
+            if name == "files":
+                table = _replace(table, "commit", task.commit)
+                table = _replace(table, "batch_id", task.batch_id)
+                table = _replace(table, "parse_ms", None)
+            tables[name] = table
+        files = {row["path"]: row for row in tables["files"].select(
+            ["path", "size", "mtime_ns", "status", "language", "error_message"]).to_pylist()}
+        return cls(tables, files)
+
+
+@lru_cache(maxsize=24)
+def _committed_part(path: str) -> pa.Table:
+    """A committed batch part (immutable until the job is compacted, after its last batch): the
+    copies of the next sources read the same few parts again and again."""
+    return pq.read_table(path)
+
+
+def _replace(table: pa.Table, column: str, value) -> pa.Table:
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, table.schema.field(index),
+                            pa.array([value] * table.num_rows, type=table.schema.field(index).type))
+
+
 def process_batch(task: BatchTask) -> BatchOutcome:
     """Read, parse and write one batch; returns its stats. Part files land in `task.staging`."""
     started_at = time.time()
@@ -534,11 +610,17 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     batch = _Batch(task.content)
     reuse = _Reuse()
     cache = BlobCache(task.cache) if task.cache is not None else None
+    batch.copies = _Copies.read(task) if task.copy_from and task.forced_status is None else None
+    copied = batch.copies.files if batch.copies is not None else {}
     if use_alarm:
         previous_handler = signal.signal(signal.SIGALRM, _alarm)
     try:
         for index in range(len(task.files)):
-            batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat, reuse, cache))
+            row = copied.get(display_path(task.files[index][0])) if copied else None
+            if row is not None:
+                batch.add_copy(row)
+            else:
+                batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat, reuse, cache))
     finally:
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)
