@@ -82,6 +82,30 @@ class JobStatus(msgspec.Struct):
     sources: dict = {}
 
 
+def _ledger_fields(record, state: str, entries: list, tally, last: dict, completed: dict, elapsed: float,
+                   run_count: int) -> dict:
+    """The JobStatus fields that come from the job's record, its ledger entries and the last
+    run's stats, alike for a folder and a bucket."""
+    return dict(
+        source=record.job.source,
+        files_done=tally.files,
+        bytes_done=tally.bytes,
+        status_counts=_sorted_counts(tally.status_counts),
+        language_counts=_sorted_counts(tally.language_counts),
+        batches=len(entries),
+        runs=run_count,
+        elapsed_s=round(elapsed, 3),
+        files_per_s=round(tally.files / elapsed, 1) if elapsed > 0 else 0.0,
+        stale_files=int(last.get("stale_files") or 0),
+        stale_sample=list(last.get("stale_sample") or []),
+        last_stop_reason=last.get("stop_reason") if state != "complete" else None,
+        created_at=record.created_at,
+        completed_at=completed.get("completed_at") if state == "complete" else None,
+        parses=dict(tally.parses),
+        sources=_source_counts(record.job, entries),
+    )
+
+
 def _source_counts(job, entries) -> dict:
     """Files done per source label, from the ledger's entries (each batch is of one source)."""
     counts = {spec.label: 0 for spec in job.sources}
@@ -234,23 +258,10 @@ def job_status(out: str | os.PathLike, verify: bool = False, storage_options=Non
     return JobStatus(
         state=state,
         output=out,
-        source=record.job.source,
         running_pid=holder,
-        files_done=tally.files,
-        bytes_done=tally.bytes,
-        status_counts=_sorted_counts(tally.status_counts),
-        language_counts=_sorted_counts(tally.language_counts),
-        batches=len(entries),
-        runs=run_count,
-        elapsed_s=round(elapsed, 3),
-        files_per_s=round(tally.files / elapsed, 1) if elapsed > 0 else 0.0,
-        stale_files=int(last.get("stale_files") or 0),
-        stale_sample=list(last.get("stale_sample") or []),
         error_samples=_error_samples(out, errors, manifest),
         corrupt_ledger_lines=0 if holder is not None else len(corrupt),
-        last_stop_reason=last.get("stop_reason") if state != "complete" else None,
-        created_at=record.created_at,
-        completed_at=completed.get("completed_at") if state == "complete" else None,
+        **_ledger_fields(record, state, entries, tally, last, completed, elapsed, run_count),
         resume_command=resume_command(record.job, out) if state == "incomplete" else None,
         parts=parts,
         compaction_generation=manifest.generation if manifest else None,
@@ -258,8 +269,6 @@ def job_status(out: str | os.PathLike, verify: bool = False, storage_options=Non
         verified=verify and holder is None,
         snapshot_generation=manifest.generation if manifest else None,
         last_refresh=_last_refresh(out),
-        parses=dict(tally.parses),
-        sources=_source_counts(record.job, entries),
     )
 
 
@@ -323,23 +332,10 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
     return JobStatus(
         state=state,
         output=url,
-        source=record.job.source,
         running_pid=None,
-        files_done=tally.files,
-        bytes_done=tally.bytes,
-        status_counts=_sorted_counts(tally.status_counts),
-        language_counts=_sorted_counts(tally.language_counts),
-        batches=len(entries),
-        runs=run_count,
-        elapsed_s=round(elapsed, 3),
-        files_per_s=round(tally.files / elapsed, 1) if elapsed > 0 else 0.0,
-        stale_files=int(last.get("stale_files") or 0),
-        stale_sample=list(last.get("stale_sample") or []),
         error_samples=_object_error_samples(job, errors),
         corrupt_ledger_lines=0,
-        last_stop_reason=last.get("stop_reason") if state != "complete" else None,
-        created_at=record.created_at,
-        completed_at=completed.get("completed_at") if state == "complete" else None,
+        **_ledger_fields(record, state, entries, tally, last, completed, elapsed, run_count),
         # Running may be a run killed without closing: resuming is safe either way (of two
         # coordinators the one whose segment put comes second stops).
         resume_command=object_resume_command(record.job, url, storage_options) if state != "complete" else None,
@@ -350,10 +346,8 @@ def _object_status(url: str, storage_options: dict, verify: bool) -> JobStatus:
         snapshot_generation=generation.generation if generation else None,
         last_refresh={k: v for k, v in refreshed.refresh.items() if k != "router"} if refreshed and refreshed.refresh
         else None,
-        parses=dict(tally.parses),
         running_run=running,
         last_segment_at=last_segment_at,
-        sources=_source_counts(record.job, entries),
     )
 
 
