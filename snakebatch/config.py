@@ -262,6 +262,24 @@ def file_defaults(source: str) -> tuple[dict, str | None]:
     return {}, None
 
 
+def chosen_executor(source: str | list, executor: str | None) -> str | None:
+    """The executor `build_config` will choose for a run of `source`, read cheaply before it (the
+    CLI starts the local pool's forkserver by it): `executor` when given, else the one a single
+    local SOURCE's snakebatch.toml names, else local. None when SOURCE or its file is a mistake
+    that `build_config` will report."""
+    if executor is not None:
+        return executor
+    if isinstance(source, (list, tuple)):
+        return "local"  # several sources read no snakebatch.toml
+    try:
+        text = os.fspath(source)
+        source_path = _source_location(text if _URL.match(text) else split_entry(text)[0])
+        from_file = {} if is_object_output(source_path) else file_defaults(source_path)[0]
+    except (ConfigError, TypeError):
+        return None
+    return from_file.get("executor", "local")
+
+
 _JOB_KEYS = set(JobConfig.__struct_fields__) - {"source", "commit", "history", "since", "sources"}
 # redo and verify_content belong to one refresh, not to a configuration file.
 _RUN_KEYS = set(RunConfig.__struct_fields__) - {"job", "output", "mode", "redo", "verify_content"}
