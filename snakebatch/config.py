@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import msgspec
-import psutil
 
 from .errors import ConfigError
 
@@ -236,6 +235,8 @@ def usable_cores() -> int:
 
 
 def default_memory_budget() -> int:
+    import psutil  # here: 15 ms of every worker's start (it imports config by store/objectstore.py)
+
     return psutil.virtual_memory().available // 2
 
 
