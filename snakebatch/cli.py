@@ -185,6 +185,16 @@ def _source_entries(source: tuple, sources_file: str | None) -> list | str:
     return entries[0] if len(entries) == 1 else entries
 
 
+def _start_local_pool(source: list | str, executor: str | None) -> None:
+    """Start the local pool's forkserver before the API's imports, for a run that will use it: its
+    own imports (0.3 s) then overlap those instead of following them at the first batch."""
+    from .config import chosen_executor
+    from .executors.local import start_forkserver
+
+    if chosen_executor(source, executor) == "local":
+        start_forkserver()
+
+
 @main.command()
 @_sources_option
 @click.option("-o", "--output", default="snakebatch-out", show_default=True, help="Output folder.")
@@ -225,8 +235,6 @@ def run(source, sources_file, output, resume, fresh, refresh, redo, verify_conte
 
     Several SOURCEs (or --sources FILE) make one job of them all: each row's `source` column names
     its source. A SOURCE may be a git repository at a revision: REPO@REV."""
-    from .api import run as api_run
-
     show_progress = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressBar() if show_progress else None
     options = dict(
@@ -241,6 +249,10 @@ def run(source, sources_file, output, resume, fresh, refresh, redo, verify_conte
     )
     try:
         source = _source_entries(source, sources_file)
+        if scheduler is None:  # a scheduler without --executor dask is a mistake build_config tells
+            _start_local_pool(source, executor)
+        from .api import run as api_run
+
         result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
                          verify_content=verify_content, on_progress=bar, **options)
     except ConfigError as err:
@@ -285,6 +297,7 @@ def watch_command(source, output, debounce, workers, memory_budget, batch_bytes,
     """Keep OUT refreshed while SOURCE changes: a refresh per round of file events, one line each.
 
     Needs the extra: pip install 'snakebatch[watch]'. Ctrl-C exits 130 with OUT a complete snapshot."""
+    _start_local_pool(source, None)
     from .api import watch
 
     options = dict(

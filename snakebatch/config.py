@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import msgspec
-import psutil
 
 from .errors import ConfigError
 
@@ -236,6 +235,8 @@ def usable_cores() -> int:
 
 
 def default_memory_budget() -> int:
+    import psutil  # here: 15 ms of every worker's start (it imports config by store/objectstore.py)
+
     return psutil.virtual_memory().available // 2
 
 
@@ -260,6 +261,24 @@ def file_defaults(source: str) -> tuple[dict, str | None]:
                 raise ConfigError(f"{where}: must be a table of options")
             return {k.replace("-", "_"): v for k, v in data.items()}, where
     return {}, None
+
+
+def chosen_executor(source: str | list, executor: str | None) -> str | None:
+    """The executor `build_config` will choose for a run of `source`, read cheaply before it (the
+    CLI starts the local pool's forkserver by it): `executor` when given, else the one a single
+    local SOURCE's snakebatch.toml names, else local. None when SOURCE or its file is a mistake
+    that `build_config` will report."""
+    if executor is not None:
+        return executor
+    if isinstance(source, (list, tuple)):
+        return "local"  # several sources read no snakebatch.toml
+    try:
+        text = os.fspath(source)
+        source_path = _source_location(text if _URL.match(text) else split_entry(text)[0])
+        from_file = {} if is_object_output(source_path) else file_defaults(source_path)[0]
+    except (ConfigError, TypeError):
+        return None
+    return from_file.get("executor", "local")
 
 
 _JOB_KEYS = set(JobConfig.__struct_fields__) - {"source", "commit", "history", "since", "sources"}

@@ -23,6 +23,7 @@ short of killing the process (which the coordinator handles).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -34,7 +35,6 @@ from typing import NamedTuple
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
@@ -126,6 +126,12 @@ class FileTimeout(Exception):
 @lru_cache(maxsize=8)
 def _router(specs: tuple) -> ParserRouter:
     return ParserRouter(specs)
+
+
+def warm_router() -> None:
+    """Build the router of a task without `--parser` now (engine/prefork.py), once for all workers."""
+    with contextlib.suppress(Exception):  # a failure here would end the forkserver: each worker
+        _router(())                       # then builds it again and reports it on its batch
 
 
 def _alarm(signum, frame):
@@ -557,6 +563,8 @@ class _Copies:
     @classmethod
     def read(cls, task: BatchTask) -> _Copies | None:
         """None when an earlier part cannot be read: the files are then read and parsed."""
+        import pyarrow.compute as pc  # here: 35 ms of every worker's start, for copies alone
+
         layout = JobLayout(task.output)
         by_origin: dict[int, list[str]] = {}
         for path, origin in task.copy_from.items():

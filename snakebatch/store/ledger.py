@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import JobError
@@ -347,6 +346,8 @@ class Ledger:
             by_part.setdefault(files_part_of(manifest, batch_id), []).append(batch_id)
         folder = self.layout.table_dir("files")
         rows_now = {}
+        import pyarrow.compute as pc  # here: 35 ms of every worker's start (it imports this module by store/objectstore.py)
+
         rewritten: dict[str, list] = {}  # part name -> [size, xxh3] as rewritten
         for name, batch_ids in sorted(by_part.items()):
             path = os.path.join(folder, name)
