@@ -185,14 +185,18 @@ def _source_entries(source: tuple, sources_file: str | None) -> list | str:
     return entries[0] if len(entries) == 1 else entries
 
 
-def _start_local_pool(source: list | str, executor: str | None) -> None:
-    """Start the local pool's forkserver before the API's imports, for a run that will use it: its
-    own imports (0.3 s) then overlap those instead of following them at the first batch."""
+def _prepare_run(source: list | str, executor: str | None) -> None:
+    """Before the API's imports: start the local pool's forkserver, for a run that will use it (its
+    own imports, 0.3 s, then overlap those instead of following them at the first batch), and
+    give this process the Arrow allocator of snakebatch's processes (store/durable.py)."""
     from .config import chosen_executor
     from .executors.local import start_forkserver
 
     if chosen_executor(source, executor) == "local":
         start_forkserver()
+    from .store.durable import use_system_allocator
+
+    use_system_allocator()
 
 
 @main.command()
@@ -249,8 +253,8 @@ def run(source, sources_file, output, resume, fresh, refresh, redo, verify_conte
     )
     try:
         source = _source_entries(source, sources_file)
-        if scheduler is None:  # a scheduler without --executor dask is a mistake build_config tells
-            _start_local_pool(source, executor)
+        # (a scheduler without --executor dask is a mistake build_config tells)
+        _prepare_run(source, executor if scheduler is None else "dask")
         from .api import run as api_run
 
         result = api_run(source, output, resume=resume, fresh=fresh, refresh=refresh, redo=redo,
@@ -297,7 +301,7 @@ def watch_command(source, output, debounce, workers, memory_budget, batch_bytes,
     """Keep OUT refreshed while SOURCE changes: a refresh per round of file events, one line each.
 
     Needs the extra: pip install 'snakebatch[watch]'. Ctrl-C exits 130 with OUT a complete snapshot."""
-    _start_local_pool(source, None)
+    _prepare_run(source, None)
     from .api import watch
 
     options = dict(

@@ -52,11 +52,34 @@ def test_the_forkservers_preload_is_the_worker_without_the_coordinator():
         "for name in sys.argv[1:]:\n"
         "    importlib.import_module(name)\n"
         "from snakebatch.engine import worker\n"
+        "import pyarrow as pa\n"
         f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules],\n"
-        "                  'routers': worker._router.cache_info().currsize}))\n"
+        "                  'routers': worker._router.cache_info().currsize,\n"
+        "                  'allocator': pa.default_memory_pool().backend_name}))\n"
     )
     found = json.loads(_python(code, *PRELOAD).stdout)
-    assert found == {"heavy": [], "routers": 1}  # the default router is built once, for every worker
+    # the default router is built once, for every worker, and they allocate with malloc
+    assert found == {"heavy": [], "routers": 1, "allocator": "system"}
+
+
+def test_the_cli_allocates_arrow_memory_with_malloc_unless_the_user_chose_an_allocator(tmp_path):
+    code = (
+        "import sys\n"
+        "import pyarrow as pa\n"
+        "from snakebatch.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as end:\n"
+        "    print(end.code, pa.default_memory_pool().backend_name)\n"
+    )
+    args = ["run", str(SAMPLES / "tinylib"), "-o", str(tmp_path / "out"), "-j", "1", "--fresh", "--json"]
+    found = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=cli_env(),
+                           timeout=120, check=True).stdout.splitlines()[-1]
+    assert found == "0 system"
+    chosen = dict(cli_env(), ARROW_DEFAULT_MEMORY_POOL="mimalloc")
+    found = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=chosen,
+                           timeout=120, check=True).stdout.splitlines()[-1]
+    assert found == "0 mimalloc"
 
 
 # The CLI in this process, reporting this process's children that are a multiprocessing

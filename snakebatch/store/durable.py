@@ -22,6 +22,20 @@ import xxhash
 # Names that a table lacks are ignored by pyarrow.
 LOW_CARDINALITY_COLUMNS = ["language", "parser", "status", "error_type", "parser_version", "kind"]
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": LOW_CARDINALITY_COLUMNS}
+# Arrow's default allocator (mimalloc in the pyarrow wheels) keeps what reading and writing parts
+# freed: on the 6,000-file stdlib corpus the coordinator peaked at 224-228 MB with it and 103-105 MB
+# with the C library's malloc, the workers and forkserver at 268-282 MB against 224-227 MB, with no
+# loss of speed (busy worker seconds 60-64 against 53-61, load 8); on 100k small files the
+# coordinator's compaction added 100 MB against 20 MB.
+ALLOCATOR_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def use_system_allocator() -> None:
+    """Allocate this process's Arrow memory with malloc from now on, unless the user chose an
+    allocator (ARROW_DEFAULT_MEMORY_POOL). For snakebatch's own processes: the CLI's and the
+    local pool's (an embedding program keeps its choice)."""
+    if ALLOCATOR_VARIABLE not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def fsync_dir(path: str) -> None:
