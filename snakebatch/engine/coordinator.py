@@ -314,6 +314,8 @@ class Coordinator:
                     yield from self._settle(future)
                 if self._pool_broke:
                     yield from self._rebuild_after_death()
+                if self.planner.discovery_done and not self.stop:
+                    self.sink.tail(self._final_below())
                 self._maybe_progress()
         except KeyboardInterrupt:
             self.stop.request("interrupted", 130)
@@ -389,6 +391,15 @@ class Coordinator:
             if self.watchdog is not None:
                 self.watchdog.reset()
 
+    def _final_below(self) -> int:
+        """The lowest batch id that may still commit: every batch below it has committed or
+        never will (new batches get higher ids; a retried one keeps its id while pending)."""
+        pending = [entry.task.batch_id for entry in self.inflight.values()]
+        pending += [task.batch_id for task in (*self.suspects, *self._redo)]
+        if self._next is not None:
+            pending.append(self._next[0].batch_id)
+        return min(pending, default=self.planner.next_id)
+
     def _shut_down(self) -> None:
         self.governor.stop()
         self.executor.shutdown(kill=self._killed or bool(self.inflight))
@@ -420,6 +431,8 @@ class Coordinator:
                 self.stop.request(str(err), 1)
             finally:
                 self.timeline.compaction_ended = time.time()
+            if self.compaction is not None:
+                self.timeline.compaction_overlapped_s = self.compaction.get("early_s", 0.0)
             self.complete = not self.stop
         self._ended = True
 

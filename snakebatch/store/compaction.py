@@ -33,9 +33,12 @@ import ctypes
 import errno
 import os
 import shutil
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import msgspec
 import pyarrow as pa
@@ -60,6 +63,10 @@ ROW_GROUP_ROWS = 16 * 1024
 # tree100k (550k rows in three tables, one part each) that rewrite was 1.1-1.6 s of a 1-file
 # refresh; parts of two row groups bound it to ~100k rows.
 PART_ROWS = 2 * ROW_GROUP_ROWS
+# Batches committed for good, once discovery has ended, from which compaction begins while the
+# last batches run (EarlyCompaction); a smaller job compacts after its last batch, as its
+# compaction is short.
+EARLY_FROM_BATCHES = 8
 
 
 class CompactedPart(msgspec.Struct):
@@ -96,7 +103,9 @@ class CompactionReport(msgspec.Struct):
     parts_before: int
     parts_after: int
     rows: int
-    seconds: float
+    seconds: float  # after the job completed
+    early_batches: int = 0  # batches whose parts were written while the last batches ran
+    early_s: float = 0.0  # the time that took (not in `seconds`)
 
 
 def read_manifest(state: str) -> Manifest | None:
@@ -326,34 +335,49 @@ class Compactor:
         parts += [CompactedPart(part_name(b), [b], -1) for b in sorted(batch_ids) if b not in covered]
         return parts
 
-    def compact(self, manifest: Manifest | None, batch_ids: list[int],
-                should_stop: Callable[[], bool]) -> tuple[Manifest, CompactionReport] | None:
+    def begin(self, manifest: Manifest | None) -> Twins | None:
+        """Step 1's start: empty twins for the next generation, or None where the system cannot
+        exchange folders."""
+        os.makedirs(self.twins, exist_ok=True)
+        if not exchange_supported(self.twins):
+            return None
+        generation = (manifest.generation if manifest else 0) + 1
+        tables = {}
+        for table in TABLES:
+            twin = self.layout.twin_dir(table)
+            if os.path.isdir(twin):
+                self._empty_twin(table)
+            os.makedirs(twin)
+            tables[table] = TwinTable(self.layout, table, generation, manifest.parts(table) if manifest else [])
+        return Twins(generation, tables)
+
+    def compact(self, manifest: Manifest | None, batch_ids: list[int], should_stop: Callable[[], bool],
+                early: EarlyCompaction | None = None) -> tuple[Manifest, CompactionReport] | None:
         """Compact the tables if batches were committed since the last compaction and a table
-        has more than one part (see the protocol above).
+        has more than one part (see the protocol above). `early`: the twins begun while the last
+        batches ran (from `manifest`); only the parts they do not hold yet are added.
 
         Returns the new manifest and a report, or None when there was nothing to do, the
         system cannot exchange folders, or `should_stop()` turned true (nothing changed then)."""
         started = time.monotonic()
         live = {table: self.live_parts(manifest, batch_ids, table) for table in TABLES}
         if set(batch_ids) <= set(manifest.covers if manifest else ()) or all(len(p) <= 1 for p in live.values()):
+            if early is not None:
+                early.abandon()
             return None  # nothing new since the last compaction, or one part already
-        os.makedirs(self.twins, exist_ok=True)
-        if not exchange_supported(self.twins):
-            return None
-        generation = (manifest.generation if manifest else 0) + 1
-        new = Manifest(generation=generation, covers=sorted(set(batch_ids) | set(manifest.covers if manifest else ())),
-                       tables={}, compacted_at=time.time(), refresh=manifest.refresh if manifest else None)
-
-        def build(table: str) -> list[CompactedPart]:
-            twin = self.layout.twin_dir(table)
-            if os.path.isdir(twin):
-                self._empty_twin(table)
-            os.makedirs(twin)
-            parts = self._write_twin(table, live[table], generation, should_stop)
-            fsync_dir(twin)
-            return parts
-
         try:
+            twins = early.take_over() if early is not None else self.begin(manifest)
+            if twins is None:
+                return None
+            new = Manifest(generation=twins.generation,
+                           covers=sorted(set(batch_ids) | set(manifest.covers if manifest else ())),
+                           tables={}, compacted_at=time.time(), refresh=manifest.refresh if manifest else None)
+
+            def build(table: str) -> list[CompactedPart]:
+                twin = twins.tables[table]
+                twin.add_parts([part for part in live[table] if part.name not in twin.taken], should_stop)
+                return twin.close()
+
             # A thread per table: pyarrow decodes and encodes without holding the GIL.
             with ThreadPoolExecutor(len(TABLES), thread_name_prefix="snakebatch-compact") as pool:
                 new.tables = dict(zip(TABLES, pool.map(build, TABLES)))
@@ -372,36 +396,134 @@ class Compactor:
             parts_before=sum(len(parts) for parts in live.values()),
             parts_after=sum(len(parts) for parts in new.tables.values()),
             rows=rows, seconds=round(time.monotonic() - started, 3),
+            early_batches=early.batches if early is not None else 0,
+            early_s=round(early.seconds, 3) if early is not None else 0.0,
         )
         return new, report
 
-    def _write_twin(self, table: str, parts: list[CompactedPart], generation: int,
-                    should_stop: Callable[[], bool]) -> list[CompactedPart]:
-        """Stream `parts` into compacted parts in the twin folder, one input part at a time.
-        Compacted parts that were closed full (all but a table's last) are linked into the twin
-        as they are: a resume that adds a few files rewrites at most one part's worth, not the
-        whole job."""
-        full = {part.name for part in parts if part.rows >= 0}
-        full.discard(next((part.name for part in reversed(parts) if part.rows >= 0), None))
-        written: list[CompactedPart] = []
-        writer = PartWriter(self.layout.twin_dir(table))
+
+class Twins(NamedTuple):
+    """The twins of one generation under construction (protocol step 1)."""
+
+    generation: int
+    tables: dict[str, TwinTable]
+
+
+class TwinTable:
+    """One table's twin being written: its parts, in the order given, streamed into compacted
+    parts. Compacted parts of the earlier generation that were closed full (all but its last)
+    are linked into the twin as they are: a resume that adds a few files rewrites at most one
+    part's worth, not the whole job."""
+
+    def __init__(self, layout: JobLayout, table: str, generation: int, compacted: list[CompactedPart]):
+        self.layout, self.table, self.generation = layout, table, generation
+        self.full = {part.name for part in compacted[:-1]}
+        self.taken: set[str] = set()  # the names of the parts added
+        self.written: list[CompactedPart] = []
+        self.writer = PartWriter(layout.twin_dir(table))
+
+    def add_parts(self, parts: list[CompactedPart], should_stop: Callable[[], bool]) -> None:
         for part in parts:
             if should_stop():
-                writer.abandon()
+                self.writer.abandon()
                 raise _Stopped
-            path = os.path.join(self.layout.table_dir(table), part.name)
-            if part.name in full:
-                os.link(path, os.path.join(self.layout.twin_dir(table), part.name))
-                written.append(part)
-                continue
-            if writer.full():
-                written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
-            writer.add(path, part.batches)
-        if writer.bytes_in:
-            written.append(writer.close(f"part-c{generation:04d}-{len(written):05d}.parquet"))
+            path = os.path.join(self.layout.table_dir(self.table), part.name)
+            if part.name in self.full:
+                os.link(path, os.path.join(self.layout.twin_dir(self.table), part.name))
+                self.written.append(part)
+            else:
+                if self.writer.full():
+                    self.written.append(self.writer.close(self._name()))
+                self.writer.add(path, part.batches)
+            self.taken.add(part.name)
+
+    def close(self) -> list[CompactedPart]:
+        if self.writer.bytes_in:
+            self.written.append(self.writer.close(self._name()))
         else:
-            writer.abandon()
-        return written
+            self.writer.abandon()
+        fsync_dir(self.layout.twin_dir(self.table))
+        return self.written
+
+    def _name(self) -> str:
+        return f"part-c{self.generation:04d}-{len(self.written):05d}.parquet"
+
+
+class EarlyCompaction:
+    """Step 1 begun while a complete job's last batches still run: a thread streams the parts of
+    batches committed for good (`add`, in batch order) into the twins, so that once the last
+    batch commits only the parts of the batches after them are left to write. `Compactor.compact`
+    takes the twins over; a job that does not complete `abandon`s them. Nothing here goes past
+    step 1: a crash leaves twins without a manifest, which recovery deletes."""
+
+    def __init__(self, compactor: Compactor, manifest: Manifest | None):
+        self.compactor = compactor
+        self.manifest = manifest
+        self.twins: Twins | None = None
+        self.batches = 0  # batch parts written into the twins (each table's)
+        self.seconds = 0.0  # the thread's time writing them
+        self._queue: deque[int] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="snakebatch-early-compaction", daemon=True)
+        self._thread.start()
+
+    def add(self, batch_ids: list[int]) -> None:
+        """Batches whose parts are final, after those added before."""
+        with self._wake:
+            self._queue.extend(batch_ids)
+            self._wake.notify()
+
+    def _work(self) -> None:
+        never = lambda: False  # noqa: E731 - `take_over` stops it between batches
+        try:
+            started = time.monotonic()
+            self.twins = self.compactor.begin(self.manifest)
+            if self.twins is None:
+                return
+            for table, twin in self.twins.tables.items():
+                twin.add_parts(list(self.manifest.parts(table)) if self.manifest else [], never)
+            self.seconds += time.monotonic() - started
+            covered = set(self.manifest.covers) if self.manifest else set()
+            while True:
+                with self._wake:
+                    while not self._queue and not self._closing:
+                        self._wake.wait()
+                    if self._closing:
+                        return
+                    batch_id = self._queue.popleft()
+                if batch_id in covered:
+                    continue
+                started = time.monotonic()
+                for twin in self.twins.tables.values():
+                    twin.add_parts([CompactedPart(part_name(batch_id), [batch_id], -1)], never)
+                self.batches += 1
+                self.seconds += time.monotonic() - started
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread by `take_over`
+            self._error = err
+
+    def _stop(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+
+    def take_over(self) -> Twins | None:
+        """Stop the thread after the batch it is writing; the twins (None where the system
+        cannot exchange folders). Raises what the thread failed with."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return self.twins
+
+    def abandon(self) -> None:
+        """Stop the thread and delete the twins (the job did not complete: nothing changed)."""
+        self._stop()
+        if self.twins is not None:
+            for twin in self.twins.tables.values():
+                twin.writer.abandon()
+        shutil.rmtree(self.compactor.twins, ignore_errors=True)
 
 
 def _rmdir_if_empty(folder: str) -> None:
