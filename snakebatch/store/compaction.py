@@ -1,4 +1,4 @@
-"""Compaction: once a job is complete, each table's many batch parts become a few large ones.
+"""Compaction: once a job is complete (begun in its tail), each table's many batch parts become a few large ones.
 
 Owns: the manifest `OUT/_snakebatch/compaction.json`, the folders
 `OUT/_snakebatch/compacting/<table>/`, and the swap of a table folder with its compacted twin.
@@ -18,6 +18,11 @@ Protocol (generation g, all tables):
        the commit point)
     3. per table: exchange compacting/T <-> T; then the old parts in compacting/T are deleted,
        and anything else the table folder held (not snakebatch's) is moved back into it
+
+Step 1 may begin before the job is complete (`EarlyCompaction`): once discovery has ended, a
+thread writes the parts of batches committed for good into the twins, in batch order, while the
+last batches run; `compact` then adds only the parts it has not written. A run that ends
+incomplete deletes those twins, and never writes step 2.
 
 A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
 leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
