@@ -354,7 +354,11 @@ class Coordinator:
             self._submit(task, isolated=True, estimate=self.governor.batch_estimate(task.files))
 
     def _wait(self) -> set[Future]:
-        done, _ = wait(list(self.inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+        """The batches that finished; while none has, a step of the sink's closing work (one
+        part compacted early, a few ms) instead of waiting."""
+        done, _ = wait(list(self.inflight), timeout=0, return_when=FIRST_COMPLETED)
+        if not done and (self.stop or not self.sink.work()):
+            done, _ = wait(list(self.inflight), timeout=0.2, return_when=FIRST_COMPLETED)
         return done
 
     def _settle(self, future: Future, drained: bool = False):

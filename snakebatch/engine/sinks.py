@@ -70,6 +70,10 @@ class Sink(Protocol):
         """Discovery has ended, and every batch below `final_below` that will commit has
         committed: the closing work may begin on those while the last batches run."""
 
+    def work(self) -> bool:
+        """One short step of the closing work `tail` allowed, in a moment the coordinator has
+        nothing else to do; False when there is none."""
+
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Work once the job is complete (compaction); what was done, or None. JobError when
         the job's lock is no longer this run's."""
@@ -147,6 +151,7 @@ class OutputSink:
         self.batch_stats: list[dict] = []
         # Compaction begun in the tail (`tail`), and the committed batches not handed to it yet.
         self.early: EarlyCompaction | None = None
+        self._early_failed = False
         covered = set(self.manifest.covers) if self.manifest is not None else set()
         self._not_early = [batch_id for batch_id in self.batch_ids if batch_id not in covered]
 
@@ -184,7 +189,7 @@ class OutputSink:
     def tail(self, final_below: int) -> None:
         """Begin compacting (unless `--no-compact`) once EARLY_FROM_BATCHES batches are final;
         then hand it each batch that becomes final, in batch order."""
-        if not self.config.compact:
+        if not self.config.compact or self._early_failed:
             return
         final = [batch_id for batch_id in self._not_early if batch_id < final_below]
         if not final or (self.early is None and len(final) < EARLY_FROM_BATCHES):
@@ -193,6 +198,16 @@ class OutputSink:
             self.early = EarlyCompaction(Compactor(self.config.output), self.manifest)
         self._not_early = [batch_id for batch_id in self._not_early if batch_id >= final_below]
         self.early.add(sorted(final))
+
+    def work(self) -> bool:
+        if self.early is None:
+            return False
+        try:
+            return self.early.step()
+        except OSError:  # given up until the job is complete: its compaction then warns of it
+            self.early.abandon()
+            self.early, self._early_failed = None, True
+            return False
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job's tables (unless `--no-compact`); what was done, or None.
@@ -354,6 +369,9 @@ class ObjectStoreSink:
     def tail(self, final_below: int) -> None:
         """Nothing: a generation is compacted once the job is complete (store/objectcompaction.py)."""
 
+    def work(self) -> bool:
+        return False
+
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job into a new generation (unless `--no-compact`); what was
         done, or None. JobError when another run took the ledger."""
@@ -428,6 +446,9 @@ class StreamSink:
 
     def tail(self, final_below: int) -> None:
         pass
+
+    def work(self) -> bool:
+        return False
 
     def finish(self, should_stop: Callable[[], bool]) -> None:
         return None

@@ -19,10 +19,10 @@ Protocol (generation g, all tables):
     3. per table: exchange compacting/T <-> T; then the old parts in compacting/T are deleted,
        and anything else the table folder held (not snakebatch's) is moved back into it
 
-Step 1 may begin before the job is complete (`EarlyCompaction`): once discovery has ended, a
-thread writes the parts of batches committed for good into the twins, in batch order, while the
-last batches run; `compact` then adds only the parts it has not written. A run that ends
-incomplete deletes those twins, and never writes step 2.
+Step 1 may begin before the job is complete (`EarlyCompaction`): once discovery has ended, the
+coordinator writes the parts of batches committed for good into the twins, in batch order, in
+moments it has nothing else to do while the last batches run; `compact` then adds only the parts
+not written yet. A run that ends incomplete deletes those twins, and never writes step 2.
 
 A crash before 2 leaves twins that recovery deletes (the old parts stay live); a crash after it
 leaves twins recovery exchanges (roll forward). From then on, a covered batch's rows live in the
@@ -34,11 +34,11 @@ uncompacted batch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import shutil
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -371,7 +371,8 @@ class Compactor:
                 early.abandon()
             return None  # nothing new since the last compaction, or one part already
         try:
-            twins = early.take_over() if early is not None else self.begin(manifest)
+            twins = early.take_over() if early is not None else None
+            twins = twins or self.begin(manifest)
             if twins is None:
                 return None
             new = Manifest(generation=twins.generation,
@@ -455,80 +456,67 @@ class TwinTable:
 
 
 class EarlyCompaction:
-    """Step 1 begun while a complete job's last batches still run: a thread streams the parts of
-    batches committed for good (`add`, in batch order) into the twins, so that once the last
-    batch commits only the parts of the batches after them are left to write. `Compactor.compact`
-    takes the twins over; a job that does not complete `abandon`s them. Nothing here goes past
-    step 1: a crash leaves twins without a manifest, which recovery deletes."""
+    """Step 1 begun while a complete job's last batches still run: the parts of batches committed
+    for good (`add`, in batch order) are written into the twins one at a time (`step`), by the
+    coordinator in moments it has nothing else to do, so that once the last batch commits only
+    the parts of the batches after them are left. `Compactor.compact` takes the twins over; a
+    job that does not complete `abandon`s them. Nothing here goes past step 1: a crash leaves
+    twins without a manifest, which recovery deletes.
+
+    Not a thread: one beside the coordinator's loop took the GIL from it at -j 32 (200k files,
+    benchmarks/many_cores.py: the workers' idle tail grew from 0.7 s to 7.5 s)."""
 
     def __init__(self, compactor: Compactor, manifest: Manifest | None):
         self.compactor = compactor
         self.manifest = manifest
         self.twins: Twins | None = None
-        self.batches = 0  # batch parts written into the twins (each table's)
-        self.seconds = 0.0  # the thread's time writing them
-        self._queue: deque[int] = deque()
-        self._wake = threading.Condition()
-        self._closing = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="snakebatch-early-compaction", daemon=True)
-        self._thread.start()
+        self.batches = 0  # batches whose parts are in the twins
+        self.seconds = 0.0  # the steps' time
+        self._covered = set(manifest.covers) if manifest else set()
+        self._todo: deque[tuple[str, CompactedPart]] = deque()
+        self._begun = False
 
     def add(self, batch_ids: list[int]) -> None:
         """Batches whose parts are final, after those added before."""
-        with self._wake:
-            self._queue.extend(batch_ids)
-            self._wake.notify()
+        if self._begun and self.twins is None:
+            return  # the system cannot exchange folders: no compaction
+        self._todo.extend((table, CompactedPart(part_name(batch_id), [batch_id], -1))
+                          for batch_id in batch_ids if batch_id not in self._covered for table in TABLES)
 
-    def _work(self) -> None:
-        never = lambda: False  # noqa: E731 - `take_over` stops it between batches
-        try:
-            started = time.monotonic()
+    def step(self) -> bool:
+        """Write one part into the twins (the first step makes them); False when none is left."""
+        never = lambda: False  # noqa: E731 - a step is short; `compact` checks between parts
+        started = time.monotonic()
+        if not self._begun:
+            self._begun = True
             self.twins = self.compactor.begin(self.manifest)
             if self.twins is None:
-                return
+                self._todo.clear()
+                return False
             for table, twin in self.twins.tables.items():
                 twin.add_parts(list(self.manifest.parts(table)) if self.manifest else [], never)
-            self.seconds += time.monotonic() - started
-            covered = set(self.manifest.covers) if self.manifest else set()
-            while True:
-                with self._wake:
-                    while not self._queue and not self._closing:
-                        self._wake.wait()
-                    if self._closing:
-                        return
-                    batch_id = self._queue.popleft()
-                if batch_id in covered:
-                    continue
-                started = time.monotonic()
-                for twin in self.twins.tables.values():
-                    twin.add_parts([CompactedPart(part_name(batch_id), [batch_id], -1)], never)
-                self.batches += 1
-                self.seconds += time.monotonic() - started
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread by `take_over`
-            self._error = err
-
-    def _stop(self) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join()
+        elif self._todo:
+            table, part = self._todo.popleft()
+            self.twins.tables[table].add_parts([part], never)
+            self.batches += table == TABLES[-1]
+        else:
+            return False
+        self.seconds += time.monotonic() - started
+        return True
 
     def take_over(self) -> Twins | None:
-        """Stop the thread after the batch it is writing; the twins (None where the system
-        cannot exchange folders). Raises what the thread failed with."""
-        self._stop()
-        if self._error is not None:
-            raise self._error
+        """The twins (None when never begun, or where the system cannot exchange folders)."""
         return self.twins
 
     def abandon(self) -> None:
-        """Stop the thread and delete the twins (the job did not complete: nothing changed)."""
-        self._stop()
-        if self.twins is not None:
-            for twin in self.twins.tables.values():
+        """Delete the twins (the job did not complete: nothing changed)."""
+        for twin in self.twins.tables.values() if self.twins is not None else ():
+            with contextlib.suppress(OSError):
                 twin.writer.abandon()
-        shutil.rmtree(self.compactor.twins, ignore_errors=True)
+        if self._begun:
+            shutil.rmtree(self.compactor.twins, ignore_errors=True)
+        self.twins, self._begun = None, True
+        self._todo.clear()
 
 
 def _rmdir_if_empty(folder: str) -> None:
