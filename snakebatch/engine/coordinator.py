@@ -21,6 +21,10 @@ kills a worker stuck on one file past `--file-timeout`. The file is known, so no
 isolating: it is retried alone (`--retries`) and then gets `timeout`; the rest of its batch and
 every batch the broken pool took down are simply redone.
 
+Closing work in the tail: once discovery has ended, the sink learns which batches are final
+(`Sink.tail`: every lower id committed or never to be), and while no batch has finished the loop
+gives it a short step of work (`Sink.work`: a part compacted early) instead of only waiting.
+
 --cache DIR: workers read and write its entries; the coordinator only reports what they stored
 to the cache's size estimate (store/blobcache.py `SizeKeeper`), which evicts past the bound.
 
