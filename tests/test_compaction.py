@@ -439,3 +439,80 @@ def test_an_unreadable_manifest_is_damage_and_a_resume_rebuilds_it_without_parsi
     assert read_manifest(str(out / "_snakebatch")).generation == generation
     assert_same_output(snapshot(out), snapshot(uncompacted))
     assert run_cli("status", out, "--verify").returncode == 0
+
+
+# -- compaction begun in the tail (store/compaction.py EarlyCompaction) --------------------------
+
+TAIL_SLEEP = 0.01  # seconds per file: ~1 s of batches after compaction begins (at the 8th batch)
+
+
+def test_compaction_begins_while_the_last_batches_run_and_keeps_rows_in_batch_order(corpus, uncompacted, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json"), env=env(sleep=TAIL_SLEEP / 2))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    compaction = summary["compaction"]
+    # Part of it was written before the last batch committed, and is not serial time.
+    assert 1 <= compaction["early_batches"] < summary["batches_this_run"], compaction
+    assert compaction["early_s"] > 0
+    assert summary["serial"]["compaction_overlapped_s"] == compaction["early_s"]
+    assert summary["serial"]["compaction_s"] > 0
+    assert compaction["parts_before"] == 3 * summary["batches_this_run"] and compaction["parts_after"] == 3
+    for table in TABLES:
+        assert _parts(out, table) == ["part-c0001-00000.parquet"]
+    assert not (out / "_snakebatch" / "compacting").exists()
+    assert_same_output(snapshot(out), snapshot(uncompacted))
+    # The early batches and the rest were written in batch order: the row groups' path
+    # statistics stay as narrow as after a compaction at the end.
+    batch_ids = pq.read_table(out / "files" / "part-c0001-00000.parquet", columns=["batch_id"])["batch_id"].to_pylist()
+    assert batch_ids == sorted(batch_ids)
+    assert read_manifest(str(out / "_snakebatch")).covers == sorted(e.batch_id for e in Ledger(str(out)).entries())
+
+
+def _run_until_twins(corpus: Path, out: Path, logs: Path) -> Run:
+    """A fresh run of the corpus, returned once its compaction has begun (batches still running)."""
+    run = Run(run_args(corpus, out, *OPTIONS), env(sleep=TAIL_SLEEP), logs)
+    while not (out / "_snakebatch" / "compacting").exists() and run.proc.poll() is None:
+        time.sleep(0.0005)
+    return run
+
+
+def test_sigkill_while_compaction_runs_in_the_tail_then_resume(corpus, uncompacted, tmp_path):
+    want = snapshot(uncompacted)
+    entries = len(list(Ledger(str(uncompacted)).entries()))
+    landed = 0
+    for number, delay in enumerate((0.0, 0.2)):
+        out = tmp_path / f"out{number}"
+        run = _run_until_twins(corpus, out, tmp_path / "logs")
+        time.sleep(delay)
+        code = run.kill_group()
+        if code == -signal.SIGKILL:
+            landed += 1
+            # Killed in the tail: twins begun, nothing committed by them, batches left to run.
+            assert (out / "_snakebatch" / "compacting").exists()
+            assert not (out / "_snakebatch" / MANIFEST).exists()
+            assert len(list(Ledger(str(out)).entries())) < entries
+        read_parts(out)  # no torn part and no file twice
+        final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+        assert final.returncode == 0, final.stderr
+        assert json.loads(final.stdout)["state"] == "complete"
+        assert_same_output(snapshot(out), want)
+        for table in TABLES:
+            assert _parts(out, table) == ["part-c0001-00000.parquet"], os.listdir(out / table)
+        assert not (out / "_snakebatch" / "compacting").exists()
+    assert landed >= 1, "no kill landed while compaction ran in the tail"
+
+
+def test_sigint_while_compaction_runs_in_the_tail_deletes_its_twins(corpus, uncompacted, tmp_path):
+    out = tmp_path / "out"
+    run = _run_until_twins(corpus, out, tmp_path / "logs")
+    run.signal_group(signal.SIGINT)
+    assert run.wait() == 130, run.stderr
+    assert len(list(Ledger(str(out)).entries())) < len(list(Ledger(str(uncompacted)).entries()))
+    assert not (out / "_snakebatch" / "compacting").exists()  # given up, nothing half-done left
+    assert not (out / "_snakebatch" / MANIFEST).exists()
+    assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "incomplete"
+    final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["compaction"]["parts_after"] == 3
+    assert_same_output(snapshot(out), snapshot(uncompacted))

@@ -21,6 +21,10 @@ kills a worker stuck on one file past `--file-timeout`. The file is known, so no
 isolating: it is retried alone (`--retries`) and then gets `timeout`; the rest of its batch and
 every batch the broken pool took down are simply redone.
 
+Closing work in the tail: once discovery has ended, the sink learns which batches are final
+(`Sink.tail`: every lower id committed or never to be), and while no batch has finished the loop
+gives it a short step of work (`Sink.work`: a part compacted early) instead of only waiting.
+
 --cache DIR: workers read and write its entries; the coordinator only reports what they stored
 to the cache's size estimate (store/blobcache.py `SizeKeeper`), which evicts past the bound.
 
@@ -314,6 +318,8 @@ class Coordinator:
                     yield from self._settle(future)
                 if self._pool_broke:
                     yield from self._rebuild_after_death()
+                if self.planner.discovery_done and not self.stop:
+                    self.sink.tail(self._final_below())
                 self._maybe_progress()
         except KeyboardInterrupt:
             self.stop.request("interrupted", 130)
@@ -352,7 +358,11 @@ class Coordinator:
             self._submit(task, isolated=True, estimate=self.governor.batch_estimate(task.files))
 
     def _wait(self) -> set[Future]:
-        done, _ = wait(list(self.inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+        """The batches that finished; while none has, a step of the sink's closing work (one
+        part compacted early, a few ms) instead of waiting."""
+        done, _ = wait(list(self.inflight), timeout=0, return_when=FIRST_COMPLETED)
+        if not done and (self.stop or not self.sink.work()):
+            done, _ = wait(list(self.inflight), timeout=0.2, return_when=FIRST_COMPLETED)
         return done
 
     def _settle(self, future: Future, drained: bool = False):
@@ -389,6 +399,15 @@ class Coordinator:
             if self.watchdog is not None:
                 self.watchdog.reset()
 
+    def _final_below(self) -> int:
+        """The lowest batch id that may still commit: every batch below it has committed or
+        never will (new batches get higher ids; a retried one keeps its id while pending)."""
+        pending = [entry.task.batch_id for entry in self.inflight.values()]
+        pending += [task.batch_id for task in (*self.suspects, *self._redo)]
+        if self._next is not None:
+            pending.append(self._next[0].batch_id)
+        return min(pending, default=self.planner.next_id)
+
     def _shut_down(self) -> None:
         self.governor.stop()
         self.executor.shutdown(kill=self._killed or bool(self.inflight))
@@ -420,6 +439,8 @@ class Coordinator:
                 self.stop.request(str(err), 1)
             finally:
                 self.timeline.compaction_ended = time.time()
+            if self.compaction is not None:
+                self.timeline.compaction_overlapped_s = self.compaction.get("early_s", 0.0)
             self.complete = not self.stop
         self._ended = True
 

@@ -674,6 +674,9 @@ class RefreshSink(RefreshPlan, OutputSink):
 
     # -- the new generation --------------------------------------------------------------------
 
+    def tail(self, final_below: int) -> None:
+        """Nothing: a refresh's batches are not in the tables until `finish` commits them."""
+
     def finish(self, should_stop) -> None:
         out = self.config.output
         gen = self._spec(self.manifest.generation if self.manifest is not None else 0)

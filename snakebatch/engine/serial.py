@@ -16,7 +16,9 @@ share fell:
 - `between_batches`: a started worker idle while discovery still runs (waiting for the
   coordinator to plan, submit or commit);
 - `tail`: a started worker idle after discovery ended (the last batches);
-- `compaction`: merging the complete job's parts;
+- `compaction`: merging the complete job's parts after its last batch. What a compaction begun in
+  the tail (store/compaction.py EarlyCompaction) did while batches still ran is not a cause: its
+  seconds are `compaction_overlapped_s`, beside the causes (workers idle meanwhile count as `tail`);
 - `exit`: from the last worker's end to the summary (committing the last batch, stopping the
   pool) and after compaction. The interpreter's own exit after the summary is not in it.
 """
@@ -59,6 +61,7 @@ class Timeline(msgspec.Struct):
     run_ended: float = 0.0  # the loop ended and the pool is stopped
     compaction_started: float = 0.0
     compaction_ended: float = 0.0
+    compaction_overlapped_s: float = 0.0  # compaction done while the last batches ran (not serial)
     summary_at: float = 0.0
 
 
@@ -122,5 +125,6 @@ def serial_fraction(timeline: Timeline, intervals: list, workers: int) -> dict:
     out["total_s"] = round(sum(causes.values()), 4)
     out["wall_s"] = round(end - t.process_started, 4)
     out["busy_worker_s"] = round(busy_total, 4)
+    out["compaction_overlapped_s"] = round(t.compaction_overlapped_s, 4)
     out["workers"] = n
     return out

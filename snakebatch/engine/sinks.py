@@ -25,7 +25,7 @@ from ..config import JobConfig, RunConfig
 from ..errors import ConfigError, JobError
 from ..paths import source_path
 from ..schema import TABLES
-from ..store.compaction import Compactor
+from ..store.compaction import EARLY_FROM_BATCHES, Compactor, EarlyCompaction
 from ..store.jobfolder import (
     JobRecord,
     clear_complete,
@@ -65,6 +65,14 @@ class Sink(Protocol):
 
     def amend(self, summary):
         """The run's summary as this sink completes it (a refresh tells the new snapshot's counts)."""
+
+    def tail(self, final_below: int) -> None:
+        """Discovery has ended, and every batch below `final_below` that will commit has
+        committed: the closing work may begin on those while the last batches run."""
+
+    def work(self) -> bool:
+        """One short step of the closing work `tail` allowed, in a moment the coordinator has
+        nothing else to do; False when there is none."""
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Work once the job is complete (compaction); what was done, or None. JobError when
@@ -141,6 +149,11 @@ class OutputSink:
         self.manifest = report.manifest
         self._take_committed(entries)
         self.batch_stats: list[dict] = []
+        # Compaction begun in the tail (`tail`), and the committed batches not handed to it yet.
+        self.early: EarlyCompaction | None = None
+        self._early_failed = False
+        covered = set(self.manifest.covers) if self.manifest is not None else set()
+        self._not_early = [batch_id for batch_id in self.batch_ids if batch_id not in covered]
 
     def _take_committed(self, entries: list[LedgerEntry]) -> None:
         """Index what earlier runs committed (this run skips it) and count it: right even when
@@ -161,6 +174,7 @@ class OutputSink:
         self.lock.check()
         self.ledger.commit(entry, outcome.staging)
         self.batch_ids.append(entry.batch_id)
+        self._not_early.append(entry.batch_id)
         self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output folder hands the caller nothing
 
@@ -172,14 +186,38 @@ class OutputSink:
         """The run's summary as this sink completes it (a refresh tells the new snapshot's counts)."""
         return summary
 
+    def tail(self, final_below: int) -> None:
+        """Begin compacting (unless `--no-compact`) once EARLY_FROM_BATCHES batches are final;
+        then hand it each batch that becomes final, in batch order."""
+        if not self.config.compact or self._early_failed:
+            return
+        final = [batch_id for batch_id in self._not_early if batch_id < final_below]
+        if not final or (self.early is None and len(final) < EARLY_FROM_BATCHES):
+            return
+        if self.early is None:
+            self.early = EarlyCompaction(Compactor(self.config.output), self.manifest)
+        self._not_early = [batch_id for batch_id in self._not_early if batch_id >= final_below]
+        self.early.add(sorted(final))
+
+    def work(self) -> bool:
+        if self.early is None:
+            return False
+        try:
+            return self.early.step()
+        except OSError:  # given up until the job is complete: its compaction then warns of it
+            self.early.abandon()
+            self.early, self._early_failed = None, True
+            return False
+
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job's tables (unless `--no-compact`); what was done, or None.
         JobError when the job's lock is no longer this run's."""
         if not self.config.compact:
             return None
         self.lock.check()
+        early, self.early = self.early, None
         try:
-            done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop)
+            done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop, early)
         except OSError as err:
             # The job is complete without it: its batch parts stay (or a resume finishes the swap).
             print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)
@@ -196,6 +234,8 @@ class OutputSink:
         run may have stopped), they are given up with a warning and the job stays resumable."""
         out = self.config.output
         try:
+            if self.early is not None:  # the job did not complete: its twins go
+                self.early.abandon()
             self.ledger.close()
             previous = read_json(out, "stats.json")
             runs = previous.get("runs", []) if isinstance(previous, dict) else []
@@ -326,6 +366,12 @@ class ObjectStoreSink:
     def amend(self, summary):
         return summary
 
+    def tail(self, final_below: int) -> None:
+        """Nothing: a generation is compacted once the job is complete (store/objectcompaction.py)."""
+
+    def work(self) -> bool:
+        return False
+
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job into a new generation (unless `--no-compact`); what was
         done, or None. JobError when another run took the ledger."""
@@ -397,6 +443,12 @@ class StreamSink:
 
     def amend(self, summary):
         return summary
+
+    def tail(self, final_below: int) -> None:
+        pass
+
+    def work(self) -> bool:
+        return False
 
     def finish(self, should_stop: Callable[[], bool]) -> None:
         return None
