@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import psutil
@@ -107,6 +108,61 @@ def test_admission_right_after_the_first_submission_counts_the_pool_it_started()
     finally:
         governor.stop()
         executor.shutdown()
+
+
+class NamedWorkers:  # an `Executor` as the governor sees it: which processes are its workers
+    memory_limit = None
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pids: list[int] = []
+
+    def worker_pids(self) -> list[int]:
+        return list(self.pids)
+
+    def memory_rss(self) -> None:
+        return None
+
+
+HOLDS_80_MB = "import sys, time; b = bytearray(80 * 10**6); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(60)"
+
+
+def test_many_workers_admit_on_a_recent_sample_and_sample_a_new_pool_at_once():
+    """With many workers a sample (~40 us a process) per admission was a sample per batch: an
+    admission now takes one at most ADMISSION_SAMPLE_AGE_S old. A pool started since the last
+    sample (its forkserver and tracker are outside the model) is still sampled before the next
+    admission decides, and with few workers every admission samples."""
+    from snakebatch.engine.governor import ADMISSION_SAMPLE_AGE_S, MemoryGovernor
+
+    executor = NamedWorkers(16)
+    governor = MemoryGovernor(budget=100 * 10**9, workers=16)
+    governor.attach(executor)
+    started = time.monotonic()
+    for _ in range(200):
+        governor.admit(MB, MB, in_flight=1)
+    allowed = (time.monotonic() - started) / ADMISSION_SAMPLE_AGE_S + 1
+    assert governor.admission_samples <= allowed < 100, (governor.admission_samples, allowed)
+
+    pool = subprocess.Popen([sys.executable, "-c", HOLDS_80_MB], stdout=subprocess.PIPE)
+    try:
+        assert pool.stdout.readline().strip() == b"1"
+        before, samples = governor.rss, governor.admission_samples
+        executor.pids = [pool.pid]  # a new pool named its first worker
+        governor.admit(MB, MB, in_flight=1)
+        assert governor.admission_samples == samples + 1
+        assert governor.rss - before > 70 * MB and governor.workers_rss > 70 * MB
+        time.sleep(ADMISSION_SAMPLE_AGE_S + 0.05)  # older than allowed: sampled again
+        governor.admit(MB, MB, in_flight=1)
+        assert governor.admission_samples == samples + 2
+    finally:
+        pool.kill()
+        pool.wait()
+
+    few = MemoryGovernor(budget=100 * 10**9, workers=2)
+    few.attach(NamedWorkers(2))
+    for _ in range(20):
+        few.admit(MB, MB, in_flight=1)
+    assert few.admission_samples == 20
 
 
 @pytest.mark.slow
