@@ -11,6 +11,9 @@ Data flows one way:
                      governor's        number of batches in flight)                     renames, or
                      target)                                                            a stream)
 
+The batches one wait finds finished are committed together (`sink.commit_group`): with many
+workers on small files, an fsynced ledger write per batch queued the coordinator (issue 17).
+
 Worker deaths: a pool that breaks fails every batch in flight, so a death cannot be pinned on
 one batch. Those batches are redone one at a time ("isolated"); a batch that kills its worker
 while alone is split in halves until the single file is found, which gets `crashed` after
