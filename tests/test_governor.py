@@ -83,6 +83,28 @@ def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     assert governor["peak_rss_bytes"] <= peak * 1.05
 
 
+@pytest.mark.slow
+def test_budget_for_one_big_parse_holds_with_eight_workers(tmp_path):
+    """As with two workers, with eight, where admissions take a recent sample of the tree rather
+    than one each (engine/governor.py ADMISSION_SAMPLE_AGE_S)."""
+    root = tmp_path / "baseline"
+    small_files(root / "src", 150)
+    proc, baseline = run_sampled("run", root / "src", "-o", root / "out", "-j", "8", "--batch-bytes", "16KB")
+    assert proc.returncode == 0, proc.stderr
+    budget = baseline + int(1.45 * AST_BYTES_PER_SOURCE_BYTE * MB)
+    src = big_tree(tmp_path / "src", n_big=3, big_size=MB)
+    out = tmp_path / "out"
+    proc, peak = run_sampled("run", src, "-o", out, "-j", "8", "--memory-budget", budget,
+                             "--batch-bytes", "16KB", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    governor = summary["governor"]
+    assert set(read_table(out, "files").to_pydict()["status"]) == {"ok"}, (baseline, budget, governor)
+    assert peak < 1.1 * budget, f"peak {peak / MB:.0f} MB, budget {budget / MB:.0f} MB"
+    assert governor["held_for_big_batch"] >= 1
+    assert governor["admission_samples"] < summary["batches_this_run"] / 2, governor["admission_samples"]
+
+
 def test_admission_right_after_the_first_submission_counts_the_pool_it_started():
     """The first submission starts the pool: a forkserver with the worker module preloaded, a
     resource tracker, a worker. The admission that follows at once must count them (in a run

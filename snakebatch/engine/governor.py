@@ -435,6 +435,7 @@ class MemoryGovernor:
             "held_for_budget": self.held_budget,
             "too_large_files": self.too_large_files,
             "recycles": self.recycles,
+            "admission_samples": self.admission_samples,
             "decisions": self.decisions[-50:],
             "n_decisions": self.n_decisions,
         }
