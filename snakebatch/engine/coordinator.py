@@ -575,7 +575,7 @@ class Coordinator:
         try:
             yield from self.sink.commit_group(done)
         except OSError as err:
-            ids = ", ".join(str(task.batch_id) for task, _ in done)
+            ids = ", ".join(str(task.batch_id) for task, _ in done[:5]) + (", ..." if len(done) > 5 else "")
             raise JobError(f"cannot commit batch{'es' if len(done) > 1 else ''} {ids} to {self.config.output}: "
                            f"{err}") from err
         except JobError:  # the job's lock is no longer this run's
