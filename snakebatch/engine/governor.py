@@ -37,8 +37,8 @@ SAMPLE_INTERVAL_S = 0.1
 TREE_REFRESH_S = 1.0
 # A sample reads each process of the tree (1.0 ms of CPU for 65 processes, 2.6 ms under cProfile
 # at -j 32), so one per admission cost the coordinator's loop a sample per batch (issue 17: 16,081
-# memory_info calls for 480 batches at -j 32; without them its CPU fell 19% on 200k files at -j 32
-# and 64, benchmarks/RESULTS.md session 5). From MANY_WORKERS on, an admission takes the
+# memory_info calls for 480 batches at -j 32; with this and group commits the loop's CPU fell 19%
+# on 200k files at -j 32 and 64, benchmarks/RESULTS.md session 5). From MANY_WORKERS on, an admission takes the
 # sampling thread's sample when it is at most ADMISSION_SAMPLE_AGE_S old (the thread takes one
 # each SAMPLE_INTERVAL_S; the rest is slack for a late thread on a loaded machine). What can grow
 # unseen in that time is covered by the model, not the sample: the batches in flight are reserved
