@@ -26,6 +26,8 @@ from snakebatch.engine.watchdog import Heartbeat
 from snakebatch.engine.worker import BatchTask
 from snakebatch.errors import JobError
 from snakebatch.executors.base import WorkerDied
+from snakebatch.store.layout import part_name
+from snakebatch.store.ledger import Ledger
 
 pytestmark = pytest.mark.timeout(60)  # a coordinator that loses a batch would wait for it forever
 
@@ -334,3 +336,31 @@ def test_rows_the_coordinator_writes_itself_teach_the_governor_nothing(tmp_path)
     assert psutil.Process().memory_info().rss != WORKER_RSS
     assert summary.governor["worker_rest_rss_bytes"] == WORKER_RSS  # the workers', as they reported it
     assert summary.governor["too_large_files"] == 5
+
+
+def test_batches_that_finished_together_are_committed_by_one_ledger_write(tmp_path):
+    """The scripted executor ends each batch as it is submitted, so every wait finds all the
+    batches in flight finished (up to two per worker): each such group is one ledger write and
+    fsync, and its batches are all committed, each with its own line and parts."""
+    src = _source(tmp_path, _clean(40))
+    config = build_config(src, tmp_path / "out", use_config_file=False, workers=4, batch_bytes=64, compact=False)
+    sink = OutputSink(config)
+    executor = ScriptedExecutor(lambda task: "ok")
+    coordinator = Coordinator(config, sink, executor_factory=executor.start)
+    executor.coordinator = coordinator
+    try:
+        for _ in coordinator.run():
+            pass
+        coordinator.compact()
+    finally:
+        summary = coordinator.close()
+    assert summary.state == "complete" and summary.files == 40
+    batches = summary.batches_this_run  # the job's empty first part is one of them, committed alone
+    assert batches >= 12
+    # 8 in flight at a time: a write for the first part, then about one per 8 batches.
+    assert sink.ledger.appends <= 1 + -(-(batches - 1) // 8) + 1, (sink.ledger.appends, batches)
+    entries, corrupt = Ledger(str(tmp_path / "out")).read()
+    assert not corrupt and len(entries) == batches
+    assert sorted(p for e in entries for p in e.paths) == sorted(_clean(40))
+    assert sorted(os.listdir(tmp_path / "out" / "files")) == sorted(part_name(e.batch_id) for e in entries)
+    assert not os.listdir(tmp_path / "out" / "_snakebatch" / "staging")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import psutil
@@ -82,6 +83,28 @@ def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     assert governor["peak_rss_bytes"] <= peak * 1.05
 
 
+@pytest.mark.slow
+def test_budget_for_one_big_parse_holds_with_eight_workers(tmp_path):
+    """As with two workers, with eight, where admissions take a recent sample of the tree rather
+    than one each (engine/governor.py ADMISSION_SAMPLE_AGE_S)."""
+    root = tmp_path / "baseline"
+    small_files(root / "src", 150)
+    proc, baseline = run_sampled("run", root / "src", "-o", root / "out", "-j", "8", "--batch-bytes", "16KB")
+    assert proc.returncode == 0, proc.stderr
+    budget = baseline + int(1.45 * AST_BYTES_PER_SOURCE_BYTE * MB)
+    src = big_tree(tmp_path / "src", n_big=3, big_size=MB)
+    out = tmp_path / "out"
+    proc, peak = run_sampled("run", src, "-o", out, "-j", "8", "--memory-budget", budget,
+                             "--batch-bytes", "16KB", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    governor = summary["governor"]
+    assert set(read_table(out, "files").to_pydict()["status"]) == {"ok"}, (baseline, budget, governor)
+    assert peak < 1.1 * budget, f"peak {peak / MB:.0f} MB, budget {budget / MB:.0f} MB"
+    assert governor["held_for_big_batch"] >= 1
+    assert governor["admission_samples"] < summary["batches_this_run"] / 2, governor["admission_samples"]
+
+
 def test_admission_right_after_the_first_submission_counts_the_pool_it_started():
     """The first submission starts the pool: a forkserver with the worker module preloaded, a
     resource tracker, a worker. The admission that follows at once must count them (in a run
@@ -107,6 +130,61 @@ def test_admission_right_after_the_first_submission_counts_the_pool_it_started()
     finally:
         governor.stop()
         executor.shutdown()
+
+
+class NamedWorkers:  # an `Executor` as the governor sees it: which processes are its workers
+    memory_limit = None
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pids: list[int] = []
+
+    def worker_pids(self) -> list[int]:
+        return list(self.pids)
+
+    def memory_rss(self) -> None:
+        return None
+
+
+HOLDS_80_MB = "import sys, time; b = bytearray(80 * 10**6); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(60)"
+
+
+def test_many_workers_admit_on_a_recent_sample_and_sample_a_new_pool_at_once():
+    """With many workers a sample (~40 us a process) per admission was a sample per batch: an
+    admission now takes one at most ADMISSION_SAMPLE_AGE_S old. A pool started since the last
+    sample (its forkserver and tracker are outside the model) is still sampled before the next
+    admission decides, and with few workers every admission samples."""
+    from snakebatch.engine.governor import ADMISSION_SAMPLE_AGE_S, MemoryGovernor
+
+    executor = NamedWorkers(16)
+    governor = MemoryGovernor(budget=100 * 10**9, workers=16)
+    governor.attach(executor)
+    started = time.monotonic()
+    for _ in range(200):
+        governor.admit(MB, MB, in_flight=1)
+    allowed = (time.monotonic() - started) / ADMISSION_SAMPLE_AGE_S + 1
+    assert governor.admission_samples <= allowed < 100, (governor.admission_samples, allowed)
+
+    pool = subprocess.Popen([sys.executable, "-c", HOLDS_80_MB], stdout=subprocess.PIPE)
+    try:
+        assert pool.stdout.readline().strip() == b"1"
+        before, samples = governor.rss, governor.admission_samples
+        executor.pids = [pool.pid]  # a new pool named its first worker
+        governor.admit(MB, MB, in_flight=1)
+        assert governor.admission_samples == samples + 1
+        assert governor.rss - before > 70 * MB and governor.workers_rss > 70 * MB
+        time.sleep(ADMISSION_SAMPLE_AGE_S + 0.05)  # older than allowed: sampled again
+        governor.admit(MB, MB, in_flight=1)
+        assert governor.admission_samples == samples + 2
+    finally:
+        pool.kill()
+        pool.wait()
+
+    few = MemoryGovernor(budget=100 * 10**9, workers=2)
+    few.attach(NamedWorkers(2))
+    for _ in range(20):
+        few.admit(MB, MB, in_flight=1)
+    assert few.admission_samples == 20
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ import os
 import random
 import shlex
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -286,6 +288,65 @@ def test_sigkill_of_the_coordinator_alone_ends_every_process_it_started(corpus, 
     assert after and not {e.staging for e in after} & {f"staging/b{e.batch_id:08d}.0" for e in after}
     assert len({e.staging.rsplit(".", 1)[1] for e in before} | {e.staging.rsplit(".", 1)[1] for e in after}) == 2
     assert not os.listdir(out / "_snakebatch" / "staging")  # the killed run's folders were removed
+
+
+# A run whose batches all finish at once (an in-process executor of 4 "workers": each batch runs
+# as it is submitted, so each wait finds up to 8 finished), SIGKILLed by its own rename of a
+# staged part: after `kill_at` such renames, having printed how many lines the ledger holds then.
+GROUP_KILL = """
+import os, signal, sys
+from snakebatch.config import build_config
+from snakebatch.engine.coordinator import Coordinator
+from snakebatch.engine.sinks import OutputSink
+from snakebatch.executors.inprocess import InProcessExecutor
+
+source, out, parser, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+class AllAtOnce(InProcessExecutor):
+    workers = 4
+
+renames = 0
+real_rename = os.rename
+
+def rename(src, dst):
+    global renames
+    if os.sep + "staging" + os.sep in os.fsdecode(src):
+        if renames == kill_at:
+            with open(os.path.join(out, "_snakebatch", "ledger.jsonl"), "rb") as fh:
+                print(fh.read().count(b"\\n"), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        renames += 1
+    real_rename(src, dst)
+
+os.rename = rename
+config = build_config(source, out, use_config_file=False, parsers=[parser], batch_bytes="32KB")
+coordinator = Coordinator(config, OutputSink(config), executor_factory=lambda config: AllAtOnce())
+for _ in coordinator.run():
+    pass
+"""
+
+
+# A commit is 3 renames (one part per table); the job's empty first part is committed alone
+# (renames 0-2), then the first group of 8 batches (renames 3-26).
+@pytest.mark.parametrize("kill_at", [3, 13, 26])
+def test_sigkill_inside_a_group_commit_then_resume(kill_at, corpus, baseline, tmp_path):
+    """Batches that finished together are committed by one ledger write: all 8 lines are there
+    before the first of their renames. A SIGKILL after that write (before any rename, between two
+    batches' renames, before the last) then --resume gives the tables of an uninterrupted run."""
+    out, log = tmp_path / "out", tmp_path / "parses.log"
+    proc = subprocess.run([sys.executable, "-c", GROUP_KILL, corpus, out, LOGGING_PARSER, str(kill_at)],
+                          capture_output=True, text=True, env=env(), timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert int(proc.stdout) == 1 + 8  # the first part's line and the whole group's, in one write
+    committed = check_interrupted(out, len(baseline["snapshot"]["files"]))
+    assert len(Ledger(str(out)).read()[0]) == 9 and committed == ledger_paths(out)
+    resumed = Run(run_args(corpus, out, *OPTIONS, "--json", resume=True), env(log=log, sleep=SLEEP_PER_FILE),
+                  tmp_path / "logs")
+    assert resumed.wait() == 0, resumed.stderr
+    unfinished = 8 - (kill_at - 3) // 3  # batches of the group with a part still in staging
+    assert json.loads(resumed.stdout)["recovery"] == f"{unfinished} interrupted commit(s) finished"
+    assert_same_output(snapshot(out), baseline["snapshot"])
+    assert not committed & set(parse_log(log))  # exactly once: nothing of the group parsed again
 
 
 @pytest.mark.slow

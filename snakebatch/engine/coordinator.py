@@ -11,6 +11,9 @@ Data flows one way:
                      governor's        number of batches in flight)                     renames, or
                      target)                                                            a stream)
 
+The batches one wait finds finished are committed together (`sink.commit_group`): with many
+workers on small files, an fsynced ledger write per batch queued the coordinator (issue 17).
+
 Worker deaths: a pool that breaks fails every batch in flight, so a death cannot be pinned on
 one batch. Those batches are redone one at a time ("isolated"); a batch that kills its worker
 while alone is split in halves until the single file is found, which gets `crashed` after
@@ -314,8 +317,7 @@ class Coordinator:
                     break
                 done = self._wait()
                 self._watchdog_broke = self._check_watchdog()
-                for future in done:
-                    yield from self._settle(future)
+                yield from self._settle_finished(done)
                 if self._pool_broke:
                     yield from self._rebuild_after_death()
                 if self.planner.discovery_done and not self.stop:
@@ -365,9 +367,21 @@ class Coordinator:
             done, _ = wait(list(self.inflight), timeout=0.2, return_when=FIRST_COMPLETED)
         return done
 
+    def _settle_finished(self, done: Iterable[Future], drained: bool = False):
+        """Batches that finished together: decide what each failure means, and commit the others
+        as one group (the output folder's one ledger write and fsync for them all)."""
+        finished = []
+        for future in done:
+            settled = yield from self._settle(future, drained)
+            if settled is not None:
+                finished.append(settled)
+        if finished:
+            yield from self._commit_group(finished)
+
     def _settle(self, future: Future, drained: bool = False):
-        """One finished batch: commit it, or decide what its failure means. `drained`: it was
-        waited for after a worker died, so whatever it failed with, it went down with the pool."""
+        """One finished batch: (task, outcome) to commit, or None once its failure is dealt with.
+        `drained`: it was waited for after a worker died, so whatever it failed with, it went
+        down with the pool."""
         task, isolated, _ = self.inflight.pop(future)
         try:
             outcome = future.result()
@@ -386,12 +400,11 @@ class Coordinator:
                 yield from self._after_failure(task, True, "parser_error", f"{type(err).__name__}: {err}"[:2000])
             return
         self.busy.append((outcome.started_at, outcome.ended_at, outcome.pid))
-        yield from self._commit(task, outcome)
+        return task, outcome
 
     def _rebuild_after_death(self):
         """Every batch in flight fails with the pool: settle them as they end, then rebuild."""
-        for future in list(self.inflight):
-            yield from self._settle(future, drained=True)
+        yield from self._settle_finished(list(self.inflight), drained=True)
         self._pool_broke = False
         time.sleep(0.05)  # a SIGTERM to the group kills workers first; let its handler run
         if not self.stop:
@@ -577,12 +590,22 @@ class Coordinator:
         yield from self._commit(forced, process_batch(forced))
 
     def _commit(self, task: BatchTask, outcome: BatchOutcome):
+        yield from self._commit_group([(task, outcome)])
+
+    def _commit_group(self, done: list[tuple[BatchTask, BatchOutcome]]):
         try:
-            yield from self.sink.commit(task, outcome)
+            yield from self.sink.commit_group(done)
         except OSError as err:
-            raise JobError(f"cannot commit batch {task.batch_id} to {self.config.output}: {err}") from err
+            ids = ", ".join(str(task.batch_id) for task, _ in done[:5]) + (", ..." if len(done) > 5 else "")
+            raise JobError(f"cannot commit batch{'es' if len(done) > 1 else ''} {ids} to {self.config.output}: "
+                           f"{err}") from err
         except JobError:  # the job's lock is no longer this run's
             raise
+        for task, outcome in done:
+            self._committed(task, outcome)
+
+    def _committed(self, task: BatchTask, outcome: BatchOutcome) -> None:
+        """What this run learns from a batch once it is committed."""
         self._learn_copies(task, outcome)
         failures_before = self.tally.failures
         self.tally.add(outcome)

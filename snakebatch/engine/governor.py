@@ -1,7 +1,7 @@
 """The memory governor: keeps the RSS of the whole process tree under `--memory-budget`.
 
-Owns: sampling memory (psutil, several times a second in a thread, and afresh at each
-admission), the model of what a batch will cost (bytes of memory per byte of source, learned per
+Owns: sampling memory (psutil, several times a second in a thread, and afresh at an admission
+unless many workers run: then the thread's sample when it is recent), the model of what a batch will cost (bytes of memory per byte of source, learned per
 parser from the workers' measurements), the admission of each batch (in budget? alone?), the
 batch size target, the number of batches in flight, when the pool should be recycled, which
 files are too large for the budget, and the record of its decisions. Must not touch: executing
@@ -12,9 +12,9 @@ The model: the tree costs a baseline (the coordinator and its helpers, plus each
 rest) and each batch in flight adds its predicted peak: its largest file's parse (files of a
 batch are parsed one after another, each tree freed before the next) plus the rows it builds.
 A batch is admitted when the larger of (baseline + what is in flight) and the sampled RSS, plus
-its own peak, fits the budget; both come from a sample taken for the admission, since the
-submission just before may have started the pool (its forkserver alone measured 110 MB). A
-batch predicted to need more than one worker's share of the free budget runs only once nothing
+its own peak, fits the budget; both come from a sample no older than ADMISSION_SAMPLE_AGE_S
+with many workers (below), taken afresh otherwise and whenever the submission just before
+started a pool (its forkserver alone measured 110 MB). A batch predicted to need more than one worker's share of the free budget runs only once nothing
 else is in flight; batches that fit beside it may follow.
 """
 
@@ -35,6 +35,18 @@ DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 SAMPLE_INTERVAL_S = 0.1
 TREE_REFRESH_S = 1.0
+# A sample reads each process of the tree (1.0 ms of CPU for 65 processes, 2.6 ms under cProfile
+# at -j 32), so one per admission cost the coordinator's loop a sample per batch (issue 17: 16,081
+# memory_info calls for 480 batches at -j 32; with this and group commits the loop's CPU fell 19%
+# on 200k files at -j 32 and 64, benchmarks/RESULTS.md session 5). From MANY_WORKERS on, an admission takes the
+# sampling thread's sample when it is at most ADMISSION_SAMPLE_AGE_S old (the thread takes one
+# each SAMPLE_INTERVAL_S; the rest is slack for a late thread on a loaded machine). What can grow
+# unseen in that time is covered by the model, not the sample: the batches in flight are reserved
+# at their predicted peaks, and every worker counts at its rest RSS in the baseline even before
+# it has started. What the model does not hold is a new pool's forkserver and resource tracker
+# (110-123 MB), so an admission after a submission that started a pool samples afresh.
+MANY_WORKERS = 8
+ADMISSION_SAMPLE_AGE_S = 0.15
 
 # Memory per source byte before anything is measured. Python: `ast` of dense generated code
 # (many small functions) measured 266x; 250x is the issue's calibration, and it stays a floor
@@ -115,6 +127,9 @@ class MemoryGovernor:
         self._root = psutil.Process(os.getpid())
         self._processes: dict[int, psutil.Process] = {}
         self._tree_listed = float("-inf")
+        self._sampled_at = float("-inf")
+        self._sampled_workers: frozenset[int] = frozenset()  # the executor's workers in the last sample
+        self.admission_samples = 0  # samples taken for an admission (the thread's are not counted)
         self._listed_workers: frozenset[int] = frozenset()
         self._stop = threading.Event()
         self._sampling = threading.Lock()  # the sampling thread and admissions both sample
@@ -171,9 +186,20 @@ class MemoryGovernor:
         with self._sampling:
             return self._sample()
 
+    def _admission_sample(self) -> None:
+        """Make the sample an admission decides on current enough (see ADMISSION_SAMPLE_AGE_S)."""
+        with self._sampling:
+            if self.workers >= MANY_WORKERS and time.monotonic() - self._sampled_at <= ADMISSION_SAMPLE_AGE_S:
+                named = set(self._worker_pids())
+                if not named or named & self._sampled_workers:
+                    return  # no pool was started since the sample
+            self.admission_samples += 1
+            self._sample()
+
     def _sample(self) -> int:
         total = workers = 0
         worker_pids = set(self._worker_pids())
+        self._sampled_at = time.monotonic()
         for process in self._tree(worker_pids):
             try:
                 rss = process.memory_info().rss
@@ -192,6 +218,7 @@ class MemoryGovernor:
             workers += external
             self.peak_remote_rss = max(self.peak_remote_rss, external)
         self.rss, self.workers_rss = total, workers
+        self._sampled_workers = frozenset(worker_pids)
         if total > self.peak_rss:
             self.peak_rss = total
         return total
@@ -300,7 +327,7 @@ class MemoryGovernor:
     def admit(self, estimate: int, reserved: int, in_flight: int) -> bool:
         """Whether a batch predicted to add `estimate` may start beside `in_flight` batches
         predicted to add `reserved` in all."""
-        self.sample()
+        self._admission_sample()
         self.last_baseline = self.baseline()
         if in_flight == 0:
             if self._holding:
@@ -409,6 +436,7 @@ class MemoryGovernor:
             "held_for_budget": self.held_budget,
             "too_large_files": self.too_large_files,
             "recycles": self.recycles,
+            "admission_samples": self.admission_samples,
             "decisions": self.decisions[-50:],
             "n_decisions": self.n_decisions,
         }

@@ -77,7 +77,7 @@ from ..store.snapshot import (
 )
 from .discovery import DiscoveryStats, SourceFile, discover, discover_paths
 from .gitsource import changed_files, discover_revision
-from .sinks import ObjectStoreSink, OutputSink, PreparedJob, batch_record, ledger_entry
+from .sinks import ObjectStoreSink, OutputSink, PreparedJob, batch_record, commit_each, ledger_entry
 from .tally import Tally
 from .worker import BatchOutcome, BatchTask
 
@@ -672,6 +672,8 @@ class RefreshSink(RefreshPlan, OutputSink):
         self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output folder hands the caller nothing
 
+    commit_group = commit_each  # no ledger line: the generation's ledger is written at `finish`
+
     # -- the new generation --------------------------------------------------------------------
 
     def tail(self, final_below: int) -> None:
@@ -773,6 +775,8 @@ class ObjectRefreshSink(RefreshPlan, ObjectStoreSink):
         self.new_entries.append(entry)
         self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output hands the caller nothing
+
+    commit_group = commit_each  # nothing put: the generation is committed at `finish`
 
     def finish(self, should_stop) -> None:
         """Commit the new generation; a refresh that changes no row writes nothing (fresh stat

@@ -60,6 +60,10 @@ class Sink(Protocol):
         """Commit a finished batch, yielding what the caller receives of it (a stream's
         `(table, record batch)` pairs; nothing for the output folder). Committed once exhausted."""
 
+    def commit_group(self, done: list[tuple[BatchTask, BatchOutcome]]) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Commit batches that finished together, as `commit` would each (`commit_each`); the
+        output folder makes them durable together (one ledger write and fsync)."""
+
     def resume_command(self) -> str | None:
         """The command that continues this job, if it can be continued."""
 
@@ -80,6 +84,12 @@ class Sink(Protocol):
 
     def close(self, summary, job: Tally) -> None:
         """The run is over (`summary`, `job` the whole job's counts): save its record, release OUT."""
+
+
+def commit_each(sink: Sink, done: list[tuple[BatchTask, BatchOutcome]]) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """`Sink.commit_group` of a sink with nothing to share between commits: one after another."""
+    for task, outcome in done:
+        yield from sink.commit(task, outcome)
 
 
 def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: list, run_started_at: float,
@@ -168,14 +178,21 @@ class OutputSink:
         return self.ledger.staging_for(batch_id, attempt)
 
     def commit(self, task: BatchTask, outcome: BatchOutcome) -> Iterator[tuple[str, pa.RecordBatch]]:
-        entry = ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state),
-                             [ledger_key(f, self.config.job.history) for f in task.files], self.started_at,
-                             stats=worktree_stats(self.config.job, outcome))
+        return self.commit_group([(task, outcome)])
+
+    def commit_group(self, done: list[tuple[BatchTask, BatchOutcome]]) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """One ledger write and fsync for all of `done` (store/ledger.py `commit_group`)."""
+        history = self.config.job.history
+        entries = [(ledger_entry(task, outcome, os.path.relpath(outcome.staging, self.ledger.state),
+                                 [ledger_key(f, history) for f in task.files], self.started_at,
+                                 stats=worktree_stats(self.config.job, outcome)), outcome.staging)
+                   for task, outcome in done]
         self.lock.check()
-        self.ledger.commit(entry, outcome.staging)
-        self.batch_ids.append(entry.batch_id)
-        self._not_early.append(entry.batch_id)
-        self.batch_stats.append(batch_record(task, outcome))
+        self.ledger.commit_group(entries)
+        for (entry, _), (task, outcome) in zip(entries, done):
+            self.batch_ids.append(entry.batch_id)
+            self._not_early.append(entry.batch_id)
+            self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output folder hands the caller nothing
 
     def resume_command(self) -> str:
@@ -359,6 +376,8 @@ class ObjectStoreSink:
         self.batch_stats.append(batch_record(task, outcome))
         yield from ()
 
+    commit_group = commit_each  # a segment put per batch (store/objectstore.py)
+
     def resume_command(self) -> str:
         return object_resume_command(self.config.job, self.config.output, self.config.storage_options,
                                      self.config.source_options)
@@ -437,6 +456,8 @@ class StreamSink:
                     yield table, batch
         finally:
             shutil.rmtree(outcome.staging, ignore_errors=True)
+
+    commit_group = commit_each
 
     def resume_command(self) -> None:
         return None
