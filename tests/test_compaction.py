@@ -487,11 +487,11 @@ def test_sigkill_while_compaction_runs_in_the_tail_then_resume(corpus, uncompact
         time.sleep(delay)
         code = run.kill_group()
         if code == -signal.SIGKILL:
-            landed += 1
-            # Killed in the tail: twins begun, nothing committed by them, batches left to run.
+            # Killed with twins begun and nothing committed by them; in the tail when batches
+            # were left to run (a loaded machine may have committed them all by the later kill).
             assert (out / "_snakebatch" / "compacting").exists()
             assert not (out / "_snakebatch" / MANIFEST).exists()
-            assert len(list(Ledger(str(out)).entries())) < entries
+            landed += len(list(Ledger(str(out)).entries())) < entries
         read_parts(out)  # no torn part and no file twice
         final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
         assert final.returncode == 0, final.stderr
