@@ -211,6 +211,7 @@ def test_revs_range_takes_only_its_commits(history, tmp_path):
     assert sorted(listed) == sorted([commits["side"], commits["merge"]])
 
 
+@pytest.mark.slow  # SIGKILL and resume: of a folder job in test_kill.py, of a bucket job in test_s3.py
 def test_sigkill_then_resume_gives_the_same_tables(history, tmp_path):
     _, repo, _ = history
     baseline = tmp_path / "baseline"

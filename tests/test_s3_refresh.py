@@ -235,6 +235,7 @@ def test_watch_refuses_an_out_in_object_storage(tmp_path):
         snakebatch.watch(tmp_path / "src", "s3://bucket/prefix", storage_options=_options("http://127.0.0.1:9"))
 
 
+@pytest.mark.slow  # the same crash of a refresh into a local OUT is in test_refresh.py's default run
 def test_a_crash_while_parsing_in_process_leaves_the_old_snapshot_then_the_pool_parses(s3, tmp_path):
     endpoint, client = s3
     source = tmp_path / "src"

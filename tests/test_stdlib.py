@@ -41,6 +41,8 @@ def stdlib_run(tmp_path_factory):
     return root, out, json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # ~11 s for the whole standard library; test_hostile.py's trees keep discovery's edge
+# cases, and test_engine.py the sample repository, in the default run
 def test_every_stdlib_file_has_exactly_one_row(stdlib_run):
     root, out, summary = stdlib_run
     expected = _expected_files(root)
