@@ -21,7 +21,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import run_cli
+from helpers import cli_in_process, run_cli
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -292,7 +292,7 @@ def test_no_compact_keeps_one_part_per_batch_and_is_refused_with_a_bad_value(cor
     assert got["parts"] == dict.fromkeys(TABLES, len(entries)) and got["compaction_generation"] is None
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "snakebatch.toml").write_text("compact = 'yes'\n")
-    proc = run_cli(*run_args(tmp_path / "src", tmp_path / "out"))
+    proc = cli_in_process(*run_args(tmp_path / "src", tmp_path / "out"))
     assert proc.returncode == 2 and "compact" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -25,7 +25,7 @@ import pytest
 from faultproxy import FaultProxy
 
 import snakebatch
-from helpers import ROOT, download_tables, run_cli, s3_env
+from helpers import ROOT, cli_in_process, download_tables, run_cli, s3_env
 from helpers import S3_BUCKET as BUCKET
 from helpers import S3_TABLES as TABLES
 from helpers import s3_keys as keys
@@ -228,8 +228,9 @@ def test_a_store_that_keeps_failing_at_the_start_is_exit_2_nothing_done(s3, prox
     source.mkdir()
     (source / "a.py").write_text("import os\n")
     proxy.inject("slowdown")
-    proc = run_cli("run", source, "-o", f"s3://{BUCKET}/failing", "--storage-option", f"endpoint={proxy.endpoint}",
-                   "--storage-option", "max_retries=1", env=s3_env("http://127.0.0.1:9"))
+    proc = cli_in_process("run", source, "-o", f"s3://{BUCKET}/failing", "--storage-option",
+                          f"endpoint={proxy.endpoint}", "--storage-option", "max_retries=1",
+                          env=s3_env("http://127.0.0.1:9"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "the store kept failing" in proc.stderr and "HTTP 503 SlowDown" in proc.stderr, proc.stderr
     assert "nothing was done" in proc.stderr and "credentials" not in proc.stderr
