@@ -129,6 +129,7 @@ def test_sigkill_then_resume_gives_the_same_rows(segments, s3, corpus, baseline,
     assert not [k for k in keys(client, prefix) if "/staging/" in k]
 
 
+@pytest.mark.slow  # ~9 s of polling; a reader of the bucket while a refresh commits is in the default run
 def test_a_reader_polling_the_bucket_during_a_run_never_sees_a_torn_part_or_a_row_twice(s3, corpus, baseline,
                                                                                        tmp_path):
     """A listing reader of PREFIX/files and PREFIX/definitions (pyarrow's S3 filesystem, as any
