@@ -1,10 +1,10 @@
 """The one way the tests (and the benchmarks) run the snakebatch CLI, and read its tables back.
 
 Owns: the command line and environment of a CLI subprocess from this checkout (`cli_command`,
-`cli_env`), running it to its end (`run_cli`) or in this process when it starts no pool
-(`cli_in_process`), reading a committed table (`read_table`), and a
-moto S3 server on loopback with what talks to it (`start_moto`, `s3_env`, `s3_keys`,
-`download_tables`; the `s3` fixture in conftest.py starts one per session).
+`cli_env`), running it to its end (`run_cli`, or `cli_in_process` in this process), reading a
+committed table (`read_table`), and a moto S3 server on loopback with what talks to it
+(`start_moto`, `s3_env`, `s3_keys`, `download_tables`; the `s3` fixture in conftest.py starts
+one per session).
 Must not touch: pytest (fixtures live in conftest.py; the benchmarks import this module without it).
 """
 
@@ -57,10 +57,9 @@ def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 6
     return _checked(args, proc, check_codes)
 
 
-def cli_in_process(*args, check_codes=None, env: dict | None = None, input: str | None = None,
-                   ) -> subprocess.CompletedProcess:
-    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call, `input` its
-    stdin: its exit code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
+def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call: its exit
+    code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
     A CLI subprocess takes ~0.5 s to start, most of a `status` or of a refused run. Not for a
     test of the process itself (signals, exit of its workers), nor for a run whose workers must
     see `env`: a pool started here has this process's environment."""
@@ -68,7 +67,7 @@ def cli_in_process(*args, check_codes=None, env: dict | None = None, input: str 
 
     from snakebatch.cli import main
 
-    result = CliRunner(env=env).invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+    result = CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
     proc = subprocess.CompletedProcess(["snakebatch", *map(str, args)], result.exit_code, result.stdout,
                                        result.stderr)
     return _checked(args, proc, check_codes)
