@@ -1,9 +1,10 @@
 """The one way the tests (and the benchmarks) run the snakebatch CLI, and read its tables back.
 
 Owns: the command line and environment of a CLI subprocess from this checkout (`cli_command`,
-`cli_env`), running it to its end (`run_cli`), reading a committed table (`read_table`), and a
-moto S3 server on loopback with what talks to it (`start_moto`, `s3_env`, `s3_keys`,
-`download_tables`; the `s3` fixture in conftest.py starts one per session).
+`cli_env`), running it to its end (`run_cli`, or `cli_in_process` in this process), reading a
+committed table (`read_table`), and a moto S3 server on loopback with what talks to it
+(`start_moto`, `s3_env`, `s3_keys`, `download_tables`; the `s3` fixture in conftest.py starts
+one per session).
 Must not touch: pytest (fixtures live in conftest.py; the benchmarks import this module without it).
 """
 
@@ -44,11 +45,35 @@ def cli_env(pythonpath=(), **extra) -> dict:
 def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 600, cwd=ROOT,
             **kwargs) -> subprocess.CompletedProcess:
     """`snakebatch ARGS` to its end in a subprocess, in `env` (default `cli_env()`); returns the
-    finished process. With `check_codes`, an exit code outside them fails with the output."""
+    finished process. With `check_codes`, an exit code outside them fails with the output.
+    `snakebatch status` runs in this process instead (`cli_in_process`), unless the call needs a
+    process of its own (`cwd`, `preexec_fn`, ...)."""
+    if args and args[0] == "status" and cwd == ROOT and not kwargs:
+        return cli_in_process(*args, check_codes=check_codes, env=env)
     proc = subprocess.run(
         cli_command(*args), capture_output=True, text=True, env=cli_env() if env is None else env,
         timeout=timeout, cwd=cwd, **kwargs,
     )
+    return _checked(args, proc, check_codes)
+
+
+def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call: its exit
+    code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
+    A CLI subprocess takes ~0.5 s to start, most of a `status` or of a refused run. Not for a
+    test of the process itself (signals, exit of its workers), nor for a run whose workers must
+    see `env`: a pool started here has this process's environment."""
+    from click.testing import CliRunner
+
+    from snakebatch.cli import main
+
+    result = CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    proc = subprocess.CompletedProcess(["snakebatch", *map(str, args)], result.exit_code, result.stdout,
+                                       result.stderr)
+    return _checked(args, proc, check_codes)
+
+
+def _checked(args, proc: subprocess.CompletedProcess, check_codes) -> subprocess.CompletedProcess:
     if check_codes is not None and proc.returncode not in check_codes:
         raise AssertionError(
             f"snakebatch {' '.join(map(str, args))} exited {proc.returncode}\n"

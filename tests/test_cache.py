@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import snakebatch
-from helpers import cli_command, cli_env, read_table, run_cli
+from helpers import cli_command, cli_env, cli_in_process, read_table, run_cli
 from resume_helpers import assert_same_output, copy_stdlib, snapshot
 from snakebatch.errors import ConfigError
 from snakebatch.parsers import ParseResult
@@ -317,7 +317,7 @@ def test_cache_options_are_checked(tmp_path):
         snakebatch.run(source, output=tmp_path / "o", cache=tmp_path / "afile")
     with pytest.raises(ConfigError, match="not a size"):
         snakebatch.run(source, output=tmp_path / "o", cache=tmp_path / "c", cache_size="lots")
-    proc = run_cli("run", source, "-o", tmp_path / "o", "--cache", "s3://bucket/cache")
+    proc = cli_in_process("run", source, "-o", tmp_path / "o", "--cache", "s3://bucket/cache")
     assert proc.returncode == 2 and "--cache" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
 

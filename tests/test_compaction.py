@@ -21,7 +21,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import run_cli
+from helpers import cli_in_process, run_cli
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -205,9 +205,10 @@ def _assemble(uncompacted: Path, compacted: Path, dst: Path, manifest: bool, swa
 
 @pytest.mark.parametrize("manifest,swapped", [
     (False, ()),                        # twins built, killed before the commit point: undone
+    # One state undone and one rolled forward in the default run.
     (True, ()),                         # committed, nothing exchanged yet: rolled forward
-    (True, ("files",)),                 # killed between two exchanges
-    (True, TABLES),                     # all exchanged, the old parts not yet deleted
+    pytest.param(True, ("files",), marks=pytest.mark.slow),  # killed between two exchanges
+    pytest.param(True, TABLES, marks=pytest.mark.slow),      # all exchanged, the old parts not yet deleted
 ], ids=["before-manifest", "after-manifest", "between-exchanges", "before-cleanup"])
 def test_recovery_settles_a_compaction_cut_off_at_each_step(corpus, uncompacted, compacted, tmp_path, manifest, swapped):
     compacted_out, proc = compacted
@@ -228,8 +229,8 @@ def test_recovery_settles_a_compaction_cut_off_at_each_step(corpus, uncompacted,
     assert not (out / "_snakebatch" / "compacting").exists()
 
 
-@pytest.mark.slow  # ~27 s; every crash state it lands in is also built and resumed, in the default run,
-# by test_recovery_settles_a_compaction_cut_off_at_each_step, and real SIGKILLs of a swap by test_refresh.py
+@pytest.mark.slow  # ~27 s; every crash state it lands in is also built and resumed (two of them in the
+# default run) by test_recovery_settles_a_compaction_cut_off_at_each_step, and real SIGKILLs of a swap by test_refresh.py
 def test_sigkill_during_compaction_then_resume(corpus, uncompacted, tmp_path):
     """Kill the real process group at moments of a compaction, taken from the folder itself."""
     want = snapshot(uncompacted)
@@ -260,6 +261,7 @@ def test_sigkill_during_compaction_then_resume(corpus, uncompacted, tmp_path):
     assert (True, False) in states and any(manifest for _, manifest in states), states
 
 
+@pytest.mark.slow  # damage of a compacted job: a corrupt part and an unreadable manifest, in the default run
 def test_a_corrupt_entry_of_a_compacted_batch_is_cut_out_and_redone_once(corpus, compacted, uncompacted, tmp_path):
     out = _copy(compacted[0], tmp_path / "out")
     ledger_path = out / "_snakebatch" / "ledger.jsonl"
@@ -290,7 +292,7 @@ def test_no_compact_keeps_one_part_per_batch_and_is_refused_with_a_bad_value(cor
     assert got["parts"] == dict.fromkeys(TABLES, len(entries)) and got["compaction_generation"] is None
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "snakebatch.toml").write_text("compact = 'yes'\n")
-    proc = run_cli(*run_args(tmp_path / "src", tmp_path / "out"))
+    proc = cli_in_process(*run_args(tmp_path / "src", tmp_path / "out"))
     assert proc.returncode == 2 and "compact" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -319,6 +321,7 @@ def test_sigint_during_compaction_stops_with_130_and_the_resume_compacts(corpus,
     assert_same_output(snapshot(out), want)
 
 
+@pytest.mark.slow  # damage of a compacted job: a corrupt part and an unreadable manifest, in the default run
 def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone(corpus, uncompacted, tmp_path,
                                                                                monkeypatch):
     from snakebatch.store import compaction
@@ -341,6 +344,7 @@ def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone
     assert_same_output(snapshot(out), snapshot(uncompacted))
 
 
+@pytest.mark.slow  # three runs; a resume that compacts again is in the default run
 def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus, tmp_path, monkeypatch):
     """Compacted parts closed full are kept as they are (hard links into the twin), so adding a
     few files does not rewrite the whole job; the last, partly filled one is rewritten."""

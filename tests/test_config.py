@@ -8,7 +8,7 @@ import os
 import pytest
 
 import snakebatch
-from helpers import cli_env, run_cli
+from helpers import cli_env, cli_in_process, run_cli
 from snakebatch.config import build_config, parse_size
 
 
@@ -65,13 +65,13 @@ def _assert_usage_error(proc, words):
 def test_bad_option_exits_2_with_one_line_from_the_cli(source, tmp_path, case):
     _, args, words = BAD_OPTIONS[case]
     out = tmp_path / "out"
-    _assert_usage_error(run_cli("run", source, "-o", out, *args), words)
+    _assert_usage_error(cli_in_process("run", source, "-o", out, *args), words)
     assert not out.exists()
 
 
 def test_bad_option_of_plan_exits_2(source):
-    _assert_usage_error(run_cli("plan", source, "--memory-budget", "lots"), ["--memory-budget", "'lots'"])
-    _assert_usage_error(run_cli("plan", source, "-j", "0"), ["--workers"])
+    _assert_usage_error(cli_in_process("plan", source, "--memory-budget", "lots"), ["--memory-budget", "'lots'"])
+    _assert_usage_error(cli_in_process("plan", source, "-j", "0"), ["--workers"])
 
 
 def test_missing_source_and_source_that_is_a_file(tmp_path, source):
@@ -86,8 +86,8 @@ def test_missing_source_and_source_that_is_a_file(tmp_path, source):
             snakebatch.stream(path)
         with pytest.raises(snakebatch.ConfigError):
             snakebatch.plan(path)
-        _assert_usage_error(run_cli("run", path, "-o", tmp_path / "out"), words)
-        _assert_usage_error(run_cli("plan", path), words)
+        _assert_usage_error(cli_in_process("run", path, "-o", tmp_path / "out"), words)
+        _assert_usage_error(cli_in_process("plan", path), words)
     assert not (tmp_path / "out").exists()
 
 
@@ -132,7 +132,7 @@ def test_bad_snakebatch_toml(source, tmp_path, text, words):
         snakebatch.run(source, output=tmp_path / "out")
     for word in words:
         assert word in str(info.value)
-    _assert_usage_error(run_cli("run", source, "-o", tmp_path / "out"), words)
+    _assert_usage_error(cli_in_process("run", source, "-o", tmp_path / "out"), words)
     assert not (tmp_path / "out").exists()
 
 
@@ -171,7 +171,8 @@ def test_sizes(text, expected):
 def test_resume_and_fresh_together(source, tmp_path):
     with pytest.raises(snakebatch.ConfigError, match="--resume and --fresh"):
         snakebatch.run(source, output=tmp_path / "out", resume=True, fresh=True)
-    _assert_usage_error(run_cli("run", source, "-o", tmp_path / "out", "--resume", "--fresh"), ["--resume", "--fresh"])
+    _assert_usage_error(cli_in_process("run", source, "-o", tmp_path / "out", "--resume", "--fresh"),
+                        ["--resume", "--fresh"])
 
 
 def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, tmp_path):
@@ -235,7 +236,7 @@ def test_output_that_cannot_be_a_folder_exits_2_with_a_message(source, tmp_path)
         "/proc/snakebatch-out": ["-o/--output", "cannot prepare", "/proc/snakebatch-out"],
     }
     for out, words in cases.items():
-        proc = run_cli("run", source, "-o", out)
+        proc = cli_in_process("run", source, "-o", out)
         _assert_usage_error(proc, words)
         with pytest.raises(snakebatch.SnakebatchError) as info:
             snakebatch.run(source, output=out)

@@ -196,6 +196,8 @@ def test_dask_cli_scheduler_and_workers_give_the_rows_of_the_local_pool(corpus, 
     assert pids and len(pids) <= 2
 
 
+@pytest.mark.slow  # ~10 s; a killed client and its resume on Dask, and a crashing parser on the local pool
+# (test_poison.py), are in the default run
 def test_a_killed_worker_costs_one_file_on_the_builtin_local_cluster(corpus, tmp_path):
     """`--executor dask` alone: the culprit is `crashed`, every other file gets its real row, the
     same as on the local pool; the workers got the memory budget and no spilling."""

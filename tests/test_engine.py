@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from expectations import ast_counts, ast_names
-from helpers import SAMPLES, cli_env, read_table, run_cli
+from helpers import SAMPLES, cli_env, cli_in_process, read_table, run_cli
 from resume_helpers import LOGGING_PARSER, Run, env, run_args
 from snakebatch.schema import TABLES
 
@@ -25,7 +25,7 @@ TINYLIB = SAMPLES / "tinylib"
 @pytest.fixture(scope="module")
 def tinylib_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("tinylib") / "out"
-    proc = run_cli("run", TINYLIB, "-o", out, "--no-progress", "--json", "-j", "2", check_codes=[0])
+    proc = cli_in_process("run", TINYLIB, "-o", out, "--no-progress", "--json", "-j", "2", check_codes=[0])
     return out, json.loads(proc.stdout)
 
 
@@ -171,7 +171,7 @@ def test_generated_tree_counts_with_small_batches(tmp_path):
     src = tmp_path / "src"
     expected = _generated_tree(src, 400, seed=7)
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", "-j", "2", "--batch-bytes", "4KB", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "-j", "2", "--batch-bytes", "4KB", check_codes=[0])
     con = duckdb.connect()
     rows = con.execute(
         f"select path, status, n_definitions, n_imports from read_parquet('{out}/files/*.parquet')"
@@ -188,12 +188,12 @@ def test_refuses_existing_job_without_resume_or_fresh(tmp_path):
     src = tmp_path / "src"
     _generated_tree(src, 5, seed=1)
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", check_codes=[0])
-    again = run_cli("run", src, "-o", out, "--no-progress")
+    cli_in_process("run", src, "-o", out, "--no-progress", check_codes=[0])
+    again = cli_in_process("run", src, "-o", out, "--no-progress")
     assert again.returncode == 2
     assert "--resume" in again.stderr and "--fresh" in again.stderr
     assert "Traceback" not in again.stderr
-    fresh = run_cli("run", src, "-o", out, "--no-progress", "--fresh", "--json", check_codes=[0])
+    fresh = cli_in_process("run", src, "-o", out, "--no-progress", "--fresh", "--json", check_codes=[0])
     assert json.loads(fresh.stdout)["files"] == 5
     assert read_table(out, "files").num_rows == 5
 
@@ -204,7 +204,7 @@ def test_fresh_refuses_a_folder_that_is_not_a_job(tmp_path):
     out = tmp_path / "precious"
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--fresh")
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--fresh")
     assert proc.returncode == 2 and "holds no snakebatch job" in proc.stderr
     assert (out / "thesis.tex").read_text() == "do not delete"
 
@@ -216,15 +216,15 @@ def test_fail_fast_stops_with_exit_1_and_prints_resume(tmp_path):
         (src / f"m{i:02d}.py").write_text("x = 1\n" if i != 3 else "def (:\n")  # a syntax error does not stop it
     (src / "m05.bad").write_text("raise\n")
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--fail-fast", "-j", "1", "--batch-bytes", "64",
-                   "--parser", MISBEHAVING)
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--fail-fast", "-j", "1", "--batch-bytes", "64",
+                          "--parser", MISBEHAVING)
     assert proc.returncode == 1, proc.stderr
     assert "--fail-fast: m05.bad has status parser_error" in proc.stderr
     assert f"snakebatch run {src} -o {out} --resume --parser {MISBEHAVING}" in proc.stderr
     done = read_table(out, "files").num_rows
     assert 5 <= done < 51
-    resumed = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--parser", MISBEHAVING, "--json",
-                      check_codes=[0])
+    resumed = cli_in_process("run", src, "-o", out, "--no-progress", "--resume", "--parser", MISBEHAVING, "--json",
+                             check_codes=[0])
     assert json.loads(resumed.stdout)["files"] == 51
     assert read_table(out, "files").num_rows == 51
 
@@ -236,8 +236,8 @@ def test_max_errors_counts_parser_failures(tmp_path):
         (src / f"m{i:02d}.py").write_text("def (:\n" if i % 2 else "y = 2\n")
         (src / f"m{i:02d}.bad").write_text("raise\n")
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--max-errors", "3", "-j", "1",
-                   "--batch-bytes", "16", "--parser", MISBEHAVING, "--json")
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--max-errors", "3", "-j", "1",
+                          "--batch-bytes", "16", "--parser", MISBEHAVING, "--json")
     assert proc.returncode == 1
     summary = json.loads(proc.stdout)
     assert summary["state"] == "stopped" and summary["status_counts"].get("parser_error", 0) >= 3
@@ -246,7 +246,7 @@ def test_max_errors_counts_parser_failures(tmp_path):
 
 
 def test_parsers_command_lists_builtins():
-    proc = run_cli("parsers", "--json", check_codes=[0])
+    proc = cli_in_process("parsers", "--json", check_codes=[0])
     parsers = {p["name"]: p for p in json.loads(proc.stdout)}
     assert "*.py" in parsers["python"]["patterns"]
     assert parsers["text"]["patterns"] == ["*"]
@@ -286,7 +286,7 @@ def test_custom_parser_by_module_attribute(tmp_path):
 def test_bad_parser_spec_is_a_usage_error(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    proc = run_cli("run", src, "-o", tmp_path / "out", "--parser", "no_such_module_xyz:parser")
+    proc = cli_in_process("run", src, "-o", tmp_path / "out", "--parser", "no_such_module_xyz:parser")
     assert proc.returncode == 2
     assert "no_such_module_xyz" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -326,7 +326,7 @@ def test_a_job_of_no_files_is_readable_by_duckdb(tmp_path):
     src = tmp_path / "empty"
     src.mkdir()
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
     assert json.loads(proc.stdout)["files"] == 0
     con = duckdb.connect()
     for table in TABLES:

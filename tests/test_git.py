@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from helpers import cli_command, read_table, run_cli
+from helpers import cli_command, cli_in_process, read_table, run_cli
 from resume_helpers import LOGGING_PARSER, env
 
 VOLATILE = {"batch_id", "parse_ms", "mtime_ns", "commit"}
@@ -92,7 +92,10 @@ def digests(out: Path, table: str, drop=VOLATILE | {"source"}) -> list[str]:
 
 
 def run_ok(*args, **kwargs):
-    return run_cli("run", *args, "-j", "1", "--no-progress", "--json", check_codes=(0,), **kwargs)
+    """A run that completes; in this process (no CLI start-up to wait for) unless it needs its
+    own environment (`env`: its workers must see it)."""
+    args = ("run", *args, "-j", "1", "--no-progress", "--json")
+    return run_cli(*args, check_codes=(0,), **kwargs) if kwargs else cli_in_process(*args, check_codes=(0,))
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +214,7 @@ def test_revs_range_takes_only_its_commits(history, tmp_path):
     assert sorted(listed) == sorted([commits["side"], commits["merge"]])
 
 
+@pytest.mark.slow  # SIGKILL and resume: of a folder job in test_kill.py, of a bucket job in test_s3.py
 def test_sigkill_then_resume_gives_the_same_tables(history, tmp_path):
     _, repo, _ = history
     baseline = tmp_path / "baseline"
@@ -239,15 +243,15 @@ def test_not_a_repository_unknown_revision_and_shallow_clone_exit_2(history, tmp
     _, repo, commits = history
     folder = tmp_path / "plain"
     folder.mkdir()
-    proc = run_cli("run", folder, "--rev", "HEAD", "-o", tmp_path / "o1", check_codes=(2,),
-                   env={**env(), "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+    proc = cli_in_process("run", folder, "--rev", "HEAD", "-o", tmp_path / "o1", check_codes=(2,),
+                          env={**env(), "GIT_CEILING_DIRECTORIES": str(tmp_path)})
     assert "is not a git repository" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("run", repo.path, "--rev", "no-such-branch", "-o", tmp_path / "o2", check_codes=(2,))
+    proc = cli_in_process("run", repo.path, "--rev", "no-such-branch", "-o", tmp_path / "o2", check_codes=(2,))
     assert "'no-such-branch' is not a commit" in proc.stderr
     shallow = tmp_path / "shallow"
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo.path}", str(shallow)], check=True,
                    env={**os.environ, **GIT_ENV})
-    proc = run_cli("run", shallow, "--history", "-o", tmp_path / "o3", check_codes=(2,))
+    proc = cli_in_process("run", shallow, "--history", "-o", tmp_path / "o3", check_codes=(2,))
     assert "shallow clone" in proc.stderr and "git fetch --unshallow" in proc.stderr
     run_ok(shallow, "--rev", "HEAD", "-o", tmp_path / "o4")  # one revision needs no history
 
@@ -342,11 +346,12 @@ def test_refresh_to_another_revision_parses_only_the_changed_blobs(history, chec
 def test_refresh_of_a_revision_job_needs_rev_and_a_folder_job_refuses_rev(history, tmp_path):
     _, repo, commits = history
     run_ok(repo.path, "--rev", commits["first"], "-o", tmp_path / "rev-job")
-    proc = run_cli("run", repo.path, "-o", tmp_path / "rev-job", "--refresh", "--no-progress", check_codes=(2,))
+    proc = cli_in_process("run", repo.path, "-o", tmp_path / "rev-job", "--refresh", "--no-progress", check_codes=(2,))
     assert "--rev" in proc.stderr and "Traceback" not in proc.stderr
     run_ok(repo.path, "-o", tmp_path / "folder-job")
-    proc = run_cli("run", repo.path, "-o", tmp_path / "folder-job", "--refresh", "--rev", "HEAD", "--no-progress",
-                   check_codes=(2,))
+    proc = cli_in_process("run", repo.path, "-o", tmp_path / "folder-job", "--refresh", "--rev", "HEAD",
+                          "--no-progress", check_codes=(2,))
     assert "folder" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("run", repo.path, "--history", "-o", tmp_path / "h", "--refresh", "--no-progress", check_codes=(2,))
+    proc = cli_in_process("run", repo.path, "--history", "-o", tmp_path / "h", "--refresh", "--no-progress",
+                          check_codes=(2,))
     assert "--history" in proc.stderr

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from helpers import read_table, run_cli
+from helpers import cli_in_process, read_table, run_cli
 from snakebatch.paths import display_path, source_path
 
 
@@ -111,10 +111,10 @@ def test_output_inside_source_is_not_ingested(tmp_path):
     for i in range(20):
         (src / f"m{i}.py").write_text(f"def f{i}(): pass\n")
     out = src / "snakebatch-out"
-    run_cli("run", src, "-o", out, "--no-progress", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", check_codes=[0])
     paths = {r["path"] for r in read_table(out, "files").to_pylist()}
     assert paths == {f"m{i}.py" for i in range(20)}
-    run_cli("run", src, "-o", out, "--no-progress", "--fresh", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "--fresh", check_codes=[0])
     assert {r["path"] for r in read_table(out, "files").to_pylist()} == paths
 
 
@@ -123,11 +123,11 @@ def test_an_earlier_output_folder_inside_source_is_not_ingested_into_another(tmp
     (src / "pkg").mkdir(parents=True)
     for i in range(5):
         (src / "pkg" / f"m{i}.py").write_text(f"def f{i}(): pass\n")
-    run_cli("run", src, "-o", src / "old-out", "--no-progress", check_codes=[0])
+    cli_in_process("run", src, "-o", src / "old-out", "--no-progress", check_codes=[0])
     (src / "pkg" / "_snakebatch").mkdir()  # a folder merely named like the state folder is source
     (src / "pkg" / "_snakebatch" / "keep.py").write_text("x = 1\n")
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--json", check_codes=[0])
     paths = {r["path"] for r in read_table(out, "files").to_pylist()}
     assert paths == {f"pkg/m{i}.py" for i in range(5)} | {"pkg/_snakebatch/keep.py"}
     assert json.loads(proc.stdout)["job_folders"] == ["old-out"]
@@ -141,7 +141,8 @@ def test_filters_that_take_nothing_warn(tmp_path):
     (src / "a.py").write_text("x = 1\n")
     (src / "sub").mkdir()
     (src / "sub" / "b.py").write_text("y = 2\n")
-    proc = run_cli("run", src, "-o", tmp_path / "out", "--exclude", "*", "--no-progress", "--json", check_codes=[0])
+    proc = cli_in_process("run", src, "-o", tmp_path / "out", "--exclude", "*", "--no-progress", "--json",
+                          check_codes=[0])
     summary = json.loads(proc.stdout)
     assert summary["files"] == 0
     (warning,) = summary["warnings"]
@@ -151,7 +152,8 @@ def test_filters_that_take_nothing_warn(tmp_path):
     assert plan["files"] == 0 and any("no file was taken" in note for note in plan["notes"])
     # A folder with nothing in it is not a filter's doing: no warning.
     (tmp_path / "empty").mkdir()
-    proc = run_cli("run", tmp_path / "empty", "-o", tmp_path / "out2", "--no-progress", "--json", check_codes=[0])
+    proc = cli_in_process("run", tmp_path / "empty", "-o", tmp_path / "out2", "--no-progress", "--json",
+                          check_codes=[0])
     assert json.loads(proc.stdout)["warnings"] == []
 
 
@@ -161,14 +163,14 @@ def test_include_and_exclude(tmp_path):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text("x = 1\n")
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", "--include", "*.py", "--exclude", "tests/", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "--include", "*.py", "--exclude", "tests/", check_codes=[0])
     assert {r["path"] for r in read_table(out, "files").to_pylist()} == {"a/x.py", "b/z.py"}
 
 
 def test_no_gitignore_takes_ignored_files(hostile, tmp_path):
     src, expected = hostile
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", "--no-gitignore", "--max-file-size", "1MB", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "--no-gitignore", "--max-file-size", "1MB", check_codes=[0])
     paths = {r["path"] for r in read_table(out, "files").to_pylist()}
     assert {"app.log", "build/out.py", "pkg/drop.log", "pkg/local/secret.py"} <= paths
     assert not any(p.startswith(".git/") for p in paths)  # VCS folders are always skipped
@@ -184,17 +186,17 @@ def test_a_name_that_is_not_utf8_and_its_escaped_spelling_get_two_paths(tmp_path
     with open(os.fsencode(src) + b"/" + raw, "wb") as fh:
         fh.write(b"raw = 1\n")
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", check_codes=[0])
     with open(os.fsencode(src) + b"/" + spelled, "wb") as fh:
         fh.write(b"spelled = 2\n")
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
     assert json.loads(proc.stdout)["files_this_run"] == 1  # the new file, not taken as committed
     rows = read_table(out, "files").to_pylist()
     assert len(rows) == 2 and len({r["path"] for r in rows}) == 2
     assert {source_path(r["path"]) for r in rows} == {raw, spelled}  # each path gives its name back
 
     # A fresh run with both present: the same two rows.
-    run_cli("run", src, "-o", out, "--no-progress", "--fresh", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "--fresh", check_codes=[0])
     assert sorted(r["path"] for r in read_table(out, "files").to_pylist()) == sorted(r["path"] for r in rows)
 
 
@@ -222,21 +224,21 @@ def test_fresh_refuses_a_source_inside_out_and_deletes_nothing(tmp_path):
     """`run p3/files/jsrc -o p3 --fresh` deleted `p3/files/jsrc` with the table folder."""
     src = _small_job(tmp_path)
     out = tmp_path / "p3"
-    run_cli("run", src, "-o", out, "--no-progress", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", check_codes=[0])
     def rows():  # the parts, as `read_parquet('p3/files/*.parquet')` would read them
         return pq.read_table(sorted((out / "files").glob("*.parquet"))).num_rows
 
     before = rows()
     jsrc = out / "files" / "jsrc"
     shutil.copytree(src, jsrc)
-    proc = run_cli("run", jsrc, "-o", out, "--no-progress", "--fresh")
+    proc = cli_in_process("run", jsrc, "-o", out, "--no-progress", "--fresh")
     assert proc.returncode == 2, proc.stderr
     assert "inside OUT" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(os.listdir(jsrc)) == sorted(os.listdir(src))
     assert rows() == before  # the job is untouched too
     # OUT inside a job's table or state folders: refused, not created.
     for inner in (out / "files" / "sub", out / "_snakebatch" / "sub", out / "imports"):
-        proc = run_cli("run", src, "-o", inner, "--no-progress")
+        proc = cli_in_process("run", src, "-o", inner, "--no-progress")
         assert proc.returncode == 2 and "own folders" in proc.stderr, proc.stderr
     assert not (out / "files" / "sub").exists() and not (out / "_snakebatch" / "sub").exists()
 
@@ -245,20 +247,20 @@ def test_fresh_recovery_and_compaction_delete_only_what_snakebatch_wrote(tmp_pat
     src = _small_job(tmp_path)
     out = tmp_path / "out"
     # Many parts, not compacted yet.
-    run_cli("run", src, "-o", out, "--no-progress", "-j", "1", "--batch-bytes", "1KB", "--no-compact",
-            check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "-j", "1", "--batch-bytes", "1KB", "--no-compact",
+                   check_codes=[0])
     assert len(os.listdir(out / "files")) > 2
     (out / "files" / "notes.txt").write_text("mine\n")
     (out / "definitions" / "mine").mkdir()
     (out / "definitions" / "mine" / "keep.parquet").write_bytes(b"mine")
     # Recovery (a file no ledger line names) and compaction (the table folders are exchanged).
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--resume", "--json", check_codes=[0])
     assert json.loads(proc.stdout)["compaction"] is not None
     assert (out / "files" / "notes.txt").read_text() == "mine\n"
     assert (out / "definitions" / "mine" / "keep.parquet").read_bytes() == b"mine"
     assert not (out / "_snakebatch" / "compacting").exists()
     # --fresh: the job's parts go, the user's files stay.
-    run_cli("run", src, "-o", out, "--no-progress", "--fresh", "--no-compact", check_codes=[0])
+    cli_in_process("run", src, "-o", out, "--no-progress", "--fresh", "--no-compact", check_codes=[0])
     assert (out / "files" / "notes.txt").read_text() == "mine\n"
     assert (out / "definitions" / "mine" / "keep.parquet").read_bytes() == b"mine"
     parts = sorted((out / "files").glob("*.parquet"))
@@ -268,6 +270,6 @@ def test_fresh_recovery_and_compaction_delete_only_what_snakebatch_wrote(tmp_pat
     other = tmp_path / "other"
     (other / "_snakebatch").mkdir(parents=True)
     (other / "_snakebatch" / "diary.txt").write_text("mine\n")
-    proc = run_cli("run", src, "-o", other, "--no-progress")
+    proc = cli_in_process("run", src, "-o", other, "--no-progress")
     assert proc.returncode == 2 and "not empty" in proc.stderr, proc.stderr
     assert (other / "_snakebatch" / "diary.txt").read_text() == "mine\n"

@@ -35,7 +35,8 @@ def test_each_misbehaving_file_costs_only_itself(tmp_path):
     actions = {"crash.bad": "crash", "hang.bad": "hang", "spin.bad": "spin", "raise.bad": "raise"}
     src = make_tree(tmp_path / "src", actions)
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "-j", "2", "--parser", PARSER, "--file-timeout", "2",
+    # --file-timeout 1: each hang and spin costs a second per attempt (the good files parse in ms).
+    proc = run_cli("run", src, "-o", out, "-j", "2", "--parser", PARSER, "--file-timeout", "1",
                    "--retries", "1", "--batch-bytes", "2KB", "--json", check_codes=(0,))
     summary = json.loads(proc.stdout)
 
@@ -57,7 +58,7 @@ def test_each_misbehaving_file_costs_only_itself(tmp_path):
     messages = {path: (etype, message) for path, etype, message in rows}
     assert messages["pkg/raise.bad"] == ("ValueError", "this parser refuses pkg/raise.bad")
     assert "died" in messages["pkg/crash.bad"][1] and "2 attempts" in messages["pkg/crash.bad"][1]
-    assert "--file-timeout 2s" in messages["pkg/hang.bad"][1]
+    assert "--file-timeout 1s" in messages["pkg/hang.bad"][1]
     assert "killed" in messages["pkg/spin.bad"][1] and "2 attempts" in messages["pkg/spin.bad"][1]
     # The files that shared a batch with a poison file still have their real rows.
     (n_defs,) = con.execute(f"SELECT count(*) FROM read_parquet('{out}/definitions/*.parquet')").fetchone()

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from helpers import SAMPLES, cli_env, read_table, run_cli
+from helpers import SAMPLES, cli_env, cli_in_process, read_table, run_cli
 
 POLYGLOT = SAMPLES / "polyglot"
 PLUGIN_PKG = Path(__file__).resolve().parent / "plugin_pkg"
@@ -117,7 +117,7 @@ EXPECTED = {
 def polyglot_out(tmp_path_factory):
     pytest.importorskip("tree_sitter")
     out = tmp_path_factory.mktemp("polyglot") / "out"
-    proc = run_cli("run", POLYGLOT, "-o", out, "--json", check_codes=(0,))
+    proc = cli_in_process("run", POLYGLOT, "-o", out, "--json", check_codes=(0,))
     return out, json.loads(proc.stdout), proc.stderr
 
 
@@ -191,7 +191,7 @@ def test_summary_and_status_count_languages(polyglot_out):
 
 def test_parsers_lists_each_language_with_its_grammar_version():
     pytest.importorskip("tree_sitter")
-    listed = {p["name"]: p for p in json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)}
+    listed = {p["name"]: p for p in json.loads(cli_in_process("parsers", "--json", check_codes=(0,)).stdout)}
     grammars = {
         "javascript": "tree-sitter-javascript", "typescript": "tree-sitter-typescript", "tsx": "tree-sitter-typescript",
         "go": "tree-sitter-go", "rust": "tree-sitter-rust", "java": "tree-sitter-java", "c": "tree-sitter-c",
@@ -240,7 +240,7 @@ def test_syntax_error_in_each_language(tmp_path):
     src.mkdir()
     for name, text, _ in SYNTAX_ERRORS:
         (src / name).write_text(text)
-    run_cli("run", src, "-o", tmp_path / "out", check_codes=(0,))
+    cli_in_process("run", src, "-o", tmp_path / "out", check_codes=(0,))
     files = {row["path"]: row for row in read_table(tmp_path / "out", "files").to_pylist()}
     for name, _, line in SYNTAX_ERRORS:
         row = files[name]
@@ -260,7 +260,7 @@ def test_python_rejected_by_ast_still_gets_rows_from_tree_sitter(tmp_path):
         "import os\nfrom ..pkg import a as b\n\nclass A:\n    async def m(self, x):\n        pass\n\n"
         "    def n(self):\n        print 'py2'\n\nasync def top():\n    pass\n"
     )
-    run_cli("run", src, "-o", tmp_path / "out", check_codes=(0,))
+    cli_in_process("run", src, "-o", tmp_path / "out", check_codes=(0,))
     (row,) = read_table(tmp_path / "out", "files").to_pylist()
     # `ast` decides the status and the error; tree-sitter only recovers the rows around it.
     assert (row["parser"], row["status"], row["error_type"], row["error_line"]) == ("python", "syntax_error", "SyntaxError", 9)
@@ -358,7 +358,7 @@ def test_entry_point_plugin_is_listed_and_used(tmp_path, todo_plugin):
     # run without the plugin's folder knows no `todo`).
     assert _todo_installed() == installed_before
     if not installed_before:
-        names = [p["name"] for p in json.loads(run_cli("parsers", "--json", check_codes=(0,)).stdout)]
+        names = [p["name"] for p in json.loads(cli_in_process("parsers", "--json", check_codes=(0,)).stdout)]
         assert name not in names
 
 

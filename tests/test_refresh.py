@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import snakebatch
-from helpers import run_cli
+from helpers import cli_in_process, run_cli
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -145,14 +145,14 @@ def test_option_changes_and_redo_reparse_what_they_change(tmp_path):
 def test_refusals_name_refresh_and_exit_2(tmp_path):
     source, out = _tree(tmp_path / "src", 2), tmp_path / "out"
     _run(source, out)
-    proc = run_cli(*run_args(source, out))
+    proc = cli_in_process(*run_args(source, out))
     assert proc.returncode == 2 and "--refresh" in proc.stderr
-    proc = run_cli(*run_args(source, out, "--redo", "timeout"))
+    proc = cli_in_process(*run_args(source, out, "--redo", "timeout"))
     assert proc.returncode == 2 and "--redo needs --refresh" in proc.stderr
-    proc = run_cli(*run_args(source, out, "--refresh", "--redo", "nonsense"))
+    proc = cli_in_process(*run_args(source, out, "--refresh", "--redo", "nonsense"))
     assert proc.returncode == 2 and "nonsense" in proc.stderr
     other = _tree(tmp_path / "other", 1)
-    proc = run_cli(*run_args(other, out, "--refresh"))
+    proc = cli_in_process(*run_args(other, out, "--refresh"))
     assert proc.returncode == 2 and "SOURCE" in proc.stderr
 
 

@@ -21,7 +21,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from helpers import run_cli
+from helpers import cli_in_process, run_cli
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -138,6 +138,7 @@ def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(co
     assert proc.returncode == 0 and ": complete" in proc.stdout and "verified:" in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow  # ledger damage and its repair: corrupt entries, in the default run
 def test_an_emptied_ledger_is_damage_and_a_resume_repairs_it(corpus, baseline, tmp_path):
     out = tmp_path / "out"
     proc = run_cli(*run_args(corpus, out, *OPTIONS))
@@ -162,7 +163,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
             assert first.proc.poll() is None, first.stderr
             time.sleep(0.01)
         for extra in (("--resume",), (), ("--fresh",)):
-            proc = run_cli(*run_args(corpus, out, *OPTIONS, *extra))
+            proc = cli_in_process(*run_args(corpus, out, *OPTIONS, *extra))
             assert proc.returncode == 2, proc.stderr
             assert f"another snakebatch run (PID {first.proc.pid}) is writing" in proc.stderr
             assert "Traceback" not in proc.stderr
@@ -178,6 +179,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow  # two slow runs; the lock's refusals are in the default run
 def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_write_on(corpus, baseline, tmp_path):
     out = tmp_path / "out"
     # One worker on large, slow batches: the first commit comes seconds after the job's start.
@@ -189,7 +191,7 @@ def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_wr
             assert first.proc.poll() is None, first.stderr
             time.sleep(0.01)
         (out / "_snakebatch" / "lock").unlink()
-        second = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
+        second = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True))
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"another snakebatch run (PID {first.proc.pid}) is writing" in second.stderr
         assert first.proc.poll() is None  # the refusal was the lock's, not the first run's end
@@ -217,7 +219,8 @@ time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("content", ["", "999999"], ids=["pid-not-written-yet", "an-earlier-runs-pid"])
+@pytest.mark.parametrize("content", ["", pytest.param("999999", marks=pytest.mark.slow)],
+                         ids=["pid-not-written-yet", "an-earlier-runs-pid"])
 def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
     """What the lock file says may lag behind the lock (a run between its flock and its write, as
     when two start at once) or be a dead run's: the refusal names the process that holds it."""
@@ -230,7 +233,7 @@ def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
-        proc = run_cli(*run_args(src, out, resume=True))
+        proc = cli_in_process(*run_args(src, out, resume=True))
         assert proc.returncode == 2, proc.stderr
         assert f"another snakebatch run (PID {holder.pid}) is writing {out}" in proc.stderr
         status = json.loads(run_cli("status", out, "--json").stdout)
@@ -250,7 +253,7 @@ def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
         (("--exclude", "email/", "--max-file-size", "1MB"), "--max-file-size"),
         (("--exclude", "email/", "--no-gitignore"), "--no-gitignore"),
     ]:
-        proc = run_cli(*run_args(corpus, out, "--parser", LOGGING_PARSER, *changed, resume=True))
+        proc = cli_in_process(*run_args(corpus, out, "--parser", LOGGING_PARSER, *changed, resume=True))
         assert proc.returncode == 2, proc.stderr
         assert "these options differ from the job's" in proc.stderr and named in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -261,10 +264,11 @@ def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
                             "--batch-bytes", "1MB", "--memory-budget", "2GiB", resume=True))
     assert proc.returncode == 0, proc.stderr
     # Without the job's --parser the run is a different job.
-    proc = run_cli(*run_args(corpus, out, "--exclude", "email/", resume=True))
+    proc = cli_in_process(*run_args(corpus, out, "--exclude", "email/", resume=True))
     assert proc.returncode == 2 and "--parser" in proc.stderr
 
 
+@pytest.mark.slow  # a write failure that stops the job: the ledger's, in the default run
 def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     source = tmp_path / "src"
     shutil.copytree(corpus, source)
@@ -415,17 +419,17 @@ def test_a_run_killed_before_recording_its_job_can_be_started_again(corpus, tmp_
     out = tmp_path / "out"
     (out / "_snakebatch").mkdir(parents=True)
     (out / "_snakebatch" / "lock").write_text("12345")
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 2 and "holds no snakebatch job to resume" in proc.stderr
     proc = run_cli(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("not a job")
-    proc = run_cli(*run_args(corpus, tmp_path / "other", *OPTIONS))
+    proc = cli_in_process(*run_args(corpus, tmp_path / "other", *OPTIONS))
     assert proc.returncode == 2 and "is not empty and holds no snakebatch job" in proc.stderr
 
 
-@pytest.mark.parametrize("compact", ["--compact", "--no-compact"])
+@pytest.mark.parametrize("compact", ["--compact", pytest.param("--no-compact", marks=pytest.mark.slow)])
 def test_resume_rechecks_io_error_rows_of_files_that_vanished_or_came_back(tmp_path, compact):
     """Files deleted (or a folder replaced by a file) after discovery got `io_error` rows that
     stayed through every --resume. Now a resume removes them: gone files have no row, files

@@ -19,7 +19,7 @@ import pytest
 
 from helpers import S3_BUCKET as BUCKET
 from helpers import S3_TABLES as TABLES
-from helpers import download_tables, run_cli, s3_env, start_moto
+from helpers import cli_in_process, download_tables, run_cli, s3_env, start_moto
 from helpers import s3_keys as keys
 from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, run_args, snapshot
 
@@ -75,8 +75,8 @@ def test_storage_option_gives_the_endpoint(s3, tmp_path):
             "--no-progress", "-j", "1", check_codes=(0,), env=environ)
     table = snapshot(download_tables(client, "opt", tmp_path / "dl"))
     assert set(table["files"]) == {"a.py"}
-    again = run_cli("run", source, "-o", f"s3://{BUCKET}/opt", "--storage-option", f"endpoint={endpoint}",
-                    "--no-progress", env=environ)
+    again = cli_in_process("run", source, "-o", f"s3://{BUCKET}/opt", "--storage-option", f"endpoint={endpoint}",
+                           "--no-progress", env=environ)
     assert again.returncode == 2 and "already holds a snakebatch job" in again.stderr
 
 
@@ -85,13 +85,14 @@ def test_missing_bucket_and_unsupported_scheme_exit_2_before_any_work(s3, tmp_pa
     source = tmp_path / "src"
     source.mkdir()
     (source / "a.py").write_text("x = 1\n")
-    missing = run_cli("run", source, "-o", "s3://no-such-bucket/out", "--no-progress", env=s3_env(endpoint))
+    missing = cli_in_process("run", source, "-o", "s3://no-such-bucket/out", "--no-progress", env=s3_env(endpoint))
     assert missing.returncode == 2, missing.stderr
     assert "no-such-bucket" in missing.stderr and "Traceback" not in missing.stderr
-    ftp = run_cli("run", source, "-o", "ftp://host/out", "--no-progress", env=s3_env(endpoint))
+    ftp = cli_in_process("run", source, "-o", "ftp://host/out", "--no-progress", env=s3_env(endpoint))
     assert ftp.returncode == 2 and "(ftp://) is not supported" in ftp.stderr
     assert not (Path.cwd() / "ftp:").exists()
-    bad = run_cli("run", source, "-o", tmp_path / "local", "--storage-option", "endpoint=x", env=s3_env(endpoint))
+    bad = cli_in_process("run", source, "-o", tmp_path / "local", "--storage-option", "endpoint=x",
+                         env=s3_env(endpoint))
     assert bad.returncode == 2 and "only for a SOURCE or an OUT in object storage" in bad.stderr
 
 
@@ -128,6 +129,7 @@ def test_sigkill_then_resume_gives_the_same_rows(segments, s3, corpus, baseline,
     assert not [k for k in keys(client, prefix) if "/staging/" in k]
 
 
+@pytest.mark.slow  # ~9 s of polling; a reader of the bucket while a refresh commits is in the default run
 def test_a_reader_polling_the_bucket_during_a_run_never_sees_a_torn_part_or_a_row_twice(s3, corpus, baseline,
                                                                                        tmp_path):
     """A listing reader of PREFIX/files and PREFIX/definitions (pyarrow's S3 filesystem, as any

@@ -25,7 +25,7 @@ import pytest
 from faultproxy import FaultProxy
 
 import snakebatch
-from helpers import ROOT, download_tables, run_cli, s3_env
+from helpers import ROOT, cli_in_process, download_tables, run_cli, s3_env
 from helpers import S3_BUCKET as BUCKET
 from helpers import S3_TABLES as TABLES
 from helpers import s3_keys as keys
@@ -157,7 +157,8 @@ def test_a_committed_batch_costs_eight_requests(s3, proxy, corpus, baseline, tmp
     print(f"{batches} batches, {len(proxy.log)} requests: {dict(per_kind)}")
 
 
-@pytest.mark.parametrize("kind", [pytest.param("slowdown", marks=pytest.mark.slow), "denied"])
+@pytest.mark.slow  # ~9 s; a store that stops answering mid-job stops it resumable in test_s3.py's default run
+@pytest.mark.parametrize("kind", ["slowdown", "denied"])
 def test_a_store_that_refuses_every_put_stops_the_job_resumable(kind, s3, proxy, corpus, baseline, tmp_path):
     """After some batches committed every PUT gets 503 SlowDown (retried, max_retries=2) or 403
     (not retried): exit 1 with the resume command, no traceback; the bucket holds parts of
@@ -227,8 +228,9 @@ def test_a_store_that_keeps_failing_at_the_start_is_exit_2_nothing_done(s3, prox
     source.mkdir()
     (source / "a.py").write_text("import os\n")
     proxy.inject("slowdown")
-    proc = run_cli("run", source, "-o", f"s3://{BUCKET}/failing", "--storage-option", f"endpoint={proxy.endpoint}",
-                   "--storage-option", "max_retries=1", env=s3_env("http://127.0.0.1:9"))
+    proc = cli_in_process("run", source, "-o", f"s3://{BUCKET}/failing", "--storage-option",
+                          f"endpoint={proxy.endpoint}", "--storage-option", "max_retries=1",
+                          env=s3_env("http://127.0.0.1:9"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "the store kept failing" in proc.stderr and "HTTP 503 SlowDown" in proc.stderr, proc.stderr
     assert "nothing was done" in proc.stderr and "credentials" not in proc.stderr

@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 import pytest
 
 import snakebatch
-from helpers import S3_BUCKET, SAMPLES, run_cli
+from helpers import S3_BUCKET, SAMPLES, cli_in_process, run_cli
 from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, parse_log, read_parts, run_args, snapshot
 from snakebatch.engine.worker import BatchTask, process_batch
 
@@ -146,14 +146,14 @@ def test_missing_bucket_empty_prefix_and_refresh_exit_2_before_any_work(s3, buck
         (f"s3://{S3_BUCKET}/nothing-here", "holds no object"),
         ("s3://", "names no bucket"),
     ]:
-        proc = run_cli("run", source, "-o", out, "--no-progress", env=environ)
+        proc = cli_in_process("run", source, "-o", out, "--no-progress", env=environ)
         assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not out.exists(), "OUT was created before SOURCE was checked"
-    refresh = run_cli("run", bucket_tree, "-o", out, "--refresh", env=environ)
+    refresh = cli_in_process("run", bucket_tree, "-o", out, "--refresh", env=environ)
     assert refresh.returncode == 2 and "not supported for a SOURCE in object storage" in refresh.stderr
-    plan = run_cli("plan", "s3://no-such-bucket/src", env=environ)
+    plan = cli_in_process("plan", "s3://no-such-bucket/src", env=environ)
     assert plan.returncode == 2 and "no-such-bucket" in plan.stderr
-    local_source = run_cli("run", tmp_path, "-o", out, "--source-option", "region=x", env=environ)
+    local_source = cli_in_process("run", tmp_path, "-o", out, "--source-option", "region=x", env=environ)
     assert local_source.returncode == 2 and "only for a SOURCE in object storage" in local_source.stderr
 
 
@@ -168,9 +168,9 @@ def test_source_option_overrides_storage_option(s3, bucket_tree, tmp_path):
                    "--source-option", f"endpoint={endpoint}", "--source-option", "secret_access_key=test",
                    env=environ, check_codes=(0,))
     assert '"state":"complete"' in proc.stdout
-    wrong = run_cli("run", bucket_tree, "-o", tmp_path / "out2", "--no-progress",
-                    "--storage-option", "endpoint=http://127.0.0.1:9", "--storage-option", "max_retries=0",
-                    env=environ)
+    wrong = cli_in_process("run", bucket_tree, "-o", tmp_path / "out2", "--no-progress",
+                           "--storage-option", "endpoint=http://127.0.0.1:9", "--storage-option", "max_retries=0",
+                           env=environ)
     assert wrong.returncode == 2 and "SOURCE: cannot use" in wrong.stderr
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import snakebatch
-from helpers import read_table, run_cli
+from helpers import cli_in_process, read_table, run_cli
 from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, run_args
 from snakebatch.errors import ConfigError
 from snakebatch.report.status import job_status
@@ -164,13 +164,13 @@ def test_wrong_and_duplicate_entries_are_usage_errors(corpus, tmp_path):
         ([], "give a SOURCE folder"),
         (["--sources", root / "missing.txt"], "--sources: cannot read"),
     ]:
-        proc = run_cli("run", *args, "-o", out, "--no-progress")
+        proc = cli_in_process("run", *args, "-o", out, "--no-progress")
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert not out.exists()
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n\n")
-    assert "names no source" in run_cli("run", "--sources", empty, "-o", out).stderr
+    assert "names no source" in cli_in_process("run", "--sources", empty, "-o", out).stderr
     with pytest.raises(ConfigError, match="--refresh: not supported in a job of several sources"):
         snakebatch.run([alpha, beta], out, refresh=True)
     with pytest.raises(ConfigError, match="watch: one SOURCE only"):
@@ -188,7 +188,7 @@ def test_labels_are_unique_stable_on_resume_and_old_jobs_are_refused(tmp_path):
                    cwd=tmp_path / "x", check_codes=(0,))
     assert json.loads(proc.stdout)["files_this_run"] == 0 and json.loads(proc.stdout)["files"] == result.files
     # In another order they are another job.
-    proc = run_cli("run", two, one, "-o", out, "--resume", "--no-progress")
+    proc = cli_in_process("run", two, one, "-o", out, "--resume", "--no-progress")
     assert proc.returncode == 2 and "these options differ" in proc.stderr
 
     # A job written before jobs had sources: its job.json has no `sources`, its rows no `source`.
@@ -199,10 +199,10 @@ def test_labels_are_unique_stable_on_resume_and_old_jobs_are_refused(tmp_path):
     del record["job"]["sources"]
     record_path.write_bytes(msgspec.json.encode(record))
     for mode in ("--resume", "--refresh"):
-        proc = run_cli("run", one, "-o", old, mode, "--no-progress")
+        proc = cli_in_process("run", one, "-o", old, mode, "--no-progress")
         assert proc.returncode == 2, proc.stderr
         assert "no `source` column" in proc.stderr and "--fresh" in proc.stderr and "Traceback" not in proc.stderr
-    assert run_cli("run", one, "-o", old, "--fresh", "--no-progress").returncode == 0
+    assert cli_in_process("run", one, "-o", old, "--fresh", "--no-progress").returncode == 0
 
 
 def _rows_by_key(out: Path) -> dict:

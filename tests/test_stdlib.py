@@ -16,6 +16,11 @@ import pytest
 from expectations import ast_counts
 from helpers import read_table, run_cli, stdlib_dir
 
+# A run of the whole standard library (~11 s of the default run's budget of 150 s on 2 cores). The
+# default run keeps discovery's edge cases (test_hostile.py), the sample repository's rows checked
+# against ast (test_engine.py) and real stdlib files parsed (test_python_parser.py).
+pytestmark = pytest.mark.slow
+
 
 def _expected_files(root) -> dict[str, str]:
     """Every regular file under root, as os.walk sees it, minus site-packages (not stdlib)."""
