@@ -102,7 +102,10 @@ def test_plan_of_an_empty_folder(tmp_path):
 def test_plan_warns_when_the_budget_is_too_low(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "a.py").write_text("x = 1\n")
+    # 10,000 definitions: a worker's estimated peak (its rows) puts the estimated peak well above
+    # the least budget a run accepts (a one-line file left them 2 MB apart once the package's
+    # imports became lazy: the plan's process holds less before it samples, its estimate with it).
+    (repo / "a.py").write_text("".join(f"def f{i}(x):\n    return x\n" for i in range(10_000)))
     proc = run_cli("plan", repo, "-j", "2", "--memory-budget", "1KB", "--json", check_codes=[0])
     plan = json.loads(proc.stdout)
     assert len(plan["warnings"]) == 1 and "would refuse it" in plan["warnings"][0]
