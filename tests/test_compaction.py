@@ -481,6 +481,7 @@ def _run_until_twins(corpus: Path, out: Path, logs: Path) -> Run:
     return run
 
 
+@pytest.mark.slow  # 16 s; the SIGINT in the tail below stays in the default run
 def test_sigkill_while_compaction_runs_in_the_tail_then_resume(corpus, uncompacted, tmp_path):
     want = snapshot(uncompacted)
     entries = len(list(Ledger(str(uncompacted)).entries()))

@@ -328,7 +328,7 @@ for _ in coordinator.run():
 
 # A commit is 3 renames (one part per table); the job's empty first part is committed alone
 # (renames 0-2), then the first group of 8 batches (renames 3-26).
-@pytest.mark.parametrize("kill_at", [3, 13, 26])
+@pytest.mark.parametrize("kill_at", [3, pytest.param(13, marks=pytest.mark.slow), pytest.param(26, marks=pytest.mark.slow)])
 def test_sigkill_inside_a_group_commit_then_resume(kill_at, corpus, baseline, tmp_path):
     """Batches that finished together are committed by one ledger write: all 8 lines are there
     before the first of their renames. A SIGKILL after that write (before any rename, between two
