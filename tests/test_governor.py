@@ -105,6 +105,24 @@ def test_budget_for_one_big_parse_holds_with_eight_workers(tmp_path):
     assert governor["admission_samples"] < summary["batches_this_run"] / 2, governor["admission_samples"]
 
 
+def test_before_any_worker_reported_too_large_prices_workers_at_the_least_measured_rest():
+    """`too_large` is final, so before a worker has reported its rest RSS it prices workers at
+    LEAST_WORKER_RSS, not at the admission's cautious prior."""
+    from snakebatch.engine.governor import LEAST_WORKER_RSS, PRIOR_WORKER_RSS, MemoryGovernor
+
+    workers, coordinator = 8, 150 * MB
+    one_parse = AST_BYTES_PER_SOURCE_BYTE * MB
+    # Fits with the workers at their least, not with them at the prior.
+    budget = coordinator + workers * LEAST_WORKER_RSS + int(1.1 * one_parse)
+    assert budget < coordinator + workers * PRIOR_WORKER_RSS + one_parse
+    governor = MemoryGovernor(budget=budget, workers=workers)
+    governor.rss = coordinator  # sampled before the pool started: no worker yet
+    files = [("pkg/big.py", MB, 0), ("pkg/huge.py", 2 * MB, 0)]
+    found = governor.too_large(files)
+    assert list(found) == [1], found  # the 1 MB module fits; twice that does not
+    assert governor.baseline() == coordinator + workers * PRIOR_WORKER_RSS  # admissions stay cautious
+
+
 def test_admission_right_after_the_first_submission_counts_the_pool_it_started():
     """The first submission starts the pool: a forkserver with the worker module preloaded, a
     resource tracker, a worker. The admission that follows at once must count them (in a run
