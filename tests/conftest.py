@@ -22,7 +22,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from helpers import start_moto
+from helpers import PARSE_SETTINGS, start_moto
 
 # Tests write nothing into the checkout: no bytecode caches (the CLI's subprocesses get
 # PYTHONDONTWRITEBYTECODE from helpers.cli_env), no hypothesis example database or cache (a
@@ -31,6 +31,11 @@ sys.dont_write_bytecode = True
 _hypothesis_home = tempfile.mkdtemp(prefix="snakebatch-hypothesis-")
 atexit.register(shutil.rmtree, _hypothesis_home, True)
 set_hypothesis_home_dir(_hypothesis_home)
+# The logging parser's settings for runs inside this process (helpers.cli_in_process), named in
+# the environment before any forkserver starts, so that every pool's workers find them.
+_scratch = tempfile.mkdtemp(prefix="snakebatch-tests-")
+atexit.register(shutil.rmtree, _scratch, True)
+os.environ[PARSE_SETTINGS] = os.path.join(_scratch, "parse-settings.json")
 settings.register_profile("snakebatch", database=None)
 settings.load_profile("snakebatch")
 

@@ -1,15 +1,16 @@
 """The one way the tests (and the benchmarks) run the snakebatch CLI, and read its tables back.
 
 Owns: the command line and environment of a CLI subprocess from this checkout (`cli_command`,
-`cli_env`), running it to its end (`run_cli`, or `cli_in_process` in this process), reading a
-committed table (`read_table`), and a moto S3 server on loopback with what talks to it
-(`start_moto`, `s3_env`, `s3_keys`, `download_tables`; the `s3` fixture in conftest.py starts
-one per session).
+`cli_env`), running it to its end (`run_cli`, or `cli_in_process` in this process, with the
+logging parser's settings in a file), reading a committed table (`read_table`), and a moto S3
+server on loopback with what talks to it (`start_moto`, `s3_env`, `s3_keys`, `download_tables`;
+the `s3` fixture in conftest.py starts one per session).
 Must not touch: pytest (fixtures live in conftest.py; the benchmarks import this module without it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +25,10 @@ import pyarrow.dataset as ds
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 SAMPLES = ROOT / "sample_repos"
+# The logging parser's settings (tests/logging_parser.py): in the environment of a subprocess, in
+# the file named by PARSE_SETTINGS for a run inside this process.
+PARSE_KEYS = ("SNAKEBATCH_TEST_PARSE_LOG", "SNAKEBATCH_TEST_PARSE_SLEEP")
+PARSE_SETTINGS = "SNAKEBATCH_TEST_PARSE_SETTINGS"
 
 
 def cli_command(*args) -> list[str]:
@@ -38,6 +43,7 @@ def cli_env(pythonpath=(), **extra) -> dict:
     paths = [str(ROOT), str(TESTS), *map(str, pythonpath), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the checkout
+    env.pop(PARSE_SETTINGS, None)  # a subprocess's logging parser reads the environment
     env.update(extra)
     return env
 
@@ -62,12 +68,23 @@ def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subproce
     code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
     A CLI subprocess takes ~0.5 s to start, most of a `status` or of a refused run. Not for a
     test of the process itself (signals, exit of its workers), nor for a run whose workers must
-    see `env`: a pool started here has this process's environment."""
+    see other variables of `env`: a pool started here has this process's environment. The logging
+    parser's settings in `env` reach its workers through the file named by PARSE_SETTINGS."""
     from click.testing import CliRunner
 
     from snakebatch.cli import main
 
-    result = CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    parse = {k: env[k] for k in PARSE_KEYS if env and k in env}
+    settings = Path(os.environ[PARSE_SETTINGS]) if parse else None  # KeyError: conftest.py sets it
+    if settings:
+        env = {k: v for k, v in env.items() if k not in PARSE_KEYS}
+        settings.with_suffix(".tmp").write_text(json.dumps(parse))
+        settings.with_suffix(".tmp").replace(settings)
+    try:
+        result = CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    finally:
+        if settings:
+            settings.unlink()
     proc = subprocess.CompletedProcess(["snakebatch", *map(str, args)], result.exit_code, result.stdout,
                                        result.stderr)
     return _checked(args, proc, check_codes)

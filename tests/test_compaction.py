@@ -57,7 +57,7 @@ def corpus(tmp_path_factory):
 def uncompacted(corpus, tmp_path_factory):
     """The job run to its end with --no-compact: one part per batch and table."""
     out = tmp_path_factory.mktemp("uncompacted") / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact", "--json"))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact", "--json"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["compaction"] is None
     assert len(_parts(out, "files")) == json.loads(proc.stdout)["batches_this_run"] > 20
@@ -69,7 +69,7 @@ def compacted(corpus, uncompacted, tmp_path_factory):
     """A copy of the uncompacted job, compacted by a resume that has nothing left to parse."""
     out = tmp_path_factory.mktemp("compacted") / "out"
     shutil.copytree(uncompacted, out)
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     return out, proc
 
 
@@ -80,7 +80,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, uncompacted, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json"))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     batches = summary["batches_this_run"]
@@ -118,7 +118,7 @@ def test_a_complete_job_ends_with_one_part_per_table_and_the_same_rows(corpus, u
 
     # A resume with nothing new to do leaves the compacted parts as they are.
     before = {t: (out / t / _parts(out, t)[0]).stat().st_ino for t in TABLES}
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["compaction"] is None
     assert {t: (out / t / _parts(out, t)[0]).stat().st_ino for t in TABLES} == before
@@ -135,7 +135,7 @@ def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, mon
         for index in range(20):
             (source / f"d{folder:02d}" / f"m{index:02d}.py").write_text(f"import os\ndef f():\n    return {index}\n")
     out = tmp_path / "out"
-    proc = run_cli(*run_args(source, out, "-j", "2", "--batch-bytes", "2KB", "--no-compact"))
+    proc = cli_in_process(*run_args(source, out, "-j", "2", "--batch-bytes", "2KB", "--no-compact"))
     assert proc.returncode == 0, proc.stderr
     want = snapshot(out)
     batch_ids = [entry.batch_id for entry in Ledger(str(out)).entries()]
@@ -166,13 +166,13 @@ def test_parts_and_row_groups_are_cut_by_size_with_path_statistics(tmp_path, mon
 def test_a_resume_that_adds_files_compacts_again_and_parses_only_the_new_ones(corpus, tmp_path):
     source = _copy(corpus, tmp_path / "src")
     out, log = tmp_path / "out", tmp_path / "parses.log"
-    proc = run_cli(*run_args(source, out, *OPTIONS), env=env(log=log))
+    proc = cli_in_process(*run_args(source, out, *OPTIONS), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     first = Counter(parse_log(log))
     (source / "added").mkdir()
     for index in range(30):
         (source / "added" / f"n{index}.py").write_text(f"import os\ndef f{index}():\n    return {index}\n")
-    proc = run_cli(*run_args(source, out, *OPTIONS, "--json", resume=True), env=env(log=log))
+    proc = cli_in_process(*run_args(source, out, *OPTIONS, "--json", resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["files_this_run"] == 30 and summary["files"] == 271
@@ -217,7 +217,7 @@ def test_recovery_settles_a_compaction_cut_off_at_each_step(corpus, uncompacted,
     # What a reader sees in that state: every file once (each table either all old or all new).
     read_parts(out)
     log = tmp_path / "parses.log"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True), env=env(log=log))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert not parse_log(log), "a file was parsed again"
     summary = json.loads(proc.stdout)
@@ -250,7 +250,7 @@ def test_sigkill_during_compaction_then_resume(corpus, uncompacted, tmp_path):
             landed += 1
             states.add(((out / "_snakebatch" / "compacting").exists(), (out / "_snakebatch" / MANIFEST).exists()))
         read_parts(out)  # no torn part and no file twice, whatever the moment
-        final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+        final = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
         assert final.returncode == 0, final.stderr
         assert json.loads(final.stdout)["files_this_run"] == 0
         assert_same_output(snapshot(out), want)
@@ -275,7 +275,7 @@ def test_a_corrupt_entry_of_a_compacted_batch_is_cut_out_and_redone_once(corpus,
     redo = set(entries[middle].paths)
 
     log = tmp_path / "parses.log"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert "rows of 1 batch(es) without a valid ledger entry removed from compacted parts" in proc.stdout
     assert Counter(parse_log(log)) == Counter(redo)
@@ -315,7 +315,7 @@ def test_sigint_during_compaction_stops_with_130_and_the_resume_compacts(corpus,
     assert not (out / "_snakebatch" / MANIFEST).exists()
     assert len(_parts(out, "files")) > 1
     assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "incomplete"
-    final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    final = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["compaction"]["parts_after"] == 3
     assert_same_output(snapshot(out), want)
@@ -337,7 +337,7 @@ def test_a_lost_compacted_part_undoes_its_batches_everywhere_and_they_are_redone
     redo = {path for batch in lost.batches for path in entries[batch].paths}
 
     log = tmp_path / "parses.log"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert f"{len(lost.batches)} incomplete commit(s) undone" in proc.stdout
     assert Counter(parse_log(log)) == Counter(redo)
@@ -352,7 +352,7 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
 
     source = _copy(corpus, tmp_path / "src")
     out = tmp_path / "out"
-    assert run_cli(*run_args(source, out, *OPTIONS, "--no-compact")).returncode == 0
+    assert cli_in_process(*run_args(source, out, *OPTIONS, "--no-compact")).returncode == 0
     files_bytes = sum((out / "files" / name).stat().st_size for name in _parts(out, "files"))
     monkeypatch.setattr(compaction, "TARGET_PART_BYTES", files_bytes // 3)
     first, _ = compaction.Compactor(str(out)).compact(None, [e.batch_id for e in Ledger(str(out)).entries()],
@@ -364,7 +364,7 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
     (source / "added").mkdir()
     for index in range(5):
         (source / "added" / f"n{index}.py").write_text(f"def g{index}():\n    pass\n")
-    assert run_cli(*run_args(source, out, *OPTIONS, "--no-compact", resume=True)).returncode == 0
+    assert cli_in_process(*run_args(source, out, *OPTIONS, "--no-compact", resume=True)).returncode == 0
     entries = list(Ledger(str(out)).entries())
     second, report = compaction.Compactor(str(out)).compact(first, [e.batch_id for e in entries], lambda: False)
     names = [part.name for part in second.parts("files")]
@@ -374,7 +374,7 @@ def test_a_resume_links_large_compacted_parts_and_rewrites_only_the_rest(corpus,
     got = snapshot(out)
     assert len(got["files"]) == 246 and {f"added/n{i}.py" for i in range(5)} <= set(got["files"])
     # A later recovery keeps every part: the linked ones are named by the manifest too.
-    proc = run_cli(*run_args(source, out, *OPTIONS, "--json", resume=True))
+    proc = cli_in_process(*run_args(source, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0 and json.loads(proc.stdout)["files_this_run"] == 0, proc.stderr
     assert _parts(out, "files") == sorted(names)
 
@@ -393,7 +393,7 @@ def test_a_compaction_that_cannot_write_leaves_the_batch_parts_and_the_job_compl
     assert not (out / "_snakebatch" / "compacting").exists() and not (out / "_snakebatch" / MANIFEST).exists()
     assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "complete"
 
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert proc.returncode == 0 and json.loads(proc.stdout)["compaction"]["parts_after"] == 3, proc.stderr
     assert_same_output(snapshot(out), snapshot(uncompacted))
 
@@ -417,7 +417,7 @@ def test_a_corrupt_compacted_part_is_found_and_exactly_its_batches_redone(corpus
     assert json.loads(proc.stdout)["damage"] == [["imports", damaged.name, "checksum"]]
 
     log = tmp_path / "parses.log"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert f"imports/{damaged.name} (checksum)" in proc.stdout
     assert Counter(parse_log(log)) == Counter(p for batch in damaged.batches for p in entries[batch].paths)
@@ -436,7 +436,7 @@ def test_an_unreadable_manifest_is_damage_and_a_resume_rebuilds_it_without_parsi
     assert status["state"] == "incomplete" and status["damage"] == [["_snakebatch", MANIFEST, "unreadable"]]
 
     log = tmp_path / "parses.log"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=env(log=log))
     assert proc.returncode == 0, proc.stderr
     assert "unreadable compaction.json rebuilt from the compacted parts" in proc.stdout
     assert parse_log(log) == []
@@ -452,7 +452,7 @@ TAIL_SLEEP = 0.01  # seconds per file: ~1 s of batches after compaction begins (
 
 def test_compaction_begins_while_the_last_batches_run_and_keeps_rows_in_batch_order(corpus, uncompacted, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json"), env=env(sleep=TAIL_SLEEP / 2))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json"), env=env(sleep=TAIL_SLEEP / 2))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     compaction = summary["compaction"]
@@ -498,7 +498,7 @@ def test_sigkill_while_compaction_runs_in_the_tail_then_resume(corpus, uncompact
             assert not (out / "_snakebatch" / MANIFEST).exists()
             landed += len(list(Ledger(str(out)).entries())) < entries
         read_parts(out)  # no torn part and no file twice
-        final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+        final = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
         assert final.returncode == 0, final.stderr
         assert json.loads(final.stdout)["state"] == "complete"
         assert_same_output(snapshot(out), want)
@@ -517,7 +517,7 @@ def test_sigint_while_compaction_runs_in_the_tail_deletes_its_twins(corpus, unco
     assert not (out / "_snakebatch" / "compacting").exists()  # given up, nothing half-done left
     assert not (out / "_snakebatch" / MANIFEST).exists()
     assert json.loads(run_cli("status", out, "--json").stdout)["state"] == "incomplete"
-    final = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    final = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["compaction"]["parts_after"] == 3
     assert_same_output(snapshot(out), snapshot(uncompacted))

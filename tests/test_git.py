@@ -92,10 +92,9 @@ def digests(out: Path, table: str, drop=VOLATILE | {"source"}) -> list[str]:
 
 
 def run_ok(*args, **kwargs):
-    """A run that completes; in this process (no CLI start-up to wait for) unless it needs its
-    own environment (`env`: its workers must see it)."""
-    args = ("run", *args, "-j", "1", "--no-progress", "--json")
-    return run_cli(*args, check_codes=(0,), **kwargs) if kwargs else cli_in_process(*args, check_codes=(0,))
+    """A run that completes, in this process (no CLI start-up to wait for); `env` may carry the
+    logging parser's settings (helpers.cli_in_process)."""
+    return cli_in_process("run", *args, "-j", "1", "--no-progress", "--json", check_codes=(0,), **kwargs)
 
 
 @pytest.fixture(scope="module")

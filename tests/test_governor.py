@@ -19,9 +19,6 @@ from helpers import read_table, run_cli
 from treepeak import generated_module
 from treepeak import run_sampled as run_tree_sampled
 
-# Peaks of the process tree sampled from outside, and budgets set from them: nothing else may run beside.
-pytestmark = pytest.mark.serial
-
 MB = 1_000_000
 AST_BYTES_PER_SOURCE_BYTE = 265  # measured for treepeak.generated_module()
 
@@ -43,7 +40,8 @@ def small_files(root, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> int:
-    """The tree's RSS with nothing big to parse (coordinator, forkserver, two workers), sampled."""
+    """The tree's RSS with nothing big to parse (coordinator, forkserver, two workers), sampled
+    (in the setup of a serial test: only those use it)."""
     root = tmp_path_factory.mktemp("baseline")
     small_files(root / "src", 150)
     proc, peak = run_sampled("run", root / "src", "-o", root / "out", "-j", "2", "--batch-bytes", "16KB")
@@ -58,6 +56,7 @@ def big_tree(root, n_big: int, big_size: int, n_small: int = 150):
     return root
 
 
+@pytest.mark.serial  # the process tree's peak, sampled from outside: nothing else may run beside
 def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     # One parse fits beside the baseline, two at once would not.
     one_parse = AST_BYTES_PER_SOURCE_BYTE * MB
@@ -83,6 +82,7 @@ def test_budget_for_one_big_parse_holds_with_two_workers(tmp_path, baseline):
     assert governor["peak_rss_bytes"] <= peak * 1.05
 
 
+@pytest.mark.serial  # the process tree's peak, sampled from outside: nothing else may run beside
 @pytest.mark.slow
 def test_budget_for_one_big_parse_holds_with_eight_workers(tmp_path):
     """As with two workers, with eight, where admissions take a recent sample of the tree rather
@@ -167,6 +167,7 @@ class NamedWorkers:  # an `Executor` as the governor sees it: which processes ar
 HOLDS_80_MB = "import sys, time; b = bytearray(80 * 10**6); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(60)"
 
 
+@pytest.mark.serial  # admissions counted against elapsed time
 def test_many_workers_admit_on_a_recent_sample_and_sample_a_new_pool_at_once():
     """With many workers a sample (~40 us a process) per admission was a sample per batch: an
     admission now takes one at most ADMISSION_SAMPLE_AGE_S old. A pool started since the last
@@ -205,6 +206,7 @@ def test_many_workers_admit_on_a_recent_sample_and_sample_a_new_pool_at_once():
     assert few.admission_samples == 20
 
 
+@pytest.mark.serial  # the process tree's peak, sampled from outside: nothing else may run beside
 @pytest.mark.slow
 def test_without_a_budget_the_same_job_parses_big_files_together(tmp_path, baseline):
     """The premise of the test above: with no budget, two big parses overlap and exceed it."""
@@ -216,6 +218,7 @@ def test_without_a_budget_the_same_job_parses_big_files_together(tmp_path, basel
     assert peak > 1.1 * budget
 
 
+@pytest.mark.serial  # the process tree's peak, sampled from outside: nothing else may run beside
 def test_file_too_large_for_the_budget_is_not_parsed(tmp_path, baseline):
     # A 1 MB module needs ~265 MB. Since the governor counts the whole tree once the pool runs
     # (forkserver and tracker included), 100 MB beside the sampled baseline (a peak) leaves room

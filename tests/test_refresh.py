@@ -239,13 +239,13 @@ def test_a_reader_sees_the_old_or_the_new_snapshot_of_each_table_never_a_mix(tmp
 def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path, moments):
     source, out = _tree(tmp_path / "src", 16), tmp_path / "out"
     options = ("--parser", LOGGING_PARSER, "-j", "1", "--batch-bytes", "200")
-    assert run_cli(*run_args(source, out, *options)).returncode == 0
+    assert cli_in_process(*run_args(source, out, *options)).returncode == 0
     for index in range(16):
         _write(source / f"pkg{index % 3}" / f"m{index:02d}.py", f"def edited{index}():\n    pass\n")
     (source / "notes.txt").unlink()
     clean = tmp_path / "clean"
     shutil.copytree(out, clean)
-    assert run_cli(*run_args(source, clean, "--refresh", *options)).returncode == 0
+    assert cli_in_process(*run_args(source, clean, "--refresh", *options)).returncode == 0
     want = snapshot(clean)
     landed = 0
     for number, (watch, delay) in enumerate(moments):
@@ -258,7 +258,7 @@ def test_sigkill_during_a_refresh_then_refresh_gives_the_same_tables(tmp_path, m
         time.sleep(delay)
         landed += run.kill_group() == -signal.SIGKILL
         read_parts(target)
-        final = run_cli(*run_args(source, target, "--refresh", *options))
+        final = cli_in_process(*run_args(source, target, "--refresh", *options))
         assert final.returncode == 0, final.stderr
         assert_same_output(snapshot(target), want)
     assert landed >= 1

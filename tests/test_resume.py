@@ -53,7 +53,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def baseline(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline") / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     return snapshot(out)
 
@@ -68,7 +68,7 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     # Batch parts, as before compaction (test_compaction.py corrupts a compacted job's entries).
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log)
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), env=environ)
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact"), env=environ)
     assert proc.returncode == 0, proc.stderr
     entries = _entries(out)
     assert len(entries) >= 5
@@ -89,7 +89,7 @@ def test_corrupt_ledger_entries_are_reported_and_their_batches_redone(corpus, ba
     assert status["files_done"] == len(baseline["files"]) - len(redo)
 
     log.unlink()
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), env=environ)
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), env=environ)
     assert proc.returncode == 0, proc.stderr
     assert f"2 corrupt ledger entries (line {middle + 1}, {len(lines)}) ignored" in proc.stdout
     assert "part file(s) without a valid ledger entry removed" in proc.stdout
@@ -111,7 +111,7 @@ def _flip_middle(path: Path, count: int = 64) -> None:
 def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(corpus, baseline, tmp_path):
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log)
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), env=environ)
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact"), env=environ)
     assert proc.returncode == 0, proc.stderr
     entries = _entries(out)
     assert all(set(entry.parts) == {"files", "definitions", "imports"} for entry in entries)
@@ -129,7 +129,7 @@ def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(co
     assert f"definitions/{part_name(deleted.batch_id)} (missing)" in proc.stdout
 
     log.unlink()
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), env=environ)
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact", resume=True), env=environ)
     assert proc.returncode == 0, proc.stderr
     assert f"files/{part_name(corrupt.batch_id)} (checksum)" in proc.stdout
     assert Counter(parse_log(log)) == Counter(corrupt.paths + deleted.paths)  # exactly those batches, once
@@ -141,7 +141,7 @@ def test_a_corrupt_or_deleted_part_is_reported_by_status_and_its_batch_redone(co
 @pytest.mark.slow  # ledger damage and its repair: corrupt entries, in the default run
 def test_an_emptied_ledger_is_damage_and_a_resume_repairs_it(corpus, baseline, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     (out / "_snakebatch" / "ledger.jsonl").write_bytes(b"")
     proc = run_cli("status", out, "--json")
@@ -149,7 +149,7 @@ def test_an_emptied_ledger_is_damage_and_a_resume_repairs_it(corpus, baseline, t
     status = json.loads(proc.stdout)
     assert status["state"] == "incomplete" and status["damage"]
     assert ["_snakebatch", "ledger.jsonl", "0 files, not the 150 of the complete job"] in status["damage"]
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
     assert run_cli("status", out, "--verify").returncode == 0
@@ -175,7 +175,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_pid(corpus, tmp_path
     # The OS released the lock with the process: no stale lock after a SIGKILL.
     status = json.loads(run_cli("status", out, "--json").stdout)
     assert status["state"] == "incomplete" and status["running_pid"] is None
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
 
 
@@ -203,7 +203,7 @@ def test_a_deleted_lock_file_neither_lets_a_second_run_in_nor_lets_the_holder_wr
     assert "lock" in first.stderr and "was removed while this run held it" in first.stderr
     assert "resume with: " in first.stderr
     assert len(snapshot(out)["files"]) < len(baseline["files"])
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
 
@@ -228,7 +228,7 @@ def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
     src.mkdir()
     (src / "a.py").write_text("x = 1\n")
     out = tmp_path / "out"
-    run_cli(*run_args(src, out), check_codes=(0,))
+    cli_in_process(*run_args(src, out), check_codes=(0,))
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out / "_snakebatch"), content],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -245,7 +245,7 @@ def test_the_refusal_names_the_pid_that_holds_the_lock(tmp_path, content):
 
 def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--exclude", "email/"))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--exclude", "email/"))
     assert proc.returncode == 0, proc.stderr
     for changed, named in [
         (("--exclude", "email/", "--content"), "--content"),
@@ -257,10 +257,10 @@ def test_a_changed_row_option_on_resume_is_refused_naming_it(corpus, tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "these options differ from the job's" in proc.stderr and named in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--exclude", "email/", resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--exclude", "email/", resume=True))
     assert proc.returncode == 0, proc.stderr
     # Options that do not change rows may change freely.
-    proc = run_cli(*run_args(corpus, out, "--parser", LOGGING_PARSER, "--exclude", "email/", "-j", "1",
+    proc = cli_in_process(*run_args(corpus, out, "--parser", LOGGING_PARSER, "--exclude", "email/", "-j", "1",
                             "--batch-bytes", "1MB", "--memory-budget", "2GiB", resume=True))
     assert proc.returncode == 0, proc.stderr
     # Without the job's --parser the run is a different job.
@@ -275,7 +275,7 @@ def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     # With --content this file's part is ~3 MB of incompressible text: past a 1 MB size limit.
     (source / "big.txt").write_text(base64.b64encode(random.Random(1).randbytes(2_400_000)).decode())
     options = ("--content", "--batch-bytes", "64KB", "-j", "2")
-    want = run_cli(*run_args(source, tmp_path / "want", *options))
+    want = cli_in_process(*run_args(source, tmp_path / "want", *options))
     assert want.returncode == 0, want.stderr
 
     out = tmp_path / "out"
@@ -289,7 +289,7 @@ def test_a_worker_write_failure_stops_with_exit_1_and_resumes(corpus, tmp_path):
     assert "big.txt" not in committed
     assert not os.listdir(out / "_snakebatch" / "staging")
 
-    proc = run_cli(*run_args(source, out, *options, resume=True))
+    proc = cli_in_process(*run_args(source, out, *options, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), snapshot(tmp_path / "want"))
 
@@ -309,7 +309,7 @@ def test_a_ledger_write_failure_stops_with_exit_1_and_resumes(corpus, baseline, 
     parts = read_parts(out)
     assert {p for t in parts["files"] for p in t.column("path").to_pylist()} == in_ledger
 
-    proc = run_cli(*run_args(corpus, out, *options, resume=True))
+    proc = cli_in_process(*run_args(corpus, out, *options, resume=True))
     assert proc.returncode == 0, proc.stderr
     assert_same_output(snapshot(out), baseline)
 
@@ -319,7 +319,7 @@ def test_resume_skips_committed_files_and_counts_changed_ones_as_stale(corpus, b
     shutil.copytree(corpus, source)
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log)
-    assert run_cli(*run_args(source, out, *OPTIONS), env=environ).returncode == 0
+    assert cli_in_process(*run_args(source, out, *OPTIONS), env=environ).returncode == 0
     committed = snapshot(out)
     changed = sorted(committed["files"])[:2]
     for rel in changed:
@@ -331,7 +331,7 @@ def test_resume_skips_committed_files_and_counts_changed_ones_as_stale(corpus, b
         (source / rel).write_text("import os\n\ndef f(x):\n    return x\n")
     log.unlink()
 
-    proc = run_cli(*run_args(source, out, *OPTIONS, "--json", resume=True), env=environ)
+    proc = cli_in_process(*run_args(source, out, *OPTIONS, "--json", resume=True), env=environ)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert sorted(parse_log(log)) == sorted(new)  # committed files are never read again
@@ -421,7 +421,7 @@ def test_a_run_killed_before_recording_its_job_can_be_started_again(corpus, tmp_
     (out / "_snakebatch" / "lock").write_text("12345")
     proc = cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True))
     assert proc.returncode == 2 and "holds no snakebatch job to resume" in proc.stderr
-    proc = run_cli(*run_args(corpus, out, *OPTIONS))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS))
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("not a job")

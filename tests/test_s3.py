@@ -21,7 +21,7 @@ from helpers import S3_BUCKET as BUCKET
 from helpers import S3_TABLES as TABLES
 from helpers import cli_in_process, download_tables, run_cli, s3_env, start_moto
 from helpers import s3_keys as keys
-from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, run_args, snapshot
+from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, run_args, snapshot
 
 pytest.importorskip("moto")
 pytest.importorskip("boto3")
@@ -41,7 +41,7 @@ def corpus(tmp_path_factory):
 def baseline(corpus, tmp_path_factory):
     """The same job to a local folder."""
     out = tmp_path_factory.mktemp("baseline") / "out"
-    run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), check_codes=(0,), env=env())
+    cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact"), check_codes=(0,))
     return snapshot(out)
 
 

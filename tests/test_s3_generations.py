@@ -16,7 +16,7 @@ import pytest
 
 import snakebatch
 from helpers import S3_BUCKET as BUCKET
-from helpers import download_tables, run_cli, s3_env, s3_keys
+from helpers import cli_in_process, download_tables, run_cli, s3_env, s3_keys
 from resume_helpers import (
     LOGGING_PARSER,
     ROW_TABLES,
@@ -78,7 +78,7 @@ def corpus(tmp_path_factory):
 def baseline(corpus, tmp_path_factory):
     """The same job to a local folder, uncompacted."""
     out = tmp_path_factory.mktemp("baseline") / "out"
-    run_cli(*run_args(corpus, out, *OPTIONS, "--no-compact"), check_codes=(0,))
+    cli_in_process(*run_args(corpus, out, *OPTIONS, "--no-compact"), check_codes=(0,))
     return snapshot(out)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from helpers import run_cli
+from helpers import cli_in_process, run_cli
 from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, run_args
 from snakebatch.store.ledger import Ledger
 
@@ -39,7 +39,7 @@ def status(out: Path) -> dict:
 
 def test_status_of_a_complete_job(corpus, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(*run_args(corpus, out, *OPTIONS, "--json"))
+    proc = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     got = status(out)
@@ -73,7 +73,7 @@ def test_status_of_a_stopped_job_names_the_resume_command(corpus, tmp_path):
     shutil.copytree(corpus, src)
     (src / "0_refused.bad").write_text("raise\n")  # a parser failure, discovered first: --max-errors counts it
     proc = run_cli(*run_args(src, out, *OPTIONS, "--parser", "misbehaving_parser:parser", "--content",
-                            "--max-errors", "1"))
+                     "--max-errors", "1"))
     assert proc.returncode == 1, proc.stderr
     printed = [line.split(": ", 2)[2] for line in proc.stderr.splitlines() if "resume with:" in line]
     got = status(out)
@@ -113,7 +113,7 @@ def test_status_adds_up_every_run_even_a_killed_one(corpus, tmp_path):
     entries, _ = Ledger(str(out)).read()
     killed_start = max(e.run_started_at for e in entries)
     killed_span = max(e.committed_at for e in entries) - killed_start
-    last = run_cli(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
+    last = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True))
     assert last.returncode == 0, last.stderr
     got = status(out)
     assert got["state"] == "complete" and got["runs"] == 3 and got["files_done"] == 124
