@@ -303,10 +303,10 @@ class Coordinator:
     def run(self) -> Iterator:
         """Process the job; yields whatever the sink yields per commit (nothing for the ledger,
         record batches for a stream). Then `compact()`, and `close()` for the summary."""
-        yield from self._commit_first_part()
         pool_started = time.time()
-        self._start()
+        self._start()  # first: an executor that refuses the job (a Dask worker blind to OUT) writes nothing
         self.timeline.pool_s = time.time() - pool_started
+        yield from self._commit_first_part()
         try:
             while True:
                 if not self.stop:
