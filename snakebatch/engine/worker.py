@@ -625,8 +625,9 @@ def process_batch(task: BatchTask) -> BatchOutcome:
         previous_handler = signal.signal(signal.SIGALRM, _alarm)
     # The batch's rows live until its parts are written, so the collector would traverse them
     # again and again (and the whole heap at each oldest-generation pass) to find no garbage:
-    # ~1.6% of a batch's CPU on the stdlib corpus. What a batch allocates is freed by reference
-    # counting when it ends; a cycle a third-party parser leaves waits for the next collection.
+    # 1.6% of a batch's CPU time on the stdlib corpus (0.8% of its instructions, callgrind). What
+    # a batch allocates is freed by reference counting when it ends; a cycle a third-party parser
+    # leaves waits for the next collection.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
