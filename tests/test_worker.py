@@ -88,3 +88,37 @@ def test_content_column(tmp_path):
     rows = pq.read_table(tmp_path / "stage" / "files.parquet").to_pylist()
     assert rows[0]["content"] == "x = 'é'\n"
     assert rows[1]["content"] is None
+
+
+def test_no_collection_runs_during_a_batch_and_the_collector_is_left_as_found(tmp_path):
+    import gc
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = []
+    for i in range(60):
+        (src / f"m{i}.py").write_text("".join(f"@d({j})\ndef f{j}(a, b):\n    import os\n" for j in range(50)))
+        names.append(f"m{i}.py")
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        gc.disable()  # the first batch of a process also builds its parser router
+        try:
+            process_batch(_task(src, tmp_path / "first", names))
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        task = _task(src, tmp_path / "stage", names)
+        collections.clear()
+        outcome = process_batch(task)
+        during = list(collections)
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
+    assert outcome.rows == {"files": 60, "definitions": 3000, "imports": 3000}
+    assert during == []

@@ -24,6 +24,7 @@ short of killing the process (which the coordinator handles).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import signal
@@ -622,6 +623,13 @@ def process_batch(task: BatchTask) -> BatchOutcome:
     copied = batch.copies.files if batch.copies is not None else {}
     if use_alarm:
         previous_handler = signal.signal(signal.SIGALRM, _alarm)
+    # The batch's rows live until its parts are written, so the collector would traverse them
+    # again and again (and the whole heap at each oldest-generation pass) to find no garbage:
+    # 1.6% of a batch's CPU time on the stdlib corpus (0.8% of its instructions, callgrind). What
+    # a batch allocates is freed by reference counting when it ends; a cycle a third-party parser
+    # leaves waits for the next collection.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for index in range(len(task.files)):
             row = copied.get(display_path(task.files[index][0])) if copied else None
@@ -629,10 +637,12 @@ def process_batch(task: BatchTask) -> BatchOutcome:
                 batch.add_copy(row)
             else:
                 batch.add(_read_and_parse(task, index, router, use_alarm, heartbeat, reuse, cache))
+        return batch.write(task, started_at)
     finally:
         if use_alarm:
             signal.signal(signal.SIGALRM, previous_handler)
-    return batch.write(task, started_at)
+        if gc_was_enabled:
+            gc.enable()
 
 
 def _rows_table(schema: pa.Schema, paths: list, rows: list, langs: list, blobs: list, fields: tuple,
