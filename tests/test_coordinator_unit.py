@@ -343,17 +343,8 @@ def test_batches_that_finished_together_are_committed_by_one_ledger_write(tmp_pa
     batches in flight finished (up to two per worker): each such group is one ledger write and
     fsync, and its batches are all committed, each with its own line and parts."""
     src = _source(tmp_path, _clean(40))
-    config = build_config(src, tmp_path / "out", use_config_file=False, workers=4, batch_bytes=64, compact=False)
-    sink = OutputSink(config)
-    executor = ScriptedExecutor(lambda task: "ok")
-    coordinator = Coordinator(config, sink, executor_factory=executor.start)
-    executor.coordinator = coordinator
-    try:
-        for _ in coordinator.run():
-            pass
-        coordinator.compact()
-    finally:
-        summary = coordinator.close()
+    summary, executor, _, _ = _run(tmp_path, src, lambda task: "ok", workers=4, batch_bytes=64)
+    sink = executor.coordinator.sink
     assert summary.state == "complete" and summary.files == 40
     batches = summary.batches_this_run  # the job's empty first part is one of them, committed alone
     assert batches >= 12
