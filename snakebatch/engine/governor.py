@@ -1,21 +1,22 @@
 """The memory governor: keeps the RSS of the whole process tree under `--memory-budget`.
 
 Owns: sampling memory (psutil, several times a second in a thread, and afresh at an admission
-unless many workers run: then the thread's sample when it is recent), the model of what a batch will cost (bytes of memory per byte of source, learned per
-parser from the workers' measurements), the admission of each batch (in budget? alone?), the
-batch size target, the number of batches in flight, when the pool should be recycled, which
-files are too large for the budget, and the record of its decisions. Must not touch: executing
-or committing batches; the coordinator asks it before each submission and tells it the outcome
-of each batch a worker ran.
+unless many workers run: then the thread's sample when it is recent), the model of what a batch
+will cost (bytes of memory per byte of source, learned per parser from the workers'
+measurements), the admission of each batch (in budget? alone?), the batch size target, the
+number of batches in flight, when the pool should be recycled, which files are too large for the
+budget, and the record of its decisions. Must not touch: executing or committing batches; the
+coordinator asks it before each submission and tells it the outcome of each batch a worker ran.
 
 The model: the tree costs a baseline (the coordinator and its helpers, plus each worker at
 rest) and each batch in flight adds its predicted peak: its largest file's parse (files of a
 batch are parsed one after another, each tree freed before the next) plus the rows it builds.
 A batch is admitted when the larger of (baseline + what is in flight) and the sampled RSS, plus
-its own peak, fits the budget; both come from a sample no older than ADMISSION_SAMPLE_AGE_S
-with many workers (below), taken afresh otherwise and whenever the submission just before
-started a pool (its forkserver alone measured 110 MB). A batch predicted to need more than one worker's share of the free budget runs only once nothing
-else is in flight; batches that fit beside it may follow.
+its own peak, fits the budget; both come from a sample no older than ADMISSION_SAMPLE_AGE_S with
+many workers (below), taken afresh otherwise and whenever the submission just before started a
+pool (its forkserver alone measured 110 MB). A batch predicted to need more than one worker's
+share of the free budget runs only once nothing else is in flight; batches that fit beside it
+may follow.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ TREE_REFRESH_S = 1.0
 # A sample reads each process of the tree (1.0 ms of CPU for 65 processes, 2.6 ms under cProfile
 # at -j 32), so one per admission cost the coordinator's loop a sample per batch (issue 17: 16,081
 # memory_info calls for 480 batches at -j 32; with this and group commits the loop's CPU fell 19%
-# on 200k files at -j 32 and 64, benchmarks/RESULTS.md session 5). From MANY_WORKERS on, an admission takes the
-# sampling thread's sample when it is at most ADMISSION_SAMPLE_AGE_S old (the thread takes one
-# each SAMPLE_INTERVAL_S; the rest is slack for a late thread on a loaded machine). What can grow
+# on 200k files at -j 32 and 64, benchmarks/RESULTS.md session 5). From MANY_WORKERS on, an
+# admission takes the sampling thread's sample when it is at most ADMISSION_SAMPLE_AGE_S old (the
+# thread takes one each SAMPLE_INTERVAL_S; the rest is slack for a late thread on a loaded
+# machine). What can grow
 # unseen in that time is covered by the model, not the sample: the batches in flight are reserved
 # at their predicted peaks, and every worker counts at its rest RSS in the baseline even before
 # it has started. What the model does not hold is a new pool's forkserver and resource tracker
