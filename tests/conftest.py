@@ -79,6 +79,23 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
 
 
+# Under xdist a module runs whole on one worker, and modules are handed out in the order collected
+# (`--no-loadscope-reorder` in pyproject.toml; xdist's own reorder sorts by the number of tests,
+# which says little of their time): the longest modules first, so that the run does not end with
+# one worker on a long module while the other has nothing left. The longest, by measured time in a
+# default run; a module not listed keeps its place after them.
+LONGEST_MODULES = (
+    "test_s3_generations.py", "test_s3_faults.py", "test_s3_refresh.py", "test_s3.py",
+    "test_compaction.py", "test_kill.py", "test_poison.py", "test_dask.py", "test_resume.py",
+    "test_api.py", "test_sources.py", "test_refresh.py", "test_cache.py", "test_governor.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: place for place, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order
+
+
 @pytest.fixture(scope="session")
 def s3():
     """A moto S3 server on 127.0.0.1 with the bucket `helpers.S3_BUCKET`: (endpoint, boto3 client).
