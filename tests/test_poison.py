@@ -6,11 +6,17 @@ The plugin is tests/misbehaving_parser.py, loaded in every worker as
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import time
 
 import duckdb
+import pytest
 
 from helpers import read_table, run_cli
+from snakebatch.executors.base import WorkerDied
+from snakebatch.executors.local import LocalExecutor
 
 PARSER = "tests.misbehaving_parser:parser"
 
@@ -131,3 +137,45 @@ def test_fail_fast_and_max_errors_ignore_data_errors(tmp_path):
         summary = json.loads(proc.stdout)
         assert summary["state"] == "complete"
         assert summary["status_counts"] == {"ok": 10, "syntax_error": 1, "decode_error": 1}
+
+
+def test_a_pool_breaking_while_submit_starts_a_worker_is_a_worker_death():
+    # Seen under load: a worker crashed while submit started the pool's next worker, the pool's
+    # manager thread closed the pool's queues in between, and `handle is closed` (OSError) escaped
+    # submit. Here the crash is real and the race is made certain: the second worker's start waits
+    # until the manager thread has torn the pool down.
+    executor = LocalExecutor(2)
+    pool = executor._pool
+    start_worker = pool._spawn_process
+
+    def start_worker_once_torn_down():
+        deadline = time.monotonic() + 30
+        while not pool._call_queue._reader.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start_worker()
+
+    try:
+        crashed = executor.submit(os._exit, 3)  # starts the first worker, which dies at once
+        pool._spawn_process = start_worker_once_torn_down
+        second = executor.submit(abs, -1)
+        with pytest.raises(WorkerDied, match="handle is closed"):
+            second.result(timeout=30)
+        with pytest.raises(WorkerDied):
+            crashed.result(timeout=30)
+    finally:
+        executor.shutdown(kill=True)
+
+
+def test_a_healthy_pool_that_cannot_start_a_worker_fails_as_itself():
+    # Not a worker death: as WorkerDied the coordinator would rebuild the pool and retry forever.
+    executor = LocalExecutor(1)
+
+    def cannot_start():
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    executor._pool._spawn_process = cannot_start
+    try:
+        with pytest.raises(OSError, match="Resource temporarily unavailable"):
+            executor.submit(abs, -1)
+    finally:
+        executor.shutdown(kill=True)
