@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import select
@@ -117,8 +118,25 @@ class LocalExecutor:
             # so the coordinator's one path for worker deaths handles this one too.
             future.set_exception(WorkerDied(str(err)))
             return future
+        except OSError as err:
+            # submit starts a worker while the pool's manager thread may be tearing the pool down
+            # after a crash; the start then fails on the queue the manager closed ("handle is
+            # closed"). That is the same worker death. An OSError of a healthy pool (no process
+            # can be started) stays itself: as WorkerDied it would be rebuilt and retried forever.
+            if not self._pool_breaking():
+                raise
+            future.set_exception(WorkerDied(f"the pool broke while a worker was starting: {err}"))
+            return future
         pooled.add_done_callback(lambda done: _settle(done, future))
         return future
+
+    def _pool_breaking(self) -> bool:
+        """The pool is broken, or one of its workers has ended (its manager thread will break it)."""
+        if self._pool._broken:  # set by the manager thread before it closes the pool's queues
+            return True
+        sentinels = [process.sentinel for process in (self._pool._processes or {}).values()]
+        # Readiness only: reading the exit code here would race the manager thread for it.
+        return bool(sentinels) and bool(multiprocessing.connection.wait(sentinels, timeout=0))
 
     def worker_pids(self) -> list[int]:
         return list(self._pool._processes or {})  # the pool has no public list of its processes
