@@ -52,9 +52,10 @@ def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 6
             **kwargs) -> subprocess.CompletedProcess:
     """`snakebatch ARGS` to its end in a subprocess, in `env` (default `cli_env()`); returns the
     finished process. With `check_codes`, an exit code outside them fails with the output.
-    `snakebatch status` runs in this process instead (`cli_in_process`), unless the call needs a
-    process of its own (`cwd`, `preexec_fn`, ...)."""
-    if args and args[0] == "status" and cwd == ROOT and not kwargs:
+    `snakebatch status`, and `plan` and `parsers` in this checkout's environment, run in this
+    process instead (`cli_in_process`: none starts a pool), unless the call needs a process of its
+    own (`cwd`, `preexec_fn`, ...); `plan` and `parsers` import what PYTHONPATH names."""
+    if args and cwd == ROOT and not kwargs and (args[0] == "status" or args[0] in ("plan", "parsers") and env is None):
         return cli_in_process(*args, check_codes=check_codes, env=env)
     proc = subprocess.run(
         cli_command(*args), capture_output=True, text=True, env=cli_env() if env is None else env,
