@@ -64,9 +64,10 @@ def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 6
     return _checked(args, proc, check_codes)
 
 
-def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call: its exit
-    code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
+def cli_in_process(*args, check_codes=None, env: dict | None = None, input: str | None = None,
+                   ) -> subprocess.CompletedProcess:
+    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call and `input` on
+    its stdin: its exit code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
     A CLI subprocess takes ~0.5 s to start, most of a `status` or of a refused run. Not for a
     test of the process itself (signals, exit of its workers), nor for a run whose workers must
     see other variables of `env`: a pool started here has this process's environment. The logging
@@ -82,7 +83,7 @@ def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subproce
         settings.with_suffix(".tmp").write_text(json.dumps(parse))
         settings.with_suffix(".tmp").replace(settings)
     try:
-        result = CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
+        result = CliRunner(env=env).invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
     finally:
         if settings:
             settings.unlink()
