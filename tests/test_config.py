@@ -258,7 +258,10 @@ def test_ctrl_c_during_start_up_exits_130(source, tmp_path):
         f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(tmp_path / "out"),
                              "--parser", "slowparser:parser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=cli_env([tmp_path]))
+                            text=True, env=cli_env([tmp_path]),
+                            # as from a terminal, also when pytest itself runs with SIGINT ignored (a
+                            # background job of a script): Python then sets no handler of its own
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not started.exists():
