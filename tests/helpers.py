@@ -52,9 +52,10 @@ def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 6
             **kwargs) -> subprocess.CompletedProcess:
     """`snakebatch ARGS` to its end in a subprocess, in `env` (default `cli_env()`); returns the
     finished process. With `check_codes`, an exit code outside them fails with the output.
-    `snakebatch status` runs in this process instead (`cli_in_process`), unless the call needs a
-    process of its own (`cwd`, `preexec_fn`, ...)."""
-    if args and args[0] == "status" and cwd == ROOT and not kwargs:
+    `snakebatch status`, and `plan` and `parsers` in this checkout's environment, run in this
+    process instead (`cli_in_process`: none starts a pool), unless the call needs a process of its
+    own (`cwd`, `preexec_fn`, ...); `plan` and `parsers` import what PYTHONPATH names."""
+    if args and cwd == ROOT and not kwargs and (args[0] == "status" or args[0] in ("plan", "parsers") and env is None):
         return cli_in_process(*args, check_codes=check_codes, env=env)
     proc = subprocess.run(
         cli_command(*args), capture_output=True, text=True, env=cli_env() if env is None else env,
@@ -63,9 +64,10 @@ def run_cli(*args, check_codes=None, env: dict | None = None, timeout: float = 6
     return _checked(args, proc, check_codes)
 
 
-def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call: its exit
-    code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
+def cli_in_process(*args, check_codes=None, env: dict | None = None, input: str | None = None,
+                   ) -> subprocess.CompletedProcess:
+    """`snakebatch ARGS` in this process (click's CliRunner), `env` set for the call and `input` on
+    its stdin: its exit code, stdout and stderr as `run_cli` returns them; a traceback fails the test.
     A CLI subprocess takes ~0.5 s to start, most of a `status` or of a refused run. Not for a
     test of the process itself (signals, exit of its workers), nor for a run whose workers must
     see other variables of `env`: a pool started here has this process's environment. The logging
@@ -81,7 +83,7 @@ def cli_in_process(*args, check_codes=None, env: dict | None = None) -> subproce
         settings.with_suffix(".tmp").write_text(json.dumps(parse))
         settings.with_suffix(".tmp").replace(settings)
     try:
-        result = CliRunner(env=env).invoke(main, [str(a) for a in args], catch_exceptions=False)
+        result = CliRunner(env=env).invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
     finally:
         if settings:
             settings.unlink()

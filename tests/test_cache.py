@@ -212,26 +212,30 @@ def test_two_jobs_share_a_cache_at_once(tmp_path):
         assert_same_output(snapshot(tmp_path / f"out{i}"), plain)
 
 
-def test_another_parser_version_is_a_miss(tmp_path):
+def test_another_parser_version_is_a_miss(tmp_path, monkeypatch):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
+    # The version is read from a file at each use: the runs below, in this process, change it.
     (plugins / "versioned_parser.py").write_text(
-        "import os\n"
+        "from pathlib import Path\n"
         "from snakebatch.parsers import Parser, get\n\n"
         "class VersionedPython(Parser):\n"
         "    name = 'versioned-python'\n"
-        "    patterns = ('*.py',)\n"
-        "    version = os.environ['TEST_PARSER_VERSION']\n\n"
+        "    patterns = ('*.py',)\n\n"
+        "    @property\n"
+        "    def version(self):\n"
+        "        return Path(__file__).with_name('VERSION').read_text()\n\n"
         "    def parse(self, path, data):\n"
         "        return get('python').parse(path, data)\n\n"
         "parser = VersionedPython()\n")
+    monkeypatch.syspath_prepend(plugins)  # a pool started here gives its workers this sys.path
     source = _tree(tmp_path / "repo")
     cache = tmp_path / "cache"
 
     def run(out: str, version: str) -> dict:
-        proc = run_cli("run", source, "-o", tmp_path / out, "-j", "1", "--no-progress", "--json",
-                       "--parser", "versioned_parser:parser", "--cache", cache, check_codes=(0,),
-                       env=cli_env(pythonpath=[plugins], TEST_PARSER_VERSION=version))
+        (plugins / "VERSION").write_text(version)
+        proc = cli_in_process("run", source, "-o", tmp_path / out, "-j", "1", "--no-progress", "--json",
+                              "--parser", "versioned_parser:parser", "--cache", cache, check_codes=(0,))
         return json.loads(proc.stdout)["parses"]
 
     python_blobs = 12  # 13 files, two of one blob (the second takes the first's entry)

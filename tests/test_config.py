@@ -8,7 +8,7 @@ import os
 import pytest
 
 import snakebatch
-from helpers import cli_env, cli_in_process, run_cli
+from helpers import cli_in_process
 from snakebatch.config import build_config, parse_size
 
 
@@ -175,10 +175,10 @@ def test_resume_and_fresh_together(source, tmp_path):
                         ["--resume", "--fresh"])
 
 
-def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, tmp_path):
+def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, tmp_path, monkeypatch):
     (tmp_path / "brokenparser.py").write_text("raise RuntimeError('line one\\nline two')\n")
-    proc = run_cli("run", source, "-o", tmp_path / "out", "--parser", "brokenparser:parser",
-                   env=cli_env([tmp_path]))
+    monkeypatch.syspath_prepend(tmp_path)  # refused in the coordinator, before any worker starts
+    proc = cli_in_process("run", source, "-o", tmp_path / "out", "--parser", "brokenparser:parser")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -190,7 +190,7 @@ def test_budget_below_what_the_pool_needs_at_rest_is_refused(source, tmp_path, b
     committing a job of `too_large` rows; now it is a usage error naming the minimum, before OUT
     is touched."""
     out = tmp_path / "out"
-    proc = run_cli("run", source, "-o", out, "-j", "2", "--memory-budget", budget)
+    proc = cli_in_process("run", source, "-o", out, "-j", "2", "--memory-budget", budget)
     _assert_usage_error(proc, ["--memory-budget", "is below the", "needs", "give at least"])
     assert not out.exists()
     with pytest.raises(snakebatch.ConfigError, match="give at least") as info:
@@ -217,11 +217,11 @@ def test_unsupported_urls_are_refused_not_made_local_folders(source, tmp_path, m
     with pytest.raises(snakebatch.ConfigError) as info:
         snakebatch.run(source, output="ftp://bucket/out")
     assert all(word in str(info.value) for word in words)
-    _assert_usage_error(run_cli("run", source, "-o", "ftp://bucket/out", cwd=tmp_path), words)
-    _assert_usage_error(run_cli("run", "ftp://bucket/src", "-o", "out", cwd=tmp_path),
+    _assert_usage_error(cli_in_process("run", source, "-o", "ftp://bucket/out"), words)
+    _assert_usage_error(cli_in_process("run", "ftp://bucket/src", "-o", "out"),
                         ["SOURCE", "object storage", "ftp://bucket/src"])  # s3:// is tests/test_s3_source.py's
-    _assert_usage_error(run_cli("plan", source, "-o", "ftp://bucket/out", cwd=tmp_path), words)
-    _assert_usage_error(run_cli("status", "ftp://bucket/out", cwd=tmp_path), words)  # s3:// is tests/test_s3.py's
+    _assert_usage_error(cli_in_process("plan", source, "-o", "ftp://bucket/out"), words)
+    _assert_usage_error(cli_in_process("status", "ftp://bucket/out"), words)  # s3:// is tests/test_s3.py's
     assert sorted(os.listdir(tmp_path)) == ["repo"]
 
 
@@ -258,7 +258,10 @@ def test_ctrl_c_during_start_up_exits_130(source, tmp_path):
         f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-m", "snakebatch", "run", str(source), "-o", str(tmp_path / "out"),
                              "--parser", "slowparser:parser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=cli_env([tmp_path]))
+                            text=True, env=cli_env([tmp_path]),
+                            # as from a terminal, also when pytest itself runs with SIGINT ignored (a
+                            # background job of a script): Python then sets no handler of its own
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not started.exists():

@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from expectations import ast_counts, ast_names
-from helpers import SAMPLES, cli_env, cli_in_process, read_table, run_cli
+from helpers import SAMPLES, cli_in_process, read_table
 from resume_helpers import LOGGING_PARSER, Run, env, run_args
 from snakebatch.schema import TABLES
 
@@ -254,7 +254,7 @@ def test_parsers_command_lists_builtins():
     assert names[-1] == "text"  # the catch-all is tried last
 
 
-def test_custom_parser_by_module_attribute(tmp_path):
+def test_custom_parser_by_module_attribute(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.foo").write_text("alpha\nbeta\n")
@@ -274,8 +274,8 @@ def test_custom_parser_by_module_attribute(tmp_path):
         "parser = Foo()\n"
     )
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", "--parser", "fooparser:parser", check_codes=[0],
-            env=cli_env([plugin]))
+    monkeypatch.syspath_prepend(plugin)  # a pool started here gives its workers this sys.path
+    cli_in_process("run", src, "-o", out, "--no-progress", "--parser", "fooparser:parser", check_codes=[0])
     files = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     assert files["a.foo"]["parser"] == "foo" and files["a.foo"]["language"] == "Foo"
     assert files["b.py"]["parser"] == "python"
@@ -292,7 +292,7 @@ def test_bad_parser_spec_is_a_usage_error(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_workers_that_cannot_run_stop_the_job_instead_of_crashing_every_file(tmp_path):
+def test_workers_that_cannot_run_stop_the_job_instead_of_crashing_every_file(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(30):
@@ -313,8 +313,9 @@ def test_workers_that_cannot_run_stop_the_job_instead_of_crashing_every_file(tmp
         "parser = Never()\n"
     )
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", "-j", "2", "--parser", "deadly_import:parser",
-                   env=cli_env([plugin]), timeout=300)
+    monkeypatch.syspath_prepend(plugin)
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--json", "-j", "2", "--parser",
+                          "deadly_import:parser")
     assert proc.returncode == 1, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["state"] == "stopped" and "without finishing any batch" in summary["stop_reason"]

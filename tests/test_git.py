@@ -260,8 +260,8 @@ def test_an_object_that_cannot_be_read_is_an_io_error_row(tmp_path):
     blob = repo.git("rev-parse", f"{commits['first']}:README.md")
     os.remove(repo.path / ".git" / "objects" / blob[:2] / blob[2:])
     out = tmp_path / "out"
-    proc = run_cli("run", repo.path, "--rev", commits["first"], "-o", out, "-j", "1", "--no-progress",
-                   check_codes=(0,))
+    proc = cli_in_process("run", repo.path, "--rev", commits["first"], "-o", out, "-j", "1", "--no-progress",
+                          check_codes=(0,))
     assert "Traceback" not in proc.stderr
     rows = {r["path"]: r for r in read_table(out, "files").to_pylist()}
     assert rows["README.md"]["status"] == "io_error"

@@ -78,8 +78,8 @@ def hostile(tmp_path_factory):
 def test_hostile_tree_every_file_has_its_status(hostile, tmp_path):
     src, expected = hostile
     out = tmp_path / "out"
-    proc = run_cli("run", src, "-o", out, "--no-progress", "--json", "-j", "2", "--max-file-size", "1MB",
-                   check_codes=[0], timeout=300)
+    proc = cli_in_process("run", src, "-o", out, "--no-progress", "--json", "-j", "2", "--max-file-size", "1MB",
+                          check_codes=[0])
     summary = json.loads(proc.stdout)
     rows = read_table(out, "files").to_pylist()
     statuses = {r["path"]: r["status"] for r in rows}
@@ -96,8 +96,8 @@ def test_hostile_tree_every_file_has_its_status(hostile, tmp_path):
 def test_follow_symlinks_stays_inside_source_and_survives_loops(hostile, tmp_path):
     src, expected = hostile
     out = tmp_path / "out"
-    run_cli("run", src, "-o", out, "--no-progress", "-j", "2", "--max-file-size", "1MB",
-            "--follow-symlinks", check_codes=[0], timeout=300)
+    cli_in_process("run", src, "-o", out, "--no-progress", "-j", "2", "--max-file-size", "1MB",
+                   "--follow-symlinks", check_codes=[0])
     paths = {r["path"] for r in read_table(out, "files").to_pylist()}
     assert "alias.py" in paths  # a link to a file inside SOURCE
     assert not any(p.startswith("escape") for p in paths)  # links leaving SOURCE are never followed

@@ -11,7 +11,7 @@ import pytest
 
 import snakebatch
 from _corpus import copy_stdlib_corpus, files_on_disk
-from helpers import cli_env, run_cli
+from helpers import cli_env, cli_in_process, run_cli
 from snakebatch.languages import language_of
 
 
@@ -30,6 +30,8 @@ def test_plan_json_counts_what_a_run_takes_and_writes_nothing(corpus, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     before = _snapshot(corpus)
+    # A process of its own: the estimate counts the planning process's RSS (a pytest worker's is
+    # larger), and TMPDIR and the cwd are its own.
     proc = run_cli("plan", corpus, "-j", "2", "--json", cwd=cwd, env=cli_env(TMPDIR=str(tmp)))
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
@@ -75,12 +77,13 @@ def test_plan_estimates_more_memory_for_more_workers_and_fixed_batches(corpus):
     assert one.batches >= sum((corpus / p).stat().st_size for p in files_on_disk(corpus)) // (256 * 1024)
 
 
-def test_plan_skips_the_output_folder_inside_source(tmp_path):
+def test_plan_skips_the_output_folder_inside_source(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     (repo / "snakebatch-out" / "files").mkdir(parents=True)
     (repo / "snakebatch-out" / "files" / "part.parquet").write_bytes(b"PAR1")
     (repo / "a.py").write_text("x = 1\n")
-    proc = run_cli("plan", ".", "--json", cwd=repo, check_codes=[0])
+    monkeypatch.chdir(repo)
+    proc = cli_in_process("plan", ".", "--json", check_codes=[0])
     assert json.loads(proc.stdout)["files"] == 1
 
 

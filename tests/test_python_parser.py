@@ -59,7 +59,9 @@ _REAL_FILES = [
 ]
 
 
-def _real_trees() -> list[ast.Module]:
+@pytest.fixture(scope="module")
+def real_trees() -> list[ast.Module]:
+    """The real files parsed once for the tests that read them (~1 s of ast.parse)."""
     paths = [os.path.join(_STDLIB, name) for name in _REAL_FILES]
     trees = []
     for path in filter(os.path.exists, paths):
@@ -73,8 +75,8 @@ def _decorated(trees) -> list:
     return [node for tree in trees for node in ast.walk(tree) if getattr(node, "decorator_list", None)]
 
 
-def test_decorators_of_real_files_match_ast_unparse():
-    decorators = [d for node in _decorated(_real_trees()) for d in node.decorator_list]
+def test_decorators_of_real_files_match_ast_unparse(real_trees):
+    decorators = [d for node in _decorated(real_trees) for d in node.decorator_list]
     calls = [d for d in decorators if isinstance(d, ast.Call)]
     assert len(calls) > 300
     assert [_decorator(d) for d in decorators] == [ast.unparse(d) for d in decorators]
@@ -129,9 +131,8 @@ def test_generated_decorators_match_ast_unparse(expression):
     assert _decorator(node) == ast.unparse(node)
 
 
-def test_docstrings_of_real_files_match_ast_get_docstring():
-    trees = _real_trees()
-    nodes = [node for tree in trees for node in ast.walk(tree)
+def test_docstrings_of_real_files_match_ast_get_docstring(real_trees):
+    nodes = [node for tree in real_trees for node in ast.walk(tree)
              if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
     docstrings = [ast.get_docstring(node) for node in nodes]
     assert sum(doc is not None and "\n" in doc for doc in docstrings) > 100

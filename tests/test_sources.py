@@ -126,19 +126,20 @@ def test_a_blob_shared_by_sources_is_parsed_once_in_the_job(corpus, tmp_path):
     assert single.summary.parses["cached"] == 0 and single.summary.cache is None
 
 
-def test_sources_file_and_stdin_and_plan(corpus, tmp_path):
+def test_sources_file_and_stdin_and_plan(corpus, tmp_path, monkeypatch):
     root, alpha, beta, gamma, first = corpus
     listing = root / "list.txt"
     listing.write_text(f"# the job's sources\nalpha\n\n   beta  \n# gamma at its first commit\ngamma@{first[:10]}\n")
-    proc = run_cli("run", "--sources", listing, "-o", tmp_path / "out", "-j", "1", "--no-progress", "--json",
-                   check_codes=(0,), cwd=tmp_path)  # relative entries: from the list file's folder
+    monkeypatch.chdir(tmp_path)  # relative entries: from the list file's folder
+    proc = cli_in_process("run", "--sources", listing, "-o", tmp_path / "out", "-j", "1", "--no-progress", "--json",
+                          check_codes=(0,))
     assert json.loads(proc.stdout)["files"] == 9
     labels = {r["source"] for r in read_table(tmp_path / "out", "files").to_pylist()}
     assert labels == {"alpha", "beta", f"gamma@{first[:10]}"}
 
     # A SOURCE on the command line and the rest from stdin.
-    proc = run_cli("run", alpha, "--sources", "-", "-o", tmp_path / "out2", "-j", "1", "--no-progress", "--json",
-                   input=f"{beta}\n", check_codes=(0,))
+    proc = cli_in_process("run", alpha, "--sources", "-", "-o", tmp_path / "out2", "-j", "1", "--no-progress",
+                          "--json", input=f"{beta}\n", check_codes=(0,))
     assert json.loads(proc.stdout)["files"] == 7
 
     proc = run_cli("plan", "--sources", listing, "-j", "1", "--json", check_codes=(0,))
@@ -177,15 +178,16 @@ def test_wrong_and_duplicate_entries_are_usage_errors(corpus, tmp_path):
         snakebatch.watch([alpha, beta], out)
 
 
-def test_labels_are_unique_stable_on_resume_and_old_jobs_are_refused(tmp_path):
+def test_labels_are_unique_stable_on_resume_and_old_jobs_are_refused(tmp_path, monkeypatch):
     one = _write(tmp_path / "x" / "src", {"a.py": b"A = 1\n"})
     two = _write(tmp_path / "y" / "src", {"a.py": b"A = 2\n"})
     out = tmp_path / "out"
     result = snakebatch.run([one, two], out, workers=1)
     assert {r["source"] for r in read_table(out, "files").to_pylist()} == {"x/src", "y/src"}
     # Resumed with the sources spelled otherwise (relative, from another folder): the same job.
-    proc = run_cli("run", "src", "../y/src", "-o", out, "--resume", "-j", "1", "--no-progress", "--json",
-                   cwd=tmp_path / "x", check_codes=(0,))
+    monkeypatch.chdir(tmp_path / "x")
+    proc = cli_in_process("run", "src", "../y/src", "-o", out, "--resume", "-j", "1", "--no-progress", "--json",
+                          check_codes=(0,))
     assert json.loads(proc.stdout)["files_this_run"] == 0 and json.loads(proc.stdout)["files"] == result.files
     # In another order they are another job.
     proc = cli_in_process("run", two, one, "-o", out, "--resume", "--no-progress")

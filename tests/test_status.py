@@ -72,8 +72,8 @@ def test_status_of_a_stopped_job_names_the_resume_command(corpus, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(corpus, src)
     (src / "0_refused.bad").write_text("raise\n")  # a parser failure, discovered first: --max-errors counts it
-    proc = run_cli(*run_args(src, out, *OPTIONS, "--parser", "misbehaving_parser:parser", "--content",
-                     "--max-errors", "1"))
+    proc = cli_in_process(*run_args(src, out, *OPTIONS, "--parser", "misbehaving_parser:parser", "--content",
+                                    "--max-errors", "1"))
     assert proc.returncode == 1, proc.stderr
     printed = [line.split(": ", 2)[2] for line in proc.stderr.splitlines() if "resume with:" in line]
     got = status(out)
