@@ -24,7 +24,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from helpers import PARSE_SETTINGS as SETTINGS_KEY
 from helpers import cli_in_process, run_cli
+from logging_parser import SLEEP as SLEEP_KEY
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -47,7 +49,9 @@ OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    assert copy_stdlib(root, 700) >= 500
+    # ~900 KB: 27 batches of 32 KB, many more than any kill point needs (700 files took ~2.3x
+    # as long in each run and resume).
+    assert copy_stdlib(root, 300) == 300
     return root
 
 
@@ -226,18 +230,25 @@ def test_signal_to_the_group_stops_with_130_and_resumes(signum, corpus, baseline
     status = status_json(out)
     assert status["state"] == "incomplete" and status["files_done"] == len(committed)
 
-    _resume_as_printed(run.stderr, environ)
+    _resume_as_printed(run.stderr, env())  # unhurried: nothing stops it
     assert_same_output(snapshot(out), baseline["snapshot"])
     assert status_json(out)["state"] == "complete"
 
 
 def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_path):
     out = tmp_path / "out"
-    # Large, slow batches (--batch-bytes may change on resume): after the first Ctrl-C the run
-    # would wait seconds for the batches in flight; the second one stops it without them.
-    environ = env(sleep=0.02)
-    run = Run(run_args(corpus, out, *OPTIONS, "--batch-bytes", "600KB"), environ, tmp_path / "logs")
+    # The workers read the logging parser's settings from a file at each parse: quick parses up
+    # to the first commit, then 2 s each, so after the first Ctrl-C the run would wait many
+    # seconds for the batches in flight; the second one stops it without them. (Batches slow
+    # from the start took ~3 s to reach the first commit.)
+    settings = tmp_path / "parse-settings.json"
+    settings.write_text(json.dumps({SLEEP_KEY: SLEEP_PER_FILE}))
+    environ = env(**{SETTINGS_KEY: str(settings)})
+    run = Run(run_args(corpus, out, *OPTIONS), environ, tmp_path / "logs")
     _wait_for_parts(run, out, 1)
+    slow = settings.with_suffix(".slow")
+    slow.write_text(json.dumps({SLEEP_KEY: 2.0}))
+    slow.replace(settings)
     run.signal_group(signal.SIGINT)
     time.sleep(0.3)
     assert run.proc.poll() is None  # still finishing the batches in flight
@@ -246,7 +257,7 @@ def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_p
     assert "interrupted by SIGINT; a second signal stopped it at once" in run.stderr
     assert not os.listdir(out / "_snakebatch" / "staging")
     read_parts(out)
-    _resume_as_printed(run.stderr, env(sleep=SLEEP_PER_FILE))
+    _resume_as_printed(run.stderr, env())  # unhurried: nothing stops it
     assert_same_output(snapshot(out), baseline["snapshot"])
 
 
@@ -279,7 +290,7 @@ def test_sigkill_of_the_coordinator_alone_ends_every_process_it_started(corpus, 
     print(f"  every child gone {time.monotonic() - killed:.2f}s after the coordinator")
 
     before = Ledger(str(out)).read()[0]
-    cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=environ, check_codes=(0,))
+    cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=env(), check_codes=(0,))
     assert_same_output(snapshot(out), baseline["snapshot"])
     # Each run stages under its own names: none of the resumed run's folders was the killed run's.
     after = Ledger(str(out)).read()[0][len(before):]
@@ -339,7 +350,7 @@ def test_sigkill_inside_a_group_commit_then_resume(kill_at, corpus, baseline, tm
     committed = check_interrupted(out, len(baseline["snapshot"]["files"]))
     assert len(Ledger(str(out)).read()[0]) == 9 and committed == ledger_paths(out)
     resumed = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True),
-                             env=env(log=log, sleep=SLEEP_PER_FILE), check_codes=(0,))
+                             env=env(log=log), check_codes=(0,))
     unfinished = 8 - (kill_at - 3) // 3  # batches of the group with a part still in staging
     assert json.loads(resumed.stdout)["recovery"] == f"{unfinished} interrupted commit(s) finished"
     assert_same_output(snapshot(out), baseline["snapshot"])
