@@ -24,7 +24,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from helpers import PARSE_SETTINGS as SETTINGS_KEY
 from helpers import cli_in_process, run_cli
+from logging_parser import SLEEP as SLEEP_KEY
 from resume_helpers import (
     LOGGING_PARSER,
     Run,
@@ -47,21 +49,27 @@ OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    assert copy_stdlib(root, 700) >= 500
+    # ~900 KB: 27 batches of 32 KB, many more than any kill point needs (700 files took ~2.3x
+    # as long in each run and resume).
+    assert copy_stdlib(root, 300) == 300
     return root
 
 
 @pytest.fixture(scope="module")
 def baseline(corpus, tmp_path_factory):
-    """An uninterrupted run of the same job: its output, summary and wall time."""
-    work = tmp_path_factory.mktemp("baseline")
+    """An uninterrupted run of the same job: its output and summary. In this process and
+    unhurried: what it gives does not depend on either (~1 s of wall and start-up saved)."""
+    out = tmp_path_factory.mktemp("baseline") / "out"
+    summary = json.loads(cli_in_process(*run_args(corpus, out, *OPTIONS, "--json"), check_codes=(0,)).stdout)
+    assert summary["retries"] == 0  # a clean run: every file parsed once
+    return {"snapshot": snapshot(out), "summary": summary}
+
+
+def startup_of(corpus: Path, work: Path) -> float:
+    """Seconds from the start of an uninterrupted CLI run of the job to its engine's start."""
     run = Run(run_args(corpus, work / "out", *OPTIONS, "--json"), env(sleep=SLEEP_PER_FILE), work / "logs")
     assert run.wait() == 0, run.stderr
-    wall = time.monotonic() - run.started
-    summary = json.loads(run.stdout)
-    assert summary["retries"] == 0  # a clean run: every file parsed once
-    return {"snapshot": snapshot(work / "out"), "summary": summary, "wall": wall,
-            "startup": max(wall - summary["elapsed_s"], 0.1)}
+    return max(time.monotonic() - run.started - json.loads(run.stdout)["elapsed_s"], 0.1)
 
 
 def status_json(out: Path) -> dict:
@@ -139,7 +147,7 @@ def check_interrupted(out: Path, baseline_files: int) -> set[str]:
 def test_sigkill_at_many_moments_then_resume(corpus, baseline, tmp_path):
     out, log = tmp_path / "out", tmp_path / "parses.log"
     environ = env(log=log, sleep=SLEEP_PER_FILE)
-    startup, batches = baseline["startup"], baseline["summary"]["batches_this_run"]
+    startup, batches = startup_of(corpus, tmp_path / "timed"), baseline["summary"]["batches_this_run"]
     rng = random.Random(1234)
     triggers = [
         ("after", 0.0),          # right at the start
@@ -226,18 +234,25 @@ def test_signal_to_the_group_stops_with_130_and_resumes(signum, corpus, baseline
     status = status_json(out)
     assert status["state"] == "incomplete" and status["files_done"] == len(committed)
 
-    _resume_as_printed(run.stderr, environ)
+    _resume_as_printed(run.stderr, env())  # unhurried: nothing stops it
     assert_same_output(snapshot(out), baseline["snapshot"])
     assert status_json(out)["state"] == "complete"
 
 
 def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_path):
     out = tmp_path / "out"
-    # Large, slow batches (--batch-bytes may change on resume): after the first Ctrl-C the run
-    # would wait seconds for the batches in flight; the second one stops it without them.
-    environ = env(sleep=0.02)
-    run = Run(run_args(corpus, out, *OPTIONS, "--batch-bytes", "600KB"), environ, tmp_path / "logs")
+    # The workers read the logging parser's settings from a file at each parse: quick parses up
+    # to the first commit, then 2 s each, so after the first Ctrl-C the run would wait many
+    # seconds for the batches in flight; the second one stops it without them. (Batches slow
+    # from the start took ~3 s to reach the first commit.)
+    settings = tmp_path / "parse-settings.json"
+    settings.write_text(json.dumps({SLEEP_KEY: SLEEP_PER_FILE}))
+    environ = env(**{SETTINGS_KEY: str(settings)})
+    run = Run(run_args(corpus, out, *OPTIONS), environ, tmp_path / "logs")
     _wait_for_parts(run, out, 1)
+    slow = settings.with_suffix(".slow")
+    slow.write_text(json.dumps({SLEEP_KEY: 2.0}))
+    slow.replace(settings)
     run.signal_group(signal.SIGINT)
     time.sleep(0.3)
     assert run.proc.poll() is None  # still finishing the batches in flight
@@ -246,7 +261,7 @@ def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_p
     assert "interrupted by SIGINT; a second signal stopped it at once" in run.stderr
     assert not os.listdir(out / "_snakebatch" / "staging")
     read_parts(out)
-    _resume_as_printed(run.stderr, env(sleep=SLEEP_PER_FILE))
+    _resume_as_printed(run.stderr, env())  # unhurried: nothing stops it
     assert_same_output(snapshot(out), baseline["snapshot"])
 
 
@@ -279,7 +294,7 @@ def test_sigkill_of_the_coordinator_alone_ends_every_process_it_started(corpus, 
     print(f"  every child gone {time.monotonic() - killed:.2f}s after the coordinator")
 
     before = Ledger(str(out)).read()[0]
-    cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=environ, check_codes=(0,))
+    cli_in_process(*run_args(corpus, out, *OPTIONS, resume=True), env=env(), check_codes=(0,))
     assert_same_output(snapshot(out), baseline["snapshot"])
     # Each run stages under its own names: none of the resumed run's folders was the killed run's.
     after = Ledger(str(out)).read()[0][len(before):]
@@ -339,7 +354,7 @@ def test_sigkill_inside_a_group_commit_then_resume(kill_at, corpus, baseline, tm
     committed = check_interrupted(out, len(baseline["snapshot"]["files"]))
     assert len(Ledger(str(out)).read()[0]) == 9 and committed == ledger_paths(out)
     resumed = cli_in_process(*run_args(corpus, out, *OPTIONS, "--json", resume=True),
-                             env=env(log=log, sleep=SLEEP_PER_FILE), check_codes=(0,))
+                             env=env(log=log), check_codes=(0,))
     unfinished = 8 - (kill_at - 3) // 3  # batches of the group with a part still in staging
     assert json.loads(resumed.stdout)["recovery"] == f"{unfinished} interrupted commit(s) finished"
     assert_same_output(snapshot(out), baseline["snapshot"])
