@@ -25,7 +25,7 @@ import pytest
 from faultproxy import FaultProxy
 
 import snakebatch
-from helpers import ROOT, cli_in_process, download_tables, run_cli, s3_env
+from helpers import ROOT, cli_in_process, download_tables, s3_env
 from helpers import S3_BUCKET as BUCKET
 from helpers import S3_TABLES as TABLES
 from helpers import s3_keys as keys
@@ -195,7 +195,7 @@ def test_a_store_that_refuses_every_put_stops_the_job_resumable(kind, s3, proxy,
 
 
 @pytest.mark.parametrize("kind", ["denied", pytest.param("signature", marks=pytest.mark.slow)])
-def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_path):
+def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_path, monkeypatch):
     """Every request answered 403 (InvalidAccessKeyId, SignatureDoesNotMatch): exit 2 naming the
     credentials and the store's code, before any work: nothing put, no OUT (and no local folder
     `s3:`), for an OUT and for a SOURCE in object storage."""
@@ -208,11 +208,12 @@ def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_pat
     code = {"denied": "InvalidAccessKeyId", "signature": "SignatureDoesNotMatch"}[kind]
     environ = s3_env("http://127.0.0.1:9")  # nothing listens there: only the option's endpoint is used
     option = ("--storage-option", f"endpoint={proxy.endpoint}")
+    monkeypatch.chdir(tmp_path)  # where a local folder `s3:` would go
     for args, what in [(("run", source, "-o", f"s3://{BUCKET}/creds-{kind}"), "-o/--output"),
                        (("run", f"s3://{BUCKET}/creds-src-{kind}", "-o", tmp_path / "out"), "SOURCE"),
                        (("plan", f"s3://{BUCKET}/creds-src-{kind}"), "SOURCE"),
                        (("status", f"s3://{BUCKET}/creds-{kind}"), "-o/--output")]:
-        proc = run_cli(*args, *option, env=environ, cwd=tmp_path)
+        proc = cli_in_process(*args, *option, env=environ)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and proc.stderr.startswith(f"snakebatch: error: {what}: "), proc.stderr
         assert "credentials" in proc.stderr and code in proc.stderr and "AWS_ACCESS_KEY_ID" in proc.stderr
