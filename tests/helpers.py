@@ -176,5 +176,6 @@ def download_tables(client, prefix: str, dst: Path, bucket: str = S3_BUCKET) -> 
         if rel.split("/")[0] in S3_TABLES:
             target = dst / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(target))
+            # One GET (boto3's download_file adds a HEAD and a thread pool: twice the CPU, measured).
+            target.write_bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     return dst

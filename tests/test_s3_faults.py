@@ -34,7 +34,7 @@ from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib,
 pytest.importorskip("moto")
 pytest.importorskip("boto3")
 
-OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2", "--no-compact")
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2", "--no-compact")
 FAST_RETRIES = ("--storage-option", "max_retries=2", "--storage-option", "retry_timeout=5")
 STAGED_PART = r"/_snakebatch/staging/.*\.parquet$"
 
@@ -69,7 +69,7 @@ def _storage(endpoint: str) -> dict:
 def _run(source, out, endpoint: str | None = None, **options):
     if endpoint is not None:
         options["storage_options"] = _storage(endpoint)
-    return snakebatch.run(source, str(out), workers=2, batch_bytes="16KB", parsers=[LOGGING_PARSER], compact=False,
+    return snakebatch.run(source, str(out), workers=2, batch_bytes="32KB", parsers=[LOGGING_PARSER], compact=False,
                           progress=False, **options)
 
 

@@ -29,7 +29,7 @@ from resume_helpers import (
 )
 from snakebatch.schema import TABLES
 
-OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "64KB", "-j", "2")
 
 
 def _options(endpoint: str) -> dict:
@@ -95,7 +95,7 @@ def test_a_complete_job_gets_one_generation_that_open_dataset_and_duckdb_read(s3
     endpoint, client = s3
     url = f"s3://{BUCKET}/gen"
     result = snakebatch.run(corpus, url, storage_options=_options(endpoint), progress=False, parsers=[LOGGING_PARSER],
-                            batch_bytes="32KB", workers=2)
+                            batch_bytes="64KB", workers=2)
     assert result.state == "complete" and result.summary.compaction["parts_after"] == 3
     batches = result.summary.compaction["parts_before"] // 3
     assert batches > 3
