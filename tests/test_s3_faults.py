@@ -120,7 +120,7 @@ def test_throttled_reads_of_a_source_in_the_bucket_are_retried(s3, proxy, corpus
     retried; the rows are those of a run straight to the server, no io_error among them."""
     endpoint, client = s3
     for path in sorted(corpus.rglob("*.py")):
-        client.upload_file(str(path), BUCKET, f"faultsrc/{path.relative_to(corpus).as_posix()}")
+        client.put_object(Bucket=BUCKET, Key=f"faultsrc/{path.relative_to(corpus).as_posix()}", Body=path.read_bytes())
     source = f"s3://{BUCKET}/faultsrc"
     clean = _run(source, tmp_path / "clean", endpoint)
     faults = [proxy.inject("slowdown", 2, "GET", r"list-type=2"), proxy.inject("slowdown", 4, "GET", r"\.py$"),
