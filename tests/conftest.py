@@ -22,7 +22,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from helpers import PARSE_SETTINGS, start_moto
+from helpers import PARSE_SETTINGS, S3_CREDENTIALS, endpoint_of, moto_listener, start_moto
 
 # Tests write nothing into the checkout: no bytecode caches (the CLI's subprocesses get
 # PYTHONDONTWRITEBYTECODE from helpers.cli_env), no hypothesis example database or cache (a
@@ -36,6 +36,12 @@ set_hypothesis_home_dir(_hypothesis_home)
 _scratch = tempfile.mkdtemp(prefix="snakebatch-tests-")
 atexit.register(shutil.rmtree, _scratch, True)
 os.environ[PARSE_SETTINGS] = os.path.join(_scratch, "parse-settings.json")
+# The session's moto server (the `s3` fixture) will serve on this socket; its endpoint and the test
+# credentials are in the environment before any forkserver starts, so that a run to its bucket
+# inside this process has workers that reach it as a CLI subprocess's do (bound now, the port
+# cannot be taken before the server starts).
+_moto = moto_listener()
+os.environ.update(AWS_ENDPOINT_URL=endpoint_of(_moto), **S3_CREDENTIALS)
 settings.register_profile("snakebatch", database=None)
 settings.load_profile("snakebatch")
 
@@ -99,11 +105,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def s3():
     """A moto S3 server on 127.0.0.1 with the bucket `helpers.S3_BUCKET`: (endpoint, boto3 client).
-    One per session (per xdist worker); tests keep to prefixes of their own."""
+    One per session (per xdist worker); tests keep to prefixes of their own. Its endpoint is this
+    process's AWS_ENDPOINT_URL."""
     pytest.importorskip("moto")
     pytest.importorskip("boto3")
     try:
-        proc, endpoint, client = start_moto()
+        proc, endpoint, client = start_moto(listener=_moto)
     except RuntimeError as err:
         pytest.fail(str(err))
     yield endpoint, client

@@ -114,6 +114,7 @@ def _error_body(code: str, message: str, path: str) -> bytes:
 def _handler(proxy: FaultProxy):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the store's client expects
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):
             pass

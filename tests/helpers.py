@@ -71,7 +71,8 @@ def cli_in_process(*args, check_codes=None, env: dict | None = None, input: str 
     A CLI subprocess takes ~0.5 s to start, most of a `status` or of a refused run. Not for a
     test of the process itself (signals, exit of its workers), nor for a run whose workers must
     see other variables of `env`: a pool started here has this process's environment. The logging
-    parser's settings in `env` reach its workers through the file named by PARSE_SETTINGS."""
+    parser's settings in `env` reach its workers through the file named by PARSE_SETTINGS; the
+    `s3` fixture's endpoint and credentials are in this process's environment (conftest.py)."""
     from click.testing import CliRunner
 
     from snakebatch.cli import main
@@ -114,21 +115,31 @@ S3_BUCKET = "snakebatch-test"
 S3_TABLES = ("files", "definitions", "imports")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The moto server's test credentials, as the CLI takes them from the environment.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 
 
-def start_moto(bucket: str = S3_BUCKET):
-    """A moto S3 server on 127.0.0.1 with `bucket`: (process, endpoint, boto3 client).
+def moto_listener() -> socket.socket:
+    """A listening socket on a free port of 127.0.0.1, for `start_moto`: its endpoint is known
+    (and can be handed to processes) before the server starts."""
+    return socket.create_server(("127.0.0.1", 0))
+
+
+def endpoint_of(listener: socket.socket) -> str:
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def start_moto(bucket: str = S3_BUCKET, listener: socket.socket | None = None):
+    """A moto S3 server on 127.0.0.1 with `bucket`, serving on `listener` (default a new one;
+    closed here, the server keeps it): (process, endpoint, boto3 client).
     RuntimeError when it does not answer within 30 s (the process is killed)."""
     import boto3
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-B", str(TESTS / "moto_s3_server.py"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    listener = listener or moto_listener()
+    endpoint = endpoint_of(listener)
+    with listener:
+        proc = subprocess.Popen([sys.executable, "-B", str(TESTS / "moto_s3_server.py"), str(listener.fileno())],
+                                pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -148,8 +159,7 @@ def start_moto(bucket: str = S3_BUCKET):
 
 def s3_env(endpoint: str, **extra) -> dict:
     """The CLI's environment (`cli_env`) pointed at the moto server, with its test credentials."""
-    return cli_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                   AWS_REGION="us-east-1", **extra)
+    return cli_env(AWS_ENDPOINT_URL=endpoint, **S3_CREDENTIALS, **extra)
 
 
 def s3_keys(client, prefix: str, bucket: str = S3_BUCKET) -> list[str]:
@@ -168,5 +178,6 @@ def download_tables(client, prefix: str, dst: Path, bucket: str = S3_BUCKET) -> 
         if rel.split("/")[0] in S3_TABLES:
             target = dst / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(target))
+            # One GET (boto3's download_file adds a HEAD and a thread pool: twice the CPU, measured).
+            target.write_bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     return dst

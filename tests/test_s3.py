@@ -47,7 +47,7 @@ def baseline(corpus, tmp_path_factory):
 
 def test_run_to_s3_gives_the_rows_of_a_local_run(s3, corpus, baseline, tmp_path):
     endpoint, client = s3
-    run_cli(*run_args(corpus, f"s3://{BUCKET}/same", *OPTIONS), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(corpus, f"s3://{BUCKET}/same", *OPTIONS), check_codes=(0,), env=s3_env(endpoint))
     assert_same_output(snapshot(download_tables(client, "same", tmp_path / "dl")), baseline)
     names = keys(client, "same")
     assert not [k for k in names if "/staging/" in k], "staging objects left after a complete run"
@@ -100,7 +100,7 @@ def test_file_url_is_a_local_folder(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     (source / "a.py").write_text("x = 1\n")
-    run_cli("run", source, "-o", f"file://{tmp_path}/out", "--no-progress", check_codes=(0,))
+    cli_in_process("run", source, "-o", f"file://{tmp_path}/out", "--no-progress", check_codes=(0,))
     assert set(snapshot(tmp_path / "out")["files"]) == {"a.py"}
 
 
@@ -123,7 +123,7 @@ def test_sigkill_then_resume_gives_the_same_rows(segments, s3, corpus, baseline,
     # What a listing reader sees between the kill and the resume: whole parts, no row twice.
     snapshot(download_tables(client, prefix, tmp_path / "between"))
     if code != 0:
-        resumed = run_cli(*run_args(corpus, url, *OPTIONS, resume=True), env=s3_env(endpoint))
+        resumed = cli_in_process(*run_args(corpus, url, *OPTIONS, resume=True), env=s3_env(endpoint))
         assert resumed.returncode == 0, resumed.stderr
     assert_same_output(snapshot(download_tables(client, prefix, tmp_path / "after")), baseline)
     assert not [k for k in keys(client, prefix) if "/staging/" in k]
@@ -230,7 +230,7 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
     (source / "bad.py").write_bytes(b"def (:\n")
     url = f"s3://{BUCKET}/status"
     environ = s3_env(endpoint)
-    run_cli("run", source, "-o", url, "--no-progress", "--batch-bytes", "2KB", "-j", "1", check_codes=(0,),
+    cli_in_process("run", source, "-o", url, "--no-progress", "--batch-bytes", "2KB", "-j", "1", check_codes=(0,),
             env=environ)
     status = _status(url + "/", "--verify", environ=environ)
     assert status["state"] == "complete" and status["verified"] and status["damage"] == []
@@ -260,7 +260,7 @@ def test_status_of_a_job_in_the_bucket_reports_counts_and_damage(s3, tmp_path):
     # The store was only read: no object was added by status.
     assert "status/files/part-99999999.parquet" in keys(client, "status")
     # A resume deletes the unlisted part and redoes the missing part's batch (it was --fresh).
-    run_cli("run", source, "-o", url, "--no-progress", "--resume", "--batch-bytes", "2KB", "-j", "1",
+    cli_in_process("run", source, "-o", url, "--no-progress", "--resume", "--batch-bytes", "2KB", "-j", "1",
             check_codes=(0,), env=environ)
     repaired = _status(url, "--verify", environ=environ)
     assert repaired["state"] == "complete" and repaired["damage"] == [] and repaired["files_done"] == 7
@@ -291,7 +291,7 @@ def test_status_calls_an_open_run_running_and_a_killed_one_resumable(s3, corpus,
     text = run_cli("status", url, env=s3_env(endpoint), check_codes=(0,)).stdout
     assert "a run killed without closing looks running too" in text
     assert "if that run was killed, resume with: snakebatch run" in text and "--resume" in text
-    run_cli(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
     done = _status(url, environ=s3_env(endpoint))
     assert done["state"] == "complete" and done["runs"] == 2 and done["files_done"] == len(baseline["files"])
     assert done["running_run"] is None and done["resume_command"] is None

@@ -25,7 +25,7 @@ import pytest
 from faultproxy import FaultProxy
 
 import snakebatch
-from helpers import ROOT, cli_in_process, download_tables, run_cli, s3_env
+from helpers import ROOT, cli_in_process, download_tables, s3_env
 from helpers import S3_BUCKET as BUCKET
 from helpers import S3_TABLES as TABLES
 from helpers import s3_keys as keys
@@ -34,7 +34,7 @@ from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib,
 pytest.importorskip("moto")
 pytest.importorskip("boto3")
 
-OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "16KB", "-j", "2", "--no-compact")
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2", "--no-compact")
 FAST_RETRIES = ("--storage-option", "max_retries=2", "--storage-option", "retry_timeout=5")
 STAGED_PART = r"/_snakebatch/staging/.*\.parquet$"
 
@@ -69,7 +69,7 @@ def _storage(endpoint: str) -> dict:
 def _run(source, out, endpoint: str | None = None, **options):
     if endpoint is not None:
         options["storage_options"] = _storage(endpoint)
-    return snakebatch.run(source, str(out), workers=2, batch_bytes="16KB", parsers=[LOGGING_PARSER], compact=False,
+    return snakebatch.run(source, str(out), workers=2, batch_bytes="32KB", parsers=[LOGGING_PARSER], compact=False,
                           progress=False, **options)
 
 
@@ -120,7 +120,7 @@ def test_throttled_reads_of_a_source_in_the_bucket_are_retried(s3, proxy, corpus
     retried; the rows are those of a run straight to the server, no io_error among them."""
     endpoint, client = s3
     for path in sorted(corpus.rglob("*.py")):
-        client.upload_file(str(path), BUCKET, f"faultsrc/{path.relative_to(corpus).as_posix()}")
+        client.put_object(Bucket=BUCKET, Key=f"faultsrc/{path.relative_to(corpus).as_posix()}", Body=path.read_bytes())
     source = f"s3://{BUCKET}/faultsrc"
     clean = _run(source, tmp_path / "clean", endpoint)
     faults = [proxy.inject("slowdown", 2, "GET", r"list-type=2"), proxy.inject("slowdown", 4, "GET", r"\.py$"),
@@ -195,7 +195,7 @@ def test_a_store_that_refuses_every_put_stops_the_job_resumable(kind, s3, proxy,
 
 
 @pytest.mark.parametrize("kind", ["denied", pytest.param("signature", marks=pytest.mark.slow)])
-def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_path):
+def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_path, monkeypatch):
     """Every request answered 403 (InvalidAccessKeyId, SignatureDoesNotMatch): exit 2 naming the
     credentials and the store's code, before any work: nothing put, no OUT (and no local folder
     `s3:`), for an OUT and for a SOURCE in object storage."""
@@ -208,11 +208,12 @@ def test_refused_credentials_are_exit_2_before_any_work(kind, s3, proxy, tmp_pat
     code = {"denied": "InvalidAccessKeyId", "signature": "SignatureDoesNotMatch"}[kind]
     environ = s3_env("http://127.0.0.1:9")  # nothing listens there: only the option's endpoint is used
     option = ("--storage-option", f"endpoint={proxy.endpoint}")
+    monkeypatch.chdir(tmp_path)  # where a local folder `s3:` would go
     for args, what in [(("run", source, "-o", f"s3://{BUCKET}/creds-{kind}"), "-o/--output"),
                        (("run", f"s3://{BUCKET}/creds-src-{kind}", "-o", tmp_path / "out"), "SOURCE"),
                        (("plan", f"s3://{BUCKET}/creds-src-{kind}"), "SOURCE"),
                        (("status", f"s3://{BUCKET}/creds-{kind}"), "-o/--output")]:
-        proc = run_cli(*args, *option, env=environ, cwd=tmp_path)
+        proc = cli_in_process(*args, *option, env=environ)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and proc.stderr.startswith(f"snakebatch: error: {what}: "), proc.stderr
         assert "credentials" in proc.stderr and code in proc.stderr and "AWS_ACCESS_KEY_ID" in proc.stderr

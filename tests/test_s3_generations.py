@@ -29,7 +29,7 @@ from resume_helpers import (
 )
 from snakebatch.schema import TABLES
 
-OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
+OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "64KB", "-j", "2")
 
 
 def _options(endpoint: str) -> dict:
@@ -86,7 +86,7 @@ def baseline(corpus, tmp_path_factory):
 def uncompacted(s3, corpus):
     """A complete job in the bucket, not compacted (--no-compact): the prefix `uncompacted`."""
     endpoint, _ = s3
-    run_cli(*run_args(corpus, f"s3://{BUCKET}/uncompacted", *OPTIONS, "--no-compact"), check_codes=(0,),
+    cli_in_process(*run_args(corpus, f"s3://{BUCKET}/uncompacted", *OPTIONS, "--no-compact"), check_codes=(0,),
             env=s3_env(endpoint))
     return "uncompacted"
 
@@ -95,7 +95,7 @@ def test_a_complete_job_gets_one_generation_that_open_dataset_and_duckdb_read(s3
     endpoint, client = s3
     url = f"s3://{BUCKET}/gen"
     result = snakebatch.run(corpus, url, storage_options=_options(endpoint), progress=False, parsers=[LOGGING_PARSER],
-                            batch_bytes="32KB", workers=2)
+                            batch_bytes="64KB", workers=2)
     assert result.state == "complete" and result.summary.compaction["parts_after"] == 3
     batches = result.summary.compaction["parts_before"] // 3
     assert batches > 3
@@ -161,14 +161,14 @@ def test_recovery_puts_a_missing_pointer_and_deletes_an_orphan_generation(s3, co
     endpoint, client = s3
     copy_prefix(client, uncompacted, "cut")
     url = f"s3://{BUCKET}/cut"
-    run_cli(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
     [pointer] = s3_keys(client, "cut/_snakebatch/current")
     client.delete_object(Bucket=BUCKET, Key=pointer)
     orphan = "cut/_snakebatch/generations/0000000002-deadbeef/files/part-c0002-00000.parquet"
     client.put_object(Bucket=BUCKET, Key=orphan, Body=b"half")
     # Without its pointer, readers read the batch parts: complete, each row once.
     assert_same_output(dataset_snapshot(url, endpoint), baseline)
-    resumed = run_cli(*run_args(corpus, url, *OPTIONS, "--json", resume=True), check_codes=(0,),
+    resumed = cli_in_process(*run_args(corpus, url, *OPTIONS, "--json", resume=True), check_codes=(0,),
                       env=s3_env(endpoint))
     summary = json.loads(resumed.stdout)
     assert summary["files_this_run"] == 0 and summary["compaction"] is None
@@ -215,7 +215,7 @@ def test_sigkill_during_compaction_then_resume(s3, corpus, baseline, uncompacted
     assert code == -signal.SIGKILL if (event, delay) == ("generations", 0.0) else code in (0, -signal.SIGKILL), \
         run.stderr
     assert_same_output(dataset_snapshot(url, endpoint), baseline)
-    resumed = run_cli(*run_args(corpus, url, *OPTIONS, "--json", resume=True), check_codes=(0,),
+    resumed = cli_in_process(*run_args(corpus, url, *OPTIONS, "--json", resume=True), check_codes=(0,),
                       env=s3_env(endpoint))
     assert json.loads(resumed.stdout)["files_this_run"] == 0
     assert_same_output(dataset_snapshot(url, endpoint), baseline)
@@ -234,7 +234,7 @@ def test_a_resume_redoes_the_batches_of_a_missing_and_a_resized_part(s3, corpus,
     copy_prefix(client, uncompacted, "redo")
     url = f"s3://{BUCKET}/redo"
     environ = s3_env(endpoint)
-    run_cli(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=environ)  # compacts
+    cli_in_process(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=environ)  # compacts
     parts = sorted(k for k in s3_keys(client, "redo") if k.startswith("redo/files/"))
     lost, resized = parts[1], parts[2].replace("/files/", "/imports/")
     client.delete_object(Bucket=BUCKET, Key=lost)
@@ -245,7 +245,7 @@ def test_a_resume_redoes_the_batches_of_a_missing_and_a_resized_part(s3, corpus,
     text = run_cli("status", url, check_codes=(1,), env=environ).stdout
     assert "a resume redoes the batches of missing or resized parts" in text
     redone = {int(k.rsplit("-")[-1][:8]) for k in (lost, resized)}
-    resumed = run_cli(*run_args(corpus, url, *OPTIONS, "--json", resume=True), check_codes=(0,), env=environ)
+    resumed = cli_in_process(*run_args(corpus, url, *OPTIONS, "--json", resume=True), check_codes=(0,), env=environ)
     summary = json.loads(resumed.stdout)
     files_in = {b["batch_id"]: b["files"] for b in json.loads(client.get_object(
         Bucket=BUCKET, Key="uncompacted/_snakebatch/stats.json")["Body"].read())["batches"]}

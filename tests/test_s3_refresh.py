@@ -20,7 +20,7 @@ from test_s3_generations import _options, copy_prefix, dataset_snapshot, pointer
 
 import snakebatch
 from helpers import S3_BUCKET as BUCKET
-from helpers import download_tables, run_cli, s3_env, s3_keys
+from helpers import cli_in_process, download_tables, run_cli, s3_env, s3_keys
 from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, env, run_args, snapshot
 
 OPTIONS = ("--parser", LOGGING_PARSER, "-j", "2")
@@ -50,16 +50,16 @@ def job(s3, tmp_path_factory):
     for path in source.rglob("*.py"):
         os.utime(path, (past, past))
     url = f"s3://{BUCKET}/base"
-    run_cli(*run_args(source, url, *OPTIONS, "--batch-bytes", "32KB"), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(source, url, *OPTIONS, "--batch-bytes", "32KB"), check_codes=(0,), env=s3_env(endpoint))
     old = dataset_snapshot(url, endpoint)
     edits = _edit(source)
     fresh = tmp_path_factory.mktemp("fresh") / "out"
-    run_cli(*run_args(source, fresh, *OPTIONS), check_codes=(0,))
+    cli_in_process(*run_args(source, fresh, *OPTIONS), check_codes=(0,))
     return source, old, snapshot(fresh), edits
 
 
 def _refresh(source, prefix: str, endpoint: str, *extra) -> dict:
-    done = run_cli(*run_args(source, f"s3://{BUCKET}/{prefix}", "--refresh", "--json", *OPTIONS, *extra),
+    done = cli_in_process(*run_args(source, f"s3://{BUCKET}/{prefix}", "--refresh", "--json", *OPTIONS, *extra),
                    check_codes=(0,), env=s3_env(endpoint))
     return json.loads(done.stdout)
 
@@ -97,7 +97,7 @@ def test_edits_then_refresh_equals_a_fresh_run_and_writes_the_change_feed(s3, jo
     assert "refreshed:" in text
 
     # A resume of the refreshed job parses nothing and changes nothing.
-    resumed = run_cli(*run_args(source, url, "--json", *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
+    resumed = cli_in_process(*run_args(source, url, "--json", *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
     assert json.loads(resumed.stdout)["files_this_run"] == 0
     assert_same_output(dataset_snapshot(url, endpoint), want)
 
@@ -154,7 +154,7 @@ def test_sigkill_during_a_refresh_then_a_run_gives_the_new_tables(s3, job, event
     if seen != want:
         assert_same_output(seen, old)
     args = run_args(source, url, "--json", *OPTIONS, resume=then == "--resume") + ([then] if then == "--refresh" else [])
-    final = run_cli(*args, check_codes=(0,), env=s3_env(endpoint))
+    final = cli_in_process(*args, check_codes=(0,), env=s3_env(endpoint))
     assert json.loads(final.stdout)["state"] == "complete"
     assert_same_output(dataset_snapshot(url, endpoint), want)
     assert s3_keys(client, f"{prefix}/_snakebatch/changes")
@@ -194,24 +194,24 @@ def test_unchanged_parts_are_referenced_where_they_are_and_old_generations_kept_
     assert copy_stdlib(source, 30) >= 20
     url = f"s3://{BUCKET}/refs"
     options = (*OPTIONS, "--batch-bytes", "8KB")
-    run_cli(*run_args(source, url, *options, "--no-compact"), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(source, url, *options, "--no-compact"), check_codes=(0,), env=s3_env(endpoint))
     batch_parts = [k for k in s3_keys(client, "refs/files")]
     time.sleep(2.1)
     edited = sorted(source.rglob("*.py"))[0]
     edited.write_text("def only_this():\n    pass\n")
-    run_cli(*run_args(source, url, "--refresh", *options), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(source, url, "--refresh", *options), check_codes=(0,), env=s3_env(endpoint))
     keys = [part["key"] for part in pointers(client, "refs")[-1]["tables"]["files"]]
     new = [k for k in keys if k.startswith("_snakebatch/generations/")]
     assert len(new) == 1 and len(keys) == len(batch_parts)  # one batch rewritten, with the new rows
     assert {f"refs/{k}" for k in keys if not k.startswith("_snakebatch/")} < set(batch_parts)
     for round_ in range(2):
         (source / f"more{round_}.py").write_text(f"X = {round_}\n")
-        run_cli(*run_args(source, url, "--refresh", *options), check_codes=(0,), env=s3_env(endpoint))
+        cli_in_process(*run_args(source, url, "--refresh", *options), check_codes=(0,), env=s3_env(endpoint))
         live = set(s3_keys(client, "refs"))
         for pointer in pointers(client, "refs")[-2:]:
             assert all(f"refs/{part['key']}" in live for parts in pointer["tables"].values() for part in parts)
     fresh = tmp_path / "fresh"
-    run_cli(*run_args(source, fresh, *OPTIONS), check_codes=(0,))
+    cli_in_process(*run_args(source, fresh, *OPTIONS), check_codes=(0,))
     assert_same_output(dataset_snapshot(url, endpoint), snapshot(fresh))
 
 
@@ -225,7 +225,7 @@ def test_a_lost_part_of_a_refreshed_snapshot_is_refused_with_advice(s3, job):
     _refresh(source, "lost", endpoint)
     key = pointers(client, "lost")[-1]["tables"]["files"][0]["key"]
     client.delete_object(Bucket=BUCKET, Key=f"lost/{key}")
-    done = run_cli(*run_args(source, f"s3://{BUCKET}/lost", *OPTIONS, resume=True), check_codes=(2,),
+    done = cli_in_process(*run_args(source, f"s3://{BUCKET}/lost", *OPTIONS, resume=True), check_codes=(2,),
                    env=s3_env(endpoint))
     assert "--fresh" in done.stderr and "lost parts" in done.stderr
 

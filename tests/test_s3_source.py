@@ -43,7 +43,7 @@ def _cli_env(endpoint: str, **extra) -> dict:
 def upload(client, root: Path, prefix: str) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file():
-            client.upload_file(str(path), S3_BUCKET, f"{prefix}/{path.relative_to(root).as_posix()}")
+            client.put_object(Bucket=S3_BUCKET, Key=f"{prefix}/{path.relative_to(root).as_posix()}", Body=path.read_bytes())
 
 
 def rows(out: Path) -> dict:
