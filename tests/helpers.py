@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
+from snakebatch.schema import TABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 SAMPLES = ROOT / "sample_repos"
@@ -112,7 +114,6 @@ def stdlib_dir() -> Path:
 
 
 S3_BUCKET = "snakebatch-test"
-S3_TABLES = ("files", "definitions", "imports")
 
 
 # The moto server's test credentials, as the CLI takes them from the environment.
@@ -175,7 +176,7 @@ def download_tables(client, prefix: str, dst: Path, bucket: str = S3_BUCKET) -> 
     local folder."""
     for key in s3_keys(client, prefix, bucket):
         rel = key[len(prefix) + 1:]
-        if rel.split("/")[0] in S3_TABLES:
+        if rel.split("/")[0] in TABLES:
             target = dst / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             # One GET (boto3's download_file adds a HEAD and a thread pool: twice the CPU, measured).

@@ -20,6 +20,8 @@ import pytest
 
 from helpers import cli_command, cli_in_process, read_table, run_cli
 from resume_helpers import LOGGING_PARSER, env
+from snakebatch.engine.gitsource import HISTORY_TABLES
+from snakebatch.schema import TABLES
 
 VOLATILE = {"batch_id", "parse_ms", "mtime_ns", "commit"}
 GIT_ENV = {
@@ -121,7 +123,7 @@ def checkouts(history):
 def test_rev_equals_a_checkout_run(history, checkouts):
     _, _, commits = history
     for name, (tree_out, rev_out) in checkouts.items():
-        for table in ("files", "definitions", "imports"):
+        for table in TABLES:
             assert digests(rev_out, table) == digests(tree_out, table), (name, table)
         files = read_table(rev_out, "files").to_pylist()
         assert {r["commit"] for r in files} == {commits[name]}
@@ -233,7 +235,7 @@ def test_sigkill_then_resume_gives_the_same_tables(history, tmp_path):
     run_cli(*args, "--resume", check_codes=(0,), env=env(tmp_path / "log"))
     parsed = (tmp_path / "log").read_text().splitlines()
     assert 0 < done_before < len(parsed)
-    for table in ("files", "definitions", "imports", "tree_entries", "commits"):
+    for table in (*TABLES, *HISTORY_TABLES):
         assert digests(out, table, VOLATILE | {"parser", "parser_version"}) == \
             digests(baseline, table, VOLATILE | {"parser", "parser_version"}), table
 
@@ -307,7 +309,7 @@ def test_a_blob_at_three_paths_is_parsed_once_and_has_a_row_at_each(tmp_path):
     tree_summary = json.loads(run_ok(tree, "-o", tree_out, "--parser", LOGGING_PARSER, env=env(tree_log)).stdout)
     assert len(tree_log.read_text().splitlines()) == 6  # a folder's files are each parsed
     assert tree_summary["parses"] == {"parsed": 6, "reused": 0, "cached": 0}
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         assert digests(tree_out, table) == digests(out, table), table
 
 
@@ -333,12 +335,12 @@ def test_refresh_to_another_revision_parses_only_the_changed_blobs(history, chec
     expected = tmp_path / "expected"
     run_ok(repo.path, "--rev", commits["second"], "-o", expected, *logged)
     exact = {"batch_id", "parse_ms"}  # the commit column too: every row has the new revision's
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         assert digests(out, table, exact) == digests(expected, table, exact), table
     # and back to the older revision with the default parser: every row reparsed, the same tables
     proc = run_ok(repo.path, "--rev", commits["first"], "-o", out, "--refresh")
     assert json.loads(proc.stdout)["refresh"]["walk"] == "full"
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         assert digests(out, table, exact) == digests(checkouts["first"][1], table, exact), table
 
 

@@ -32,11 +32,11 @@ from resume_helpers import (
     snapshot,
 )
 from snakebatch.engine import refresh
+from snakebatch.schema import TABLES
 from snakebatch.store import compaction
 from snakebatch.store import snapshot as snapshot_store
 from snakebatch.store.ledger import Ledger
 
-TABLES = ("files", "definitions", "imports")
 OLD = time.time() - 3600  # files older than the racy window: a refresh trusts their stat data
 
 

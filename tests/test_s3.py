@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from helpers import S3_BUCKET as BUCKET
-from helpers import S3_TABLES as TABLES
 from helpers import cli_in_process, download_tables, run_cli, s3_env, start_moto
 from helpers import s3_keys as keys
 from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, run_args, snapshot
+from snakebatch.schema import TABLES
 
 pytest.importorskip("moto")
 pytest.importorskip("boto3")

@@ -27,9 +27,9 @@ from faultproxy import FaultProxy
 import snakebatch
 from helpers import ROOT, cli_in_process, download_tables, s3_env
 from helpers import S3_BUCKET as BUCKET
-from helpers import S3_TABLES as TABLES
 from helpers import s3_keys as keys
 from resume_helpers import LOGGING_PARSER, Run, assert_same_output, copy_stdlib, run_args, snapshot
+from snakebatch.schema import TABLES
 
 pytest.importorskip("moto")
 pytest.importorskip("boto3")

@@ -22,8 +22,8 @@ import snakebatch
 from helpers import S3_BUCKET, SAMPLES, cli_in_process, run_cli
 from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, parse_log, read_parts, run_args, snapshot
 from snakebatch.engine.worker import BatchTask, process_batch
+from snakebatch.schema import TABLES
 
-TABLES = ("files", "definitions", "imports")
 # Differ between a folder's run and the bucket's: mtime_ns (the file's mtime there, the object's
 # last-modified here), the `source` label (the folder's name there, the prefix's last part here),
 # and timings and batch numbers between any two runs.

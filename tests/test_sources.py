@@ -24,6 +24,7 @@ from helpers import cli_in_process, read_table, run_cli
 from resume_helpers import LOGGING_PARSER, Run, copy_stdlib, env, run_args
 from snakebatch.errors import ConfigError
 from snakebatch.report.status import job_status
+from snakebatch.schema import TABLES
 
 VOLATILE = {"batch_id", "parse_ms"}
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
@@ -84,7 +85,7 @@ def test_several_sources_equal_the_union_of_single_source_runs(corpus, tmp_path)
                (snakebatch.run(gamma, tmp_path / "g", workers=1, rev="main"), "gamma@main")]
     # A single source's label is its folder's name.
     assert {r["source"] for r in read_table(tmp_path / "a", "files").to_pylist()} == {"alpha"}
-    for table in ("files", "definitions", "imports"):
+    for table in TABLES:
         union = Counter()
         for single, label in singles:
             union += _rows(Path(single.output), table, label)
@@ -286,7 +287,7 @@ def test_files_of_a_revision_already_committed_are_copied_with_their_rows(tmp_pa
     out = tmp_path / "all"
     result = snakebatch.run([f"{repo}@{tag}" for tag in tags], out, workers=1, progress=False)
     assert result.state == "complete" and result.files == 20
-    union = {table: Counter() for table in ("files", "definitions", "imports")}
+    union = {table: Counter() for table in TABLES}
     for tag in tags:
         single = snakebatch.run(repo, tmp_path / tag, rev=tag, workers=1, progress=False)
         for table in union:
