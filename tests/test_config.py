@@ -4,11 +4,13 @@ exit 2 with a one-line message from the CLI. Good options: sizes, snakebatch.tom
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 import snakebatch
-from helpers import cli_in_process
+from helpers import cli_command, cli_env, cli_in_process
 from snakebatch.config import build_config, parse_size
 
 
@@ -182,6 +184,28 @@ def test_errors_never_leak_a_traceback_for_a_parser_whose_import_fails(source, t
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_temporary_folder_too_long_for_the_pools_socket_is_a_message_not_a_traceback(source, tmp_path):
+    """The local pool's forkserver listens on a Unix socket under TMPDIR (at most 107 bytes of
+    path): the CLI and the API say so in one line, before OUT is made. (Subprocesses: this
+    process's forkserver runs already.)"""
+    long_tmp = tmp_path / ("t" * 110)
+    long_tmp.mkdir()
+    environ = cli_env(TMPDIR=str(long_tmp))
+    proc = subprocess.run(cli_command("run", source, "-o", tmp_path / "out"), capture_output=True, text=True,
+                          env=environ, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "forkserver" in proc.stderr and "path too long" in proc.stderr and "TMPDIR" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    api = subprocess.run([sys.executable, "-c", "import sys, snakebatch\n"
+                          "try:\n    snakebatch.run(sys.argv[1], sys.argv[2], progress=False)\n"
+                          "except snakebatch.JobError as err:\n    print(err)\n",
+                          str(source), str(tmp_path / "api-out")], capture_output=True, text=True, env=environ,
+                         timeout=120)
+    assert api.returncode == 0 and "Traceback" not in api.stderr, api.stderr
+    assert "forkserver" in api.stdout and "path too long" in api.stdout
 
 
 @pytest.mark.parametrize("budget", ["200MB", "50MB", "1KB"])

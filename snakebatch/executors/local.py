@@ -15,11 +15,13 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from ..errors import JobError
 from .base import WorkerDied, kill_process
 
 # The module the forkserver imports before it forks any worker (by name: the executors do not
@@ -37,9 +39,14 @@ def _context() -> multiprocessing.context.ForkServerContext:
 def start_forkserver() -> None:
     """Start the pool's forkserver now, so that its imports (0.3 s) overlap the caller's: the CLI
     calls this before it imports the API. A pool started later uses this forkserver; one that is
-    never started leaves it to end with this process."""
+    never started leaves it to end with this process. JobError when it cannot start (its Unix
+    socket is made under the temporary folder: a path too long for a socket is the usual cause)."""
     _context()
-    multiprocessing.forkserver.ensure_running()
+    try:
+        multiprocessing.forkserver.ensure_running()
+    except OSError as err:
+        raise JobError(f"cannot start the local pool's forkserver: {err} (its socket goes under the temporary "
+                       f"folder {tempfile.gettempdir()}; a shorter TMPDIR, e.g. /tmp, fixes a path too long)") from None
 
 
 def _init_worker(coordinator: int) -> None:
@@ -101,6 +108,7 @@ class LocalExecutor:
     def __init__(self, workers: int):
         self.workers = workers
         self._context = _context()
+        start_forkserver()  # its failure is the job's (JobError), not the first batch's
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
