@@ -8,10 +8,15 @@ resume that redoes a batch whose part is missing or resized.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import snakebatch
@@ -24,6 +29,7 @@ from resume_helpers import (
     _rows,
     assert_same_output,
     copy_stdlib,
+    env,
     run_args,
     snapshot,
 )
@@ -256,3 +262,56 @@ def test_a_resume_redoes_the_batches_of_a_missing_and_a_resized_part(s3, corpus,
     assert [p["generation"] for p in pointers(client, "redo")] == [1, 2, 3]  # 2: withdrawn (empty)
     done = json.loads(run_cli("status", url, "--json", "--verify", check_codes=(0,), env=environ).stdout)
     assert done["state"] == "complete" and done["damage"] == [] and done["compaction_generation"] == 3
+
+
+# -- the next generation begun in the tail (store/objectcompaction.py EarlyGeneration) ----------
+
+TAIL_SLEEP = 0.02  # seconds per file: ~0.5 s of batches left when the generation begins (at the 8th)
+
+
+def test_a_generation_begins_while_the_last_batches_run_and_keeps_rows_in_batch_order(s3, corpus, baseline):
+    endpoint, client = s3
+    url = f"s3://{BUCKET}/early"
+    proc = cli_in_process(*run_args(corpus, url, *OPTIONS, "--json"), check_codes=(0,), env=env(sleep=TAIL_SLEEP))
+    summary = json.loads(proc.stdout)
+    compaction, batches = summary["compaction"], summary["batches_this_run"]
+    # Part of it was written before the last batch committed, and is not serial time.
+    assert 1 <= compaction["early_batches"] < batches, compaction
+    assert compaction["early_s"] > 0 and summary["serial"]["compaction_overlapped_s"] == compaction["early_s"]
+    assert compaction["parts_before"] == 3 * batches and compaction["parts_after"] == 3
+    assert_same_output(dataset_snapshot(url, endpoint), baseline)
+    (keys,) = generations(client, "early").values()
+    (files,) = [key for key in keys if "/files/" in key]
+    batch_ids = pq.read_table(pa.BufferReader(client.get_object(Bucket=BUCKET, Key=files)["Body"].read()),
+                              columns=["batch_id"])["batch_id"].to_pylist()
+    assert len(set(batch_ids)) > compaction["early_batches"] and batch_ids == sorted(batch_ids)
+
+
+@pytest.fixture
+def short_tmp():
+    """A temporary folder of its own for a run (TMPDIR), with a path short enough for the pool's
+    Unix socket (a test's tmp_path under xdist is not)."""
+    folder = Path(tempfile.mkdtemp(prefix="sb-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sigint_while_a_generation_is_begun_in_the_tail_leaves_nothing_of_it(s3, corpus, baseline, short_tmp,
+                                                                              tmp_path):
+    """The generation's parts are written to a scratch folder (and put once they are large): a
+    stopped run deletes the folder, and nothing of the generation is in the bucket."""
+    endpoint, client = s3
+    url, scratch = f"s3://{BUCKET}/early-int", short_tmp
+    run = Run(run_args(corpus, url, *OPTIONS), env(sleep=TAIL_SLEEP, TMPDIR=str(scratch)), tmp_path / "logs")
+    while not list(scratch.glob("snakebatch-compact-*")) and run.proc.poll() is None:
+        time.sleep(0.0005)
+    run.signal_group(signal.SIGINT)
+    assert run.wait() == 130, run.stderr
+    assert not list(scratch.glob("snakebatch-compact-*"))
+    assert not generations(client, "early-int") and not pointers(client, "early-int")
+    status = json.loads(run_cli("status", url, "--json", check_codes=(0, 1), env=s3_env(endpoint)).stdout)
+    assert status["state"] == "incomplete" and status["compaction_generation"] in (0, None)
+    assert status["files_done"] < len(baseline["files"])  # begun while batches were left to run
+    cli_in_process(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
+    assert_same_output(dataset_snapshot(url, endpoint), baseline)
+    assert len(generations(client, "early-int")) == 1

@@ -778,6 +778,9 @@ class ObjectRefreshSink(RefreshPlan, ObjectStoreSink):
 
     commit_group = commit_each  # nothing put: the generation is committed at `finish`
 
+    def tail(self, final_below: int) -> None:
+        """Nothing: a refresh's batches are not in the tables until `finish` commits them."""
+
     def finish(self, should_stop) -> None:
         """Commit the new generation; a refresh that changes no row writes nothing (fresh stat
         data of hashed files is not kept: the next refresh hashes them again)."""

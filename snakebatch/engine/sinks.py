@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 import pyarrow as pa
@@ -35,7 +35,7 @@ from ..store.jobfolder import (
     write_json,
 )
 from ..store.ledger import Ledger, LedgerEntry
-from ..store.objectcompaction import ObjectCompactor, pending_refresh
+from ..store.objectcompaction import EarlyGeneration, ObjectCompactor, pending_refresh
 from ..store.objectsource import has_object
 from ..store.objectstore import ObjectJob, is_object_url, last_refresh, object_resume_command, store_error
 from ..store.snapshot import Intent, settle
@@ -90,6 +90,73 @@ def commit_each(sink: Sink, done: list[tuple[BatchTask, BatchOutcome]]) -> Itera
     """`Sink.commit_group` of a sink with nothing to share between commits: one after another."""
     for task, outcome in done:
         yield from sink.commit(task, outcome)
+
+
+class EarlyWork(Protocol):
+    """Compaction begun while a complete job's last batches run: a folder's twins
+    (store/compaction.py `EarlyCompaction`) or object storage's next generation
+    (store/objectcompaction.py `EarlyGeneration`)."""
+
+    def add(self, batch_ids: list[int]) -> None:
+        """Batches whose parts are final, after those added before."""
+
+    def step(self) -> bool:
+        """One part written; False when none is left. OSError (or JobError) when it cannot be."""
+
+    def abandon(self) -> None:
+        """Delete what was written."""
+
+
+Early = TypeVar("Early", bound=EarlyWork)
+
+
+class TailCompaction(Generic[Early]):
+    """A sink's compaction in the tail: the committed batches not handed to it yet, and the
+    compaction itself once EARLY_FROM_BATCHES batches are final (`tail`), stepped in the
+    coordinator's idle moments (`work`), taken over by the sink's `finish` (`take`). A step that
+    fails gives it up until the job is complete (its compaction then warns or fails as before)."""
+
+    def __init__(self, enabled: bool, not_covered: list[int], begin: Callable[[], Early]):
+        self.enabled = enabled
+        self.early: Early | None = None
+        self._failed = False
+        self._not_early = not_covered
+        self._begin = begin
+
+    def committed(self, batch_id: int) -> None:
+        self._not_early.append(batch_id)
+
+    def tail(self, final_below: int) -> None:
+        """Begin once EARLY_FROM_BATCHES batches are final; then hand it each batch that becomes
+        final (every batch below `final_below` is committed), in batch order."""
+        if not self.enabled or self._failed:
+            return
+        final = [batch_id for batch_id in self._not_early if batch_id < final_below]
+        if not final or (self.early is None and len(final) < EARLY_FROM_BATCHES):
+            return
+        if self.early is None:
+            self.early = self._begin()
+        self._not_early = [batch_id for batch_id in self._not_early if batch_id >= final_below]
+        self.early.add(sorted(final))
+
+    def work(self) -> bool:
+        if self.early is None:
+            return False
+        try:
+            return self.early.step()
+        except (OSError, JobError):
+            self.early.abandon()
+            self.early, self._failed = None, True
+            return False
+
+    def take(self) -> Early | None:
+        early, self.early = self.early, None
+        return early
+
+    def abandon(self) -> None:
+        """The job did not complete: what was written goes."""
+        if self.early is not None:
+            self.take().abandon()
 
 
 def ledger_entry(task: BatchTask, outcome: BatchOutcome, staging: str, paths: list, run_started_at: float,
@@ -159,11 +226,9 @@ class OutputSink:
         self.manifest = report.manifest
         self._take_committed(entries)
         self.batch_stats: list[dict] = []
-        # Compaction begun in the tail (`tail`), and the committed batches not handed to it yet.
-        self.early: EarlyCompaction | None = None
-        self._early_failed = False
         covered = set(self.manifest.covers) if self.manifest is not None else set()
-        self._not_early = [batch_id for batch_id in self.batch_ids if batch_id not in covered]
+        self.early = TailCompaction(config.compact, [batch_id for batch_id in self.batch_ids if batch_id not in covered],
+                                    lambda: EarlyCompaction(Compactor(self.config.output), self.manifest))
 
     def _take_committed(self, entries: list[LedgerEntry]) -> None:
         """Index what earlier runs committed (this run skips it) and count it: right even when
@@ -191,7 +256,7 @@ class OutputSink:
         self.ledger.commit_group(entries)
         for (entry, _), (task, outcome) in zip(entries, done):
             self.batch_ids.append(entry.batch_id)
-            self._not_early.append(entry.batch_id)
+            self.early.committed(entry.batch_id)
             self.batch_stats.append(batch_record(task, outcome))
         yield from ()  # the output folder hands the caller nothing
 
@@ -204,27 +269,11 @@ class OutputSink:
         return summary
 
     def tail(self, final_below: int) -> None:
-        """Begin compacting (unless `--no-compact`) once EARLY_FROM_BATCHES batches are final;
-        then hand it each batch that becomes final, in batch order."""
-        if not self.config.compact or self._early_failed:
-            return
-        final = [batch_id for batch_id in self._not_early if batch_id < final_below]
-        if not final or (self.early is None and len(final) < EARLY_FROM_BATCHES):
-            return
-        if self.early is None:
-            self.early = EarlyCompaction(Compactor(self.config.output), self.manifest)
-        self._not_early = [batch_id for batch_id in self._not_early if batch_id >= final_below]
-        self.early.add(sorted(final))
+        """Begin compacting in the tail (unless `--no-compact`): `TailCompaction`."""
+        self.early.tail(final_below)
 
     def work(self) -> bool:
-        if self.early is None:
-            return False
-        try:
-            return self.early.step()
-        except OSError:  # given up until the job is complete: its compaction then warns of it
-            self.early.abandon()
-            self.early, self._early_failed = None, True
-            return False
+        return self.early.work()
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job's tables (unless `--no-compact`); what was done, or None.
@@ -232,9 +281,8 @@ class OutputSink:
         if not self.config.compact:
             return None
         self.lock.check()
-        early, self.early = self.early, None
         try:
-            done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop, early)
+            done = Compactor(self.config.output).compact(self.manifest, self.batch_ids, should_stop, self.early.take())
         except OSError as err:
             # The job is complete without it: its batch parts stay (or a resume finishes the swap).
             print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)
@@ -251,8 +299,7 @@ class OutputSink:
         run may have stopped), they are given up with a warning and the job stays resumable."""
         out = self.config.output
         try:
-            if self.early is not None:  # the job did not complete: its twins go
-                self.early.abandon()
+            self.early.abandon()  # the job did not complete: its twins go
             self.ledger.close()
             previous = read_json(out, "stats.json")
             runs = previous.get("runs", []) if isinstance(previous, dict) else []
@@ -363,6 +410,9 @@ class ObjectStoreSink:
             self.committed.add(entry.source, entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
         self.batch_stats: list[dict] = []
+        covered = set(self.current_generation.covers) if self.current_generation else set()
+        self.early = TailCompaction(config.compact, [batch_id for batch_id in self.batch_ids if batch_id not in covered],
+                                    lambda: EarlyGeneration(self.compactor, self.current_generation))
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
         return self.job.staging_url(batch_id, attempt)
@@ -373,6 +423,7 @@ class ObjectStoreSink:
                              stats=worktree_stats(self.config.job, outcome))
         self.job.commit(entry)
         self.batch_ids.append(entry.batch_id)
+        self.early.committed(entry.batch_id)
         self.batch_stats.append(batch_record(task, outcome))
         yield from ()
 
@@ -386,10 +437,11 @@ class ObjectStoreSink:
         return summary
 
     def tail(self, final_below: int) -> None:
-        """Nothing: a generation is compacted once the job is complete (store/objectcompaction.py)."""
+        """Begin the next generation in the tail (unless `--no-compact`): `TailCompaction`."""
+        self.early.tail(final_below)
 
     def work(self) -> bool:
-        return False
+        return self.early.work()
 
     def finish(self, should_stop: Callable[[], bool]) -> dict | None:
         """Compact the complete job into a new generation (unless `--no-compact`); what was
@@ -397,7 +449,7 @@ class ObjectStoreSink:
         if not self.config.compact:
             return None
         try:
-            done = self.compactor.compact(self.current_generation, self.batch_ids, should_stop)
+            done = self.compactor.compact(self.current_generation, self.batch_ids, should_stop, self.early.take())
         except OSError as err:
             # The job is complete without it: readers read the batch parts (or the last generation).
             print(f"snakebatch: warning: cannot compact the tables in {self.config.output}: {err}", file=sys.stderr)
@@ -410,6 +462,7 @@ class ObjectStoreSink:
     def close(self, summary, job: Tally) -> None:
         """Save the run's stats (and the completion marker), then put the run's `close` segment;
         a failure to is a warning (a run that lost the ledger to another writes no close)."""
+        self.early.abandon()  # the job did not complete: the generation begun in the tail goes
         try:
             previous = self.job.read_state("stats.json")
             previous = msgspec.json.decode(previous) if previous else {}

@@ -41,11 +41,13 @@ the generation prefixes other than the last two committed (cut off in 1 or 4).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 
 import msgspec
@@ -122,6 +124,129 @@ def live_keys(current: Generation | None, entries: list[LedgerEntry], table: str
 
 class _Stopped(Exception):
     pass
+
+
+class TableWriter:
+    """One table of a generation being written under `prefix`: the live parts `add`ed (in
+    order) streamed into parts of about TARGET_PART_BYTES, each written to a file in `scratch`
+    (a folder of the table's own), then put under `prefix/<table>/`."""
+
+    def __init__(self, job: ObjectJob, table: str, prefix: str, number: int, scratch: str):
+        self.job = job
+        self.table = table
+        self.prefix = prefix
+        self.number = number
+        self.scratch = os.path.join(scratch, table)
+        os.makedirs(self.scratch, exist_ok=True)
+        self.writer = PartWriter(self.scratch)
+        self.written: list[GenerationPart] = []
+
+    def add(self, key: str, batches: list[int], transform: Callable | None) -> None:
+        """The rows of the part at `key` (through `transform`, when given)."""
+        data = self.job.get_object(key)
+        if data is None:
+            raise JobError(f"{self.job.url}: {key} vanished during compaction (deleted outside snakebatch?); "
+                           "resume to redo its batch")
+        if self.writer.bytes_in >= TARGET_PART_BYTES:
+            self._put()
+        rows = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+        self.writer.add_table(transform(rows) if transform else rows, batches, len(data))
+
+    def _put(self) -> None:
+        import obstore
+
+        name = f"part-c{self.number:04d}-{len(self.written):05d}.parquet"
+        part = self.writer.close(name)
+        key = f"{self.prefix}/{self.table}/{name}"
+        path = os.path.join(self.scratch, name)
+        with open(path, "rb") as fh:
+            obstore.put(self.job.store, key, fh)
+        os.unlink(path)
+        self.written.append(GenerationPart(key=key, batches=part.batches, rows=part.rows, size=part.size,
+                                           xxh3=part.xxh3))
+
+    def finish(self) -> list[GenerationPart]:
+        """Put what is left: the table's parts."""
+        if self.writer.bytes_in:
+            self._put()
+        else:
+            self.writer.abandon()
+        return self.written
+
+    def abandon(self) -> None:
+        self.writer.abandon()
+
+
+class EarlyGeneration:
+    """Generation g+1 begun while a complete job's last batches still run, as a folder's twins
+    are (store/compaction.py `EarlyCompaction`): generation g's parts, then the parts of each
+    batch committed for good (`add`, in batch order), are read and written into the tables one
+    part at a time (`step`), by the coordinator in moments it has nothing else to do. Once the
+    last batch commits, `ObjectCompactor.compact` takes it over, writes the parts it has not,
+    commits and publishes (steps 2-4 of the protocol above). Nothing here goes past step 1: a
+    crash leaves a prefix no segment names, which the next run's recovery deletes; a job that
+    does not complete `abandon`s it. Not a thread, for the reason EarlyCompaction gives."""
+
+    def __init__(self, compactor: ObjectCompactor, current: Generation | None):
+        self.job = compactor.job
+        self.number = (current.generation if current else 0) + 1
+        self.prefix = f"{GENERATIONS}/{self.number:010d}-{self.job.run_token}"
+        self.tables: dict[str, TableWriter] = {}
+        self.scratch: str | None = None
+        self.written_keys: set[str] = set()  # the live parts in the tables
+        self.batches = 0  # batches whose parts are in the tables
+        self.seconds = 0.0  # the steps' time
+        self._covered = set(current.covers) if current else set()
+        self._todo: deque[tuple[str, str, list[int]]] = deque(
+            (table, part.key, part.batches) for table in TABLES for part in (current.tables.get(table, []) if current else []))
+
+    @property
+    def begun(self) -> bool:
+        return self.scratch is not None
+
+    def begin(self) -> None:
+        self.scratch = tempfile.mkdtemp(prefix="snakebatch-compact-")
+        self.tables = {table: TableWriter(self.job, table, self.prefix, self.number, self.scratch) for table in TABLES}
+
+    def add(self, batch_ids: list[int]) -> None:
+        """Batches whose parts are final, after those added before."""
+        self._todo.extend((table, f"{table}/{part_name(b)}", [b])
+                          for b in batch_ids if b not in self._covered for table in TABLES)
+
+    def step(self) -> bool:
+        """Write one part into its table (the first step begins the generation); False when none
+        is left. JobError when a part vanished; OSError when the store fails."""
+        if not self._todo:
+            return False
+        started = time.monotonic()
+        if not self.begun:
+            self.begin()
+        table, key, batches = self._todo.popleft()
+        try:
+            self.tables[table].add(key, batches, None)
+        except (JobError, OSError):
+            raise
+        except Exception as err:  # obstore.exceptions.*: the store failed after its retries
+            raise OSError(store_error(err)) from None
+        self.written_keys.add(key)
+        self.batches += table == TABLES[-1] and not key.startswith(GENERATIONS)
+        self.seconds += time.monotonic() - started
+        return True
+
+    def remove_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """Delete what was written (the job did not complete, or the compaction was stopped)."""
+        self._todo.clear()
+        for table in self.tables.values():
+            table.abandon()
+        self.remove_scratch()
+        if self.begun:
+            with contextlib.suppress(Exception):  # the store failed: the next run's recovery deletes the prefix
+                self.job.delete_keys([m["path"] for m in self.job.list_prefix(self.prefix)])
+        self.tables = {}
 
 
 class ObjectCompactor:
@@ -220,37 +345,40 @@ class ObjectCompactor:
 
     # -- compaction ----------------------------------------------------------------------------
 
-    def compact(self, current: Generation | None, batch_ids: list[int],
-                should_stop: Callable[[], bool]) -> tuple[Generation, CompactionReport] | None:
+    def compact(self, current: Generation | None, batch_ids: list[int], should_stop: Callable[[], bool],
+                early: EarlyGeneration | None = None) -> tuple[Generation, CompactionReport] | None:
         """Write, commit and publish generation g+1 if batches were committed since generation
         g and a table has more than one part. None when there was nothing to do or
-        `should_stop()` turned true (nothing committed then). JobError when another run took
-        the ledger; OSError when the store fails (the job stays complete without it)."""
+        `should_stop()` turned true (nothing committed then). `early`: the generation begun while
+        the last batches ran (taken over: only the parts it has not written are left). JobError
+        when another run took the ledger; OSError when the store fails (the job stays complete
+        without it)."""
         started = time.monotonic()
         covered = set(current.covers) if current else set()
-        if set(batch_ids) <= covered:
-            return None
         live = {table: ([(part.key, part.batches) for part in current.tables.get(table, [])] if current else [])
                 + [(f"{table}/{part_name(b)}", [b]) for b in sorted(batch_ids) if b not in covered]
                 for table in TABLES}
-        if all(len(parts) <= 1 for parts in live.values()):
+        if set(batch_ids) <= covered or all(len(parts) <= 1 for parts in live.values()):
+            if early is not None:
+                early.abandon()
             return None
-        number = (current.generation if current else 0) + 1
-        prefix = f"{GENERATIONS}/{number:010d}-{self.job.run_token}"
-        scratch = tempfile.mkdtemp(prefix="snakebatch-compact-")
+        if early is None or not early.begun:
+            early = EarlyGeneration(self, current)
+            early.begin()
         try:
-            tables = {table: self._write(table, [(key, batches, None) for key, batches in live[table]], prefix, number,
-                                         scratch, should_stop) for table in TABLES}
+            tables = {table: self._write([(key, batches, None) for key, batches in live[table]
+                                          if key not in early.written_keys], early.tables[table], should_stop)
+                      for table in TABLES}
         except _Stopped:
-            self.job.delete_keys([m["path"] for m in self.job.list_prefix(prefix)])
+            early.abandon()
             return None
         except (JobError, OSError):
             raise
         except Exception as err:  # obstore.exceptions.*: the store failed after its retries
             raise OSError(store_error(err)) from None
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        generation = Generation(generation=number, prefix=prefix, covers=sorted(covered | set(batch_ids)),
+            early.remove_scratch()
+        generation = Generation(generation=early.number, prefix=early.prefix, covers=sorted(covered | set(batch_ids)),
                                 tables=tables, compacted_at=time.time(), through=current.through if current else 0,
                                 ledger=current.ledger if current else "")
         try:
@@ -263,46 +391,21 @@ class ObjectCompactor:
         report = CompactionReport(parts_before=sum(len(p) for p in live.values()),
                                   parts_after=sum(len(p) for p in tables.values()),
                                   rows=sum(part.rows for parts in tables.values() for part in parts),
-                                  seconds=round(time.monotonic() - started, 3))
+                                  seconds=round(time.monotonic() - started, 3), early_batches=early.batches,
+                                  early_s=round(early.seconds, 3))
         return generation, report
 
-    def _write(self, table: str, parts: list[tuple[str, list[int], Callable | None]], prefix: str, number: int,
-               scratch: str, should_stop: Callable[[], bool]) -> list[GenerationPart]:
-        """Stream `parts` (key, batch ids, a function of its rows or None) into parts of about
-        TARGET_PART_BYTES, each written to `scratch` then put under `prefix/table/`."""
-        import obstore
-
-        written: list[GenerationPart] = []
-        writer = PartWriter(scratch)
-
-        def close() -> None:
-            name = f"part-c{number:04d}-{len(written):05d}.parquet"
-            part = writer.close(name)
-            key = f"{prefix}/{table}/{name}"
-            path = os.path.join(scratch, name)
-            with open(path, "rb") as fh:
-                obstore.put(self.job.store, key, fh)
-            os.unlink(path)
-            written.append(GenerationPart(key=key, batches=part.batches, rows=part.rows, size=part.size,
-                                          xxh3=part.xxh3))
-
+    @staticmethod
+    def _write(parts: list[tuple[str, list[int], Callable | None]], table: TableWriter,
+               should_stop: Callable[[], bool]) -> list[GenerationPart]:
+        """`parts` (key, batch ids, a function of its rows or None) added to `table`, which is then
+        finished: its parts."""
         for key, batches, transform in parts:
             if should_stop():
-                writer.abandon()
+                table.abandon()
                 raise _Stopped
-            data = self.job.get_object(key)
-            if data is None:
-                raise JobError(f"{self.job.url}: {key} vanished during compaction (deleted outside snakebatch?); "
-                               "resume to redo its batch")
-            if writer.bytes_in >= TARGET_PART_BYTES:
-                close()
-            rows = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
-            writer.add_table(transform(rows) if transform else rows, batches, len(data))
-        if writer.bytes_in:
-            close()
-        else:
-            writer.abandon()
-        return written
+            table.add(key, batches, transform)
+        return table.finish()
 
     # -- refresh -------------------------------------------------------------------------------
 
@@ -352,7 +455,8 @@ class ObjectCompactor:
                         referenced.append(GenerationPart(key=key, batches=[b], rows=by_batch[b].rows.get(table, 0),
                                                          size=recorded[0], xxh3=recorded[1]))
                 new = [(f"{STATE}/{staged[b]}/{table}.parquet", [b], None) for b in spec.new_batches]
-                tables[table] = referenced + self._write(table, rewritten + new, prefix, number, scratch,
+                tables[table] = referenced + self._write(rewritten + new,
+                                                         TableWriter(self.job, table, prefix, number, scratch),
                                                          lambda: False)
             ledger, changes = f"{prefix}/ledger.json", f"{prefix}/changes.parquet"
             obstore.put(self.job.store, ledger, msgspec.json.encode(spec.entries))
