@@ -244,9 +244,10 @@ def test_second_sigint_stops_at_once_and_stays_resumable(corpus, baseline, tmp_p
     # The workers read the logging parser's settings from a file at each parse: quick parses up
     # to the first commit, then 2 s each, so after the first Ctrl-C the run would wait many
     # seconds for the batches in flight; the second one stops it without them. (Batches slow
-    # from the start took ~3 s to reach the first commit.)
+    # from the start took ~3 s to reach the first commit; at SLEEP_PER_FILE a loaded machine
+    # finished every batch before the switch: 20 ms a file leaves ~3 s of them after it.)
     settings = tmp_path / "parse-settings.json"
-    settings.write_text(json.dumps({SLEEP_KEY: SLEEP_PER_FILE}))
+    settings.write_text(json.dumps({SLEEP_KEY: 0.02}))
     environ = env(**{SETTINGS_KEY: str(settings)})
     run = Run(run_args(corpus, out, *OPTIONS), environ, tmp_path / "logs")
     _wait_for_parts(run, out, 1)

@@ -266,13 +266,16 @@ def test_a_resume_redoes_the_batches_of_a_missing_and_a_resized_part(s3, corpus,
 
 # -- the next generation begun in the tail (store/objectcompaction.py EarlyGeneration) ----------
 
-TAIL_SLEEP = 0.02  # seconds per file: ~0.5 s of batches left when the generation begins (at the 8th)
+# 32 KB batches (~28) and this sleep per file: ~1.3 s of batches left when the generation begins
+# (at the 8th final one), enough for a loaded machine's coordinator to step into it.
+TAIL_OPTIONS = ("--parser", LOGGING_PARSER, "--batch-bytes", "32KB", "-j", "2")
+TAIL_SLEEP = 0.03
 
 
 def test_a_generation_begins_while_the_last_batches_run_and_keeps_rows_in_batch_order(s3, corpus, baseline):
     endpoint, client = s3
     url = f"s3://{BUCKET}/early"
-    proc = cli_in_process(*run_args(corpus, url, *OPTIONS, "--json"), check_codes=(0,), env=env(sleep=TAIL_SLEEP))
+    proc = cli_in_process(*run_args(corpus, url, *TAIL_OPTIONS, "--json"), check_codes=(0,), env=env(sleep=TAIL_SLEEP))
     summary = json.loads(proc.stdout)
     compaction, batches = summary["compaction"], summary["batches_this_run"]
     # Part of it was written before the last batch committed, and is not serial time.
@@ -302,7 +305,7 @@ def test_sigint_while_a_generation_is_begun_in_the_tail_leaves_nothing_of_it(s3,
     stopped run deletes the folder, and nothing of the generation is in the bucket."""
     endpoint, client = s3
     url, scratch = f"s3://{BUCKET}/early-int", short_tmp
-    run = Run(run_args(corpus, url, *OPTIONS), env(sleep=TAIL_SLEEP, TMPDIR=str(scratch)), tmp_path / "logs")
+    run = Run(run_args(corpus, url, *TAIL_OPTIONS), env(sleep=TAIL_SLEEP, TMPDIR=str(scratch)), tmp_path / "logs")
     while not list(scratch.glob("snakebatch-compact-*")) and run.proc.poll() is None:
         time.sleep(0.0005)
     run.signal_group(signal.SIGINT)
@@ -312,6 +315,6 @@ def test_sigint_while_a_generation_is_begun_in_the_tail_leaves_nothing_of_it(s3,
     status = json.loads(run_cli("status", url, "--json", check_codes=(0, 1), env=s3_env(endpoint)).stdout)
     assert status["state"] == "incomplete" and status["compaction_generation"] in (0, None)
     assert status["files_done"] < len(baseline["files"])  # begun while batches were left to run
-    cli_in_process(*run_args(corpus, url, *OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
+    cli_in_process(*run_args(corpus, url, *TAIL_OPTIONS, resume=True), check_codes=(0,), env=s3_env(endpoint))
     assert_same_output(dataset_snapshot(url, endpoint), baseline)
     assert len(generations(client, "early-int")) == 1
