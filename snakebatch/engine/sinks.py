@@ -116,11 +116,13 @@ class TailCompaction(Generic[Early]):
     coordinator's idle moments (`work`), taken over by the sink's `finish` (`take`). A step that
     fails gives it up until the job is complete (its compaction then warns or fails as before)."""
 
-    def __init__(self, enabled: bool, not_covered: list[int], begin: Callable[[], Early]):
+    def __init__(self, enabled: bool, committed: list[int], covered: list[int], begin: Callable[[], Early]):
+        """`committed`: the job's batches so far; `covered`: those its last compaction holds."""
         self.enabled = enabled
         self.early: Early | None = None
         self._failed = False
-        self._not_early = not_covered
+        compacted = set(covered)
+        self._not_early = [batch_id for batch_id in committed if batch_id not in compacted]
         self._begin = begin
 
     def committed(self, batch_id: int) -> None:
@@ -226,8 +228,7 @@ class OutputSink:
         self.manifest = report.manifest
         self._take_committed(entries)
         self.batch_stats: list[dict] = []
-        covered = set(self.manifest.covers) if self.manifest is not None else set()
-        self.early = TailCompaction(config.compact, [batch_id for batch_id in self.batch_ids if batch_id not in covered],
+        self.early = TailCompaction(config.compact, self.batch_ids, self.manifest.covers if self.manifest else [],
                                     lambda: EarlyCompaction(Compactor(self.config.output), self.manifest))
 
     def _take_committed(self, entries: list[LedgerEntry]) -> None:
@@ -410,8 +411,8 @@ class ObjectStoreSink:
             self.committed.add(entry.source, entry.paths, entry.sizes, entry.mtimes)
             self.before.add(entry)
         self.batch_stats: list[dict] = []
-        covered = set(self.current_generation.covers) if self.current_generation else set()
-        self.early = TailCompaction(config.compact, [batch_id for batch_id in self.batch_ids if batch_id not in covered],
+        self.early = TailCompaction(config.compact, self.batch_ids,
+                                    self.current_generation.covers if self.current_generation else [],
                                     lambda: EarlyGeneration(self.compactor, self.current_generation))
 
     def staging_for(self, batch_id: int, attempt: int) -> str:
